@@ -1,0 +1,36 @@
+// `mcompress inspect`: the stable text dump of a model and a parameter summary.
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "cli/commands.h"
+#include "compress/model_source.h"
+#include "compress/runtime_config.h"
+
+namespace cli {
+
+void AddInspectCommand(CLI::App& app, const GlobalOptions& global) {
+  auto model = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("inspect", "Print a model's graph and parameter summary");
+  cmd->add_option("model", *model, "model.onnx or zoo:<name>")->required();
+  cmd->callback([model, &global] {
+    compress::ConfigureThreads(global.threads);
+    compress::Graph graph = compress::LoadModel(*model);
+    std::cout << graph.Dump();
+    std::map<std::string, int> op_counts;
+    for (const auto& node : graph.nodes) ++op_counts[node.op_type];
+    int64_t trainable = 0;
+    for (const auto& t : graph.Parameters()) trainable += t.numel();
+    std::printf("\nnodes: %zu  (", graph.nodes.size());
+    bool first = true;
+    for (const auto& [op, n] : op_counts) {
+      std::printf("%s%s x%d", first ? "" : ", ", op.c_str(), n);
+      first = false;
+    }
+    std::printf(")\nparameters: %lld total, %lld trainable\n",
+                static_cast<long long>(graph.NumParameters()),
+                static_cast<long long>(trainable));
+  });
+}
+
+}  // namespace cli

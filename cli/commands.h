@@ -1,0 +1,18 @@
+// Subcommand registration: each cli/cmd_*.cpp adds one subcommand whose callback
+// calls the library. No logic lives here beyond argument plumbing and printing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cli {
+
+struct GlobalOptions {
+  int threads = 0;  // 0 = all cores
+};
+
+void AddTrainCommand(CLI::App& app, const GlobalOptions& global);
+void AddEvalCommand(CLI::App& app, const GlobalOptions& global);
+void AddInspectCommand(CLI::App& app, const GlobalOptions& global);
+void AddInferCommand(CLI::App& app, const GlobalOptions& global);
+
+}  // namespace cli

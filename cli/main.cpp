@@ -1,0 +1,38 @@
+// mcompress command line: parses arguments, runs one subcommand, maps errors to a
+// single line and an exit code (0 ok, 1 failure, 2 bad usage or recipe).
+#include <iostream>
+
+#include "cli/commands.h"
+#include "compress/error.h"
+#include "compress/runtime_config.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mcompress: compress LibTorch/ONNX models (pruning, INT8 quantization, "
+               "distillation) and export verified ONNX"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", compress::VersionString());
+  cli::GlobalOptions global;
+  app.add_option("--threads", global.threads, "LibTorch threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  cli::AddTrainCommand(app, global);
+  cli::AddEvalCommand(app, global);
+  cli::AddInspectCommand(app, global);
+  cli::AddInferCommand(app, global);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help and version are "errors" with exit code 0 in CLI11.
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  } catch (const compress::Error& e) {
+    std::cerr << "mcompress: " << compress::ErrorKindName(e.kind()) << ": " << e.what()
+              << "\n";
+    return compress::ExitCodeFor(e.kind());
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    auto nl = what.find('\n');  // LibTorch appends a backtrace
+    std::cerr << "mcompress: error: " << what.substr(0, nl) << "\n";
+    return 1;
+  }
+  return 0;
+}

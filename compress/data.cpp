@@ -1,0 +1,370 @@
+// Tensor datasets, the gzip'd IDX reader behind Fashion-MNIST, seeded splits and the
+// batch loader. Randomness here comes only from explicit seeds (mt19937_64), so a run
+// is reproducible whatever else touched LibTorch's global generator.
+// zlib declares a global function `compress`, which clashes with our namespace: hide
+// it behind another name (we never call it) before anything declares the namespace.
+#define compress zlib_compress_unused
+#include <zlib.h>
+#undef compress
+
+#include "compress/data.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <tuple>
+#include <vector>
+
+namespace compress {
+
+// ---- TensorDataset -----------------------------------------------------------------
+
+int64_t TensorDataset::size() const {
+  if (!inputs.defined() || inputs.dim() == 0) return 0;
+  return inputs.size(0);
+}
+
+TensorDataset TensorDataset::Select(const Tensor& indices) const {
+  const Tensor idx = indices.to(torch::kLong);
+  return {inputs.index_select(0, idx.to(inputs.device())),
+          targets.index_select(0, idx.to(targets.device()))};
+}
+
+TensorDataset TensorDataset::Slice(int64_t start, int64_t count) const {
+  const int64_t n = size();
+  start = std::clamp<int64_t>(start, 0, n);
+  count = std::clamp<int64_t>(count, 0, n - start);
+  return {inputs.narrow(0, start, count), targets.narrow(0, start, count)};
+}
+
+TensorDataset TensorDataset::To(const c10::Device& device) const {
+  return {inputs.to(device), targets.to(device)};
+}
+
+void CheckFinite(const TensorDataset& dataset, const std::string& where) {
+  if (!dataset.inputs.defined() || !dataset.inputs.is_floating_point() ||
+      dataset.inputs.numel() == 0) {
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  const Tensor bad = ~torch::isfinite(dataset.inputs);
+  const int64_t count = bad.sum().item<int64_t>();
+  if (count == 0) return;
+  const int64_t first = bad.reshape({dataset.inputs.size(0), -1})
+                            .any(1).to(torch::kInt).argmax().item<int64_t>();
+  std::ostringstream msg;
+  msg << where << ": input data contains " << count
+      << " non-finite value(s) (NaN/Inf), first in sample " << first
+      << "; expected finite inputs";
+  throw Error(ErrorKind::kNumeric, msg.str());
+}
+
+void CheckDataset(const TensorDataset& dataset, const std::string& where) {
+  const Tensor& x = dataset.inputs;
+  const Tensor& y = dataset.targets;
+  if (!x.defined() || !y.defined()) {
+    throw Error(ErrorKind::kRecipe, where + ": dataset has undefined inputs or targets");
+  }
+  if (!x.is_floating_point() || x.dim() < 1) {
+    std::ostringstream msg;
+    msg << where << ": inputs must be a floating-point tensor [N, ...]; got "
+        << x.scalar_type() << " of rank " << x.dim();
+    throw Error(ErrorKind::kRecipe, msg.str());
+  }
+  if (y.scalar_type() != torch::kLong || y.dim() != 1 || y.size(0) != x.size(0)) {
+    std::ostringstream msg;
+    msg << where << ": targets must be int64 of shape [" << x.size(0)
+        << "] (one class index per input sample); got " << y.scalar_type() << " "
+        << y.sizes();
+    throw Error(ErrorKind::kRecipe, msg.str());
+  }
+  if (y.numel() > 0) {
+    const int64_t lowest = y.min().item<int64_t>();
+    if (lowest < 0) {
+      throw Error(ErrorKind::kRecipe, where + ": targets must be class indices >= 0; found " +
+                                          std::to_string(lowest));
+    }
+  }
+  CheckFinite(dataset, where);
+}
+
+Tensor SeededPermutation(int64_t n, uint64_t seed) {
+  // Fisher-Yates with our own index draw: std::shuffle and uniform_int_distribution
+  // are implementation-defined, mt19937_64's raw output is not.
+  std::vector<int64_t> perm(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(
+        (static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(i + 1)) >> 64);
+    std::swap(perm[i], perm[j]);
+  }
+  return torch::tensor(perm, torch::kLong);
+}
+
+// ---- IDX reader --------------------------------------------------------------------
+
+namespace {
+
+constexpr uint32_t kIdxImagesMagic = 0x00000803;  // unsigned byte, 3 dims
+constexpr uint32_t kIdxLabelsMagic = 0x00000801;  // unsigned byte, 1 dim
+constexpr int64_t kNumClasses = 10;
+
+std::string Hex(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "0x%08x", v);
+  return buf;
+}
+
+// A gzip (or plain: zlib reads those transparently) file, closed on scope exit.
+class GzFile {
+ public:
+  explicit GzFile(const std::string& path) : path_(path) {
+    errno = 0;
+    file_ = gzopen(path.c_str(), "rb");
+    if (file_ == nullptr) {
+      throw Error(ErrorKind::kIo, path + ": cannot open: " +
+                                      (errno != 0 ? std::strerror(errno) : "gzopen failed"));
+    }
+  }
+  ~GzFile() {
+    if (file_ != nullptr) gzclose(file_);
+  }
+  GzFile(const GzFile&) = delete;
+  GzFile& operator=(const GzFile&) = delete;
+
+  // Reads up to `len` bytes; returns how many were read (short at end of data).
+  size_t Read(void* buf, size_t len) {
+    size_t done = 0;
+    auto* out = static_cast<unsigned char*>(buf);
+    while (done < len) {
+      const auto chunk = static_cast<unsigned>(std::min<size_t>(len - done, 1u << 24));
+      const int got = gzread(file_, out + done, chunk);
+      if (got < 0) {
+        int errnum = 0;
+        const char* msg = gzerror(file_, &errnum);
+        throw Error(ErrorKind::kIo, path_ + ": corrupt gzip data: " + (msg ? msg : "?"));
+      }
+      if (got == 0) break;
+      done += static_cast<size_t>(got);
+    }
+    return done;
+  }
+
+  uint32_t ReadBigEndian32(const char* what) {
+    unsigned char b[4];
+    const size_t got = Read(b, 4);
+    if (got != 4) {
+      throw Error(ErrorKind::kIo, path_ + ": truncated IDX header: expected 4 bytes of " +
+                                      what + ", got " + std::to_string(got));
+    }
+    return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+  }
+
+  // Reads exactly `n` payload bytes (in chunks, so a corrupt header claiming a huge
+  // count fails on the short read instead of allocating it) and checks nothing follows.
+  std::vector<uint8_t> ReadPayload(uint64_t n, const char* what) {
+    std::vector<uint8_t> data;
+    data.reserve(static_cast<size_t>(std::min<uint64_t>(n, uint64_t{1} << 26)));
+    constexpr size_t kChunk = size_t{1} << 22;
+    while (data.size() < n) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(n - data.size(), kChunk));
+      const size_t old = data.size();
+      data.resize(old + want);
+      const size_t got = Read(data.data() + old, want);
+      data.resize(old + got);
+      if (got < want) break;
+    }
+    if (data.size() != n) {
+      throw Error(ErrorKind::kIo, path_ + ": truncated IDX data: expected " + std::to_string(n) +
+                                      " bytes of " + what + ", got " +
+                                      std::to_string(data.size()));
+    }
+    unsigned char extra;
+    if (Read(&extra, 1) != 0) {
+      throw Error(ErrorKind::kIo, path_ + ": unexpected trailing data after " +
+                                      std::to_string(n) + " bytes of " + what +
+                                      "; the header's dims do not match the file");
+    }
+    return data;
+  }
+
+ private:
+  std::string path_;
+  gzFile file_ = nullptr;
+};
+
+void CheckMagic(const std::string& path, uint32_t magic, uint32_t expected, const char* kind) {
+  if (magic != expected) {
+    throw Error(ErrorKind::kIo, path + ": not an IDX " + kind + " file: magic number " +
+                                    Hex(magic) + ", expected " + Hex(expected));
+  }
+}
+
+}  // namespace
+
+TensorDataset ReadIdxPair(const std::string& images_path, const std::string& labels_path,
+                          bool normalize) {
+  // Step 1: images. Header: magic, count, rows, cols (big-endian uint32), then bytes.
+  Tensor images;
+  uint32_t count = 0;
+  {
+    GzFile file(images_path);
+    CheckMagic(images_path, file.ReadBigEndian32("magic number"), kIdxImagesMagic,
+               "ubyte image (idx3)");
+    count = file.ReadBigEndian32("image count");
+    const uint32_t rows = file.ReadBigEndian32("row count");
+    const uint32_t cols = file.ReadBigEndian32("column count");
+    if (count == 0 || rows == 0 || cols == 0) {
+      throw Error(ErrorKind::kIo, images_path + ": IDX header has a zero dimension (" +
+                                      std::to_string(count) + " x " + std::to_string(rows) +
+                                      " x " + std::to_string(cols) +
+                                      "); expected a non-empty image set");
+    }
+    const uint64_t n = uint64_t{count} * rows * cols;
+    std::vector<uint8_t> bytes = file.ReadPayload(n, "images");
+    images = torch::from_blob(bytes.data(),
+                              {static_cast<int64_t>(count), 1, static_cast<int64_t>(rows),
+                               static_cast<int64_t>(cols)},
+                              torch::kUInt8)
+                 .to(torch::kFloat)
+                 .div_(255.0);
+  }
+  if (normalize) images.sub_(kFashionMnistMean).div_(kFashionMnistStd);
+
+  // Step 2: labels. Header: magic, count, then one byte per label.
+  GzFile file(labels_path);
+  CheckMagic(labels_path, file.ReadBigEndian32("magic number"), kIdxLabelsMagic,
+             "ubyte label (idx1)");
+  const uint32_t label_count = file.ReadBigEndian32("label count");
+  if (label_count != count) {
+    throw Error(ErrorKind::kIo, labels_path + ": has " + std::to_string(label_count) +
+                                    " labels, expected " + std::to_string(count) +
+                                    " to match " + images_path);
+  }
+  std::vector<uint8_t> bytes = file.ReadPayload(label_count, "labels");
+  Tensor labels = torch::from_blob(bytes.data(), {static_cast<int64_t>(label_count)},
+                                   torch::kUInt8)
+                      .to(torch::kLong);
+  const Tensor bad = (labels >= kNumClasses).nonzero();
+  if (bad.numel() > 0) {
+    const int64_t i = bad[0][0].item<int64_t>();
+    throw Error(ErrorKind::kIo, labels_path + ": label " +
+                                    std::to_string(labels[i].item<int64_t>()) + " at index " +
+                                    std::to_string(i) + " is out of range; expected 0..9");
+  }
+  return {images, labels};
+}
+
+std::pair<TensorDataset, TensorDataset> SplitTrainValidation(const TensorDataset& full,
+                                                             int64_t validation_size,
+                                                             uint64_t seed,
+                                                             int64_t train_limit) {
+  if (validation_size < 0 || train_limit < 0) {
+    throw Error(ErrorKind::kRecipe, "validation split: validation_size (" +
+                                        std::to_string(validation_size) + ") and train_limit (" +
+                                        std::to_string(train_limit) + ") must be >= 0");
+  }
+  const int64_t n = full.size();
+  if (validation_size >= n) {
+    throw Error(ErrorKind::kRecipe, "validation split: validation_size " +
+                                        std::to_string(validation_size) +
+                                        " leaves no training data; expected fewer than " +
+                                        std::to_string(n));
+  }
+  const Tensor perm = SeededPermutation(n, seed);
+  Tensor rest = perm.narrow(0, validation_size, n - validation_size);
+  if (train_limit > 0 && train_limit < rest.size(0)) rest = rest.narrow(0, 0, train_limit);
+  return {full.Select(rest), full.Select(perm.narrow(0, 0, validation_size))};
+}
+
+DatasetSplits LoadFashionMnist(const FashionMnistOptions& options) {
+  if (options.test_limit < 0) {
+    throw Error(ErrorKind::kRecipe, "Fashion-MNIST: test_limit must be >= 0; got " +
+                                        std::to_string(options.test_limit));
+  }
+  const std::string& root = options.root;
+  TensorDataset full = ReadIdxPair(root + "/train-images-idx3-ubyte.gz",
+                                   root + "/train-labels-idx1-ubyte.gz");
+  DatasetSplits splits;
+  std::tie(splits.train, splits.validation) = SplitTrainValidation(
+      full, options.validation_size, options.split_seed, options.train_limit);
+  full = {};  // Select copied what the splits need
+  splits.test = ReadIdxPair(root + "/t10k-images-idx3-ubyte.gz",
+                            root + "/t10k-labels-idx1-ubyte.gz");
+  if (options.test_limit > 0 && options.test_limit < splits.test.size()) {
+    // clone() so the 10k-image buffer is not kept alive by a small view
+    TensorDataset head = splits.test.Slice(0, options.test_limit);
+    splits.test = {head.inputs.clone(), head.targets.clone()};
+  }
+  return splits;
+}
+
+TensorDataset CalibrationSubset(const TensorDataset& dataset, int64_t n, uint64_t seed) {
+  if (n < 0) {
+    throw Error(ErrorKind::kRecipe,
+                "calibration subset size must be >= 0; got " + std::to_string(n));
+  }
+  n = std::min(n, dataset.size());
+  return dataset.Select(SeededPermutation(dataset.size(), seed).narrow(0, 0, n));
+}
+
+// ---- DataLoader --------------------------------------------------------------------
+
+namespace {
+
+// SplitMix64 finalizer: decorrelates (seed, epoch) pairs before they seed mt19937_64.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+DataLoader::DataLoader(const TensorDataset& dataset, int64_t batch_size, bool shuffle,
+                       uint64_t seed, bool drop_last)
+    : dataset_(dataset), batch_size_(batch_size), shuffle_(shuffle), seed_(seed),
+      drop_last_(drop_last) {
+  if (batch_size < 1) {
+    throw Error(ErrorKind::kRecipe, "batch_size must be >= 1; got " + std::to_string(batch_size));
+  }
+  StartEpoch(0);
+}
+
+int64_t DataLoader::num_batches() const {
+  const int64_t n = dataset_.size();
+  return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+}
+
+void DataLoader::StartEpoch(int64_t epoch) {
+  const int64_t n = dataset_.size();
+  cursor_ = 0;
+  end_ = drop_last_ ? (n / batch_size_) * batch_size_ : n;
+  if (shuffle_) {
+    order_ = SeededPermutation(n, Mix(seed_ ^ Mix(static_cast<uint64_t>(epoch))))
+                 .to(dataset_.inputs.device());
+  }
+}
+
+bool DataLoader::Next(Tensor& x, Tensor& y) {
+  if (cursor_ >= end_) return false;
+  const int64_t count = std::min(batch_size_, end_ - cursor_);
+  if (shuffle_) {
+    const Tensor idx = order_.narrow(0, cursor_, count);
+    x = dataset_.inputs.index_select(0, idx);
+    y = dataset_.targets.index_select(0, idx.to(dataset_.targets.device()));
+  } else {
+    x = dataset_.inputs.narrow(0, cursor_, count);
+    y = dataset_.targets.narrow(0, cursor_, count);
+  }
+  cursor_ += count;
+  return true;
+}
+
+}  // namespace compress

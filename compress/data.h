@@ -1,0 +1,123 @@
+// Datasets for training, evaluation and calibration: an in-memory tensor dataset, a
+// reader for gzip'd IDX files (Fashion-MNIST) with a seeded validation split, and a
+// batch loader whose shuffling depends only on (seed, epoch), never on global RNG state.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "compress/error.h"
+
+namespace compress {
+
+using Tensor = at::Tensor;
+
+// Samples along dimension 0: inputs float (e.g. NCHW), targets int64 class indices [N].
+struct TensorDataset {
+  Tensor inputs;
+  Tensor targets;
+
+  // Number of samples (0 for an empty or undefined dataset).
+  int64_t size() const;
+  // The samples at `indices` (an integer tensor, any device), in that order.
+  TensorDataset Select(const Tensor& indices) const;
+  // Samples [start, start + count), clamped to the dataset; shares storage.
+  TensorDataset Slice(int64_t start, int64_t count) const;
+  // Both tensors moved to `device` (no copy when already there).
+  TensorDataset To(const c10::Device& device) const;
+};
+
+// Throws Error(kNumeric) naming `where` and the first offending sample when the
+// floating-point inputs contain NaN or Inf.
+void CheckFinite(const TensorDataset& dataset, const std::string& where);
+
+// Structural checks for data handed to Train/Evaluate, then CheckFinite: both tensors
+// defined, inputs floating point with a leading sample dim, targets int64 of shape [N]
+// with the same N and no negative label. Throws Error(kRecipe / kNumeric) naming `where`.
+void CheckDataset(const TensorDataset& dataset, const std::string& where);
+
+// A permutation of 0..n-1 (int64, CPU) that depends only on `seed`: the same on
+// every platform and LibTorch version (a Fisher-Yates shuffle driven by mt19937_64).
+Tensor SeededPermutation(int64_t n, uint64_t seed);
+
+// ---- IDX files (http://yann.lecun.com/exdb/mnist/ format, optionally gzip'd) -------
+
+// Fashion-MNIST pixel statistics over the 60k training images after scaling to [0,1]
+// (the values used throughout the literature, e.g. the torchvision examples).
+constexpr double kFashionMnistMean = 0.2860;
+constexpr double kFashionMnistStd = 0.3530;
+
+// Reads an IDX3 ubyte image file (magic 0x00000803) and its IDX1 ubyte label file
+// (magic 0x00000801), gzip'd or plain. Returns inputs float [N,1,rows,cols] scaled to
+// [0,1] and, when `normalize`, standardized with kFashionMnistMean/kFashionMnistStd;
+// targets int64 [N]. Throws Error(kIo) naming the file for a missing file, a wrong
+// magic number, zero dims, differing counts, truncated or trailing data, and labels
+// outside 0..9.
+TensorDataset ReadIdxPair(const std::string& images_path, const std::string& labels_path,
+                          bool normalize = true);
+
+// Splits `full` into {train, validation}: validation is the first validation_size
+// entries of SeededPermutation(full.size(), seed), train the rest in that permuted
+// order, cut to its first train_limit samples when train_limit > 0. Same seed, same
+// split; the two never share a sample. Throws Error(kRecipe) when validation_size < 0
+// or leaves no training sample, or train_limit < 0.
+std::pair<TensorDataset, TensorDataset> SplitTrainValidation(const TensorDataset& full,
+                                                             int64_t validation_size,
+                                                             uint64_t seed,
+                                                             int64_t train_limit = 0);
+
+struct FashionMnistOptions {
+  std::string root = "/usr/share/datasets/fashion-mnist";
+  int64_t validation_size = 5000;  // carved from the 60k training images
+  uint64_t split_seed = 0;
+  int64_t train_limit = 0;         // 0 = all remaining training samples
+  int64_t test_limit = 0;          // 0 = all 10k test samples (else the first N)
+};
+
+struct DatasetSplits {
+  TensorDataset train, validation, test;
+};
+
+// Loads root/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (normalized) and carves
+// the validation set from the 60k training images with SplitTrainValidation, so the
+// same split_seed gives the same disjoint split. Throws Error(kRecipe) for negative or
+// too large sizes, Error(kIo) for unreadable or corrupt files.
+DatasetSplits LoadFashionMnist(const FashionMnistOptions& options = {});
+
+// A deterministic random subset of min(n, size) samples (for calibration).
+// Throws Error(kRecipe) when n < 0.
+TensorDataset CalibrationSubset(const TensorDataset& dataset, int64_t n, uint64_t seed);
+
+// Iterates a dataset in batches. Batches are on the dataset's device. With `shuffle`,
+// each epoch's order is SeededPermutation(size, f(seed, epoch)); otherwise the stored
+// order. Every sample appears exactly once per epoch (the last, smaller batch is
+// dropped only when drop_last). The loader keeps shallow copies of the tensors.
+class DataLoader {
+ public:
+  // Throws Error(kRecipe) when batch_size < 1.
+  DataLoader(const TensorDataset& dataset, int64_t batch_size, bool shuffle, uint64_t seed,
+             bool drop_last = false);
+
+  int64_t num_batches() const;
+  int64_t batch_size() const { return batch_size_; }
+  // Resets to the first batch of `epoch` (the constructor starts epoch 0).
+  void StartEpoch(int64_t epoch);
+  // Fills the next batch and returns true, or returns false at the end of the epoch.
+  bool Next(Tensor& x, Tensor& y);
+
+ private:
+  TensorDataset dataset_;
+  int64_t batch_size_;
+  bool shuffle_;
+  uint64_t seed_;
+  bool drop_last_;
+  Tensor order_;  // on the dataset's device; undefined when not shuffling
+  int64_t cursor_ = 0;
+  int64_t end_ = 0;  // one past the last sample served this epoch
+};
+
+}  // namespace compress

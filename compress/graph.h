@@ -1,0 +1,141 @@
+// compress::Graph, the one model form every importer produces and every pass and
+// exporter consumes. Nodes follow ONNX operator semantics; weights are named
+// initializers held as tensors (any device) with the annotations passes decide.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "compress/error.h"
+
+namespace compress {
+
+using Tensor = at::Tensor;
+
+// A dimension whose size is not fixed by the model (the batch dimension).
+constexpr int64_t kDynamicDim = -1;
+
+// An ONNX attribute value. Floats are held as double; ints as int64.
+using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>,
+                               std::vector<double>, std::vector<std::string>, Tensor>;
+
+struct Node {
+  std::string name;
+  std::string op_type;
+  std::string domain;                // "" is the default ONNX domain
+  std::vector<std::string> inputs;   // "" marks an omitted optional input
+  std::vector<std::string> outputs;  // "" marks an omitted optional output
+  std::map<std::string, AttrValue> attrs;
+
+  bool HasInput(size_t i) const { return i < inputs.size() && !inputs[i].empty(); }
+  bool HasAttr(const std::string& key) const { return attrs.count(key) != 0; }
+
+  // Typed attribute access. The one-argument forms throw compress::Error naming the
+  // node when the attribute is missing; all forms throw when its type is wrong.
+  int64_t GetInt(const std::string& key) const;
+  int64_t GetInt(const std::string& key, int64_t fallback) const;
+  double GetFloat(const std::string& key) const;
+  double GetFloat(const std::string& key, double fallback) const;
+  std::string GetString(const std::string& key, const std::string& fallback) const;
+  std::vector<int64_t> GetInts(const std::string& key,
+                               const std::vector<int64_t>& fallback = {}) const;
+  std::vector<double> GetFloats(const std::string& key,
+                                const std::vector<double>& fallback = {}) const;
+  const Tensor& GetTensor(const std::string& key) const;
+
+  // "Conv 'conv1'" — how errors name a node.
+  std::string Describe() const;
+};
+
+// Static type and shape of a named value. dims use kDynamicDim for symbolic sizes;
+// no shape at all (unknown rank) is std::nullopt.
+struct ValueInfo {
+  std::string name;
+  at::ScalarType dtype = at::kFloat;
+  std::optional<std::vector<int64_t>> shape;
+};
+
+// Quantization parameters a pass attaches to an initializer. axis < 0 means
+// per-tensor; otherwise scale/zero_point have one entry per slice along axis.
+struct QuantParams {
+  Tensor scale;
+  Tensor zero_point;
+  int64_t axis = -1;
+  int bits = 8;
+  bool is_signed = true;
+};
+
+struct Initializer {
+  Tensor value;
+  Tensor mask;                       // undefined when dense; else same shape, 0/1
+  std::optional<QuantParams> quant;  // set when a pass decided quantization
+};
+
+class Graph {
+ public:
+  std::string name = "graph";
+  int64_t opset = 13;  // default-domain opset the nodes follow
+  std::vector<ValueInfo> inputs;   // runtime inputs only (initializers are separate)
+  std::vector<ValueInfo> outputs;
+  std::vector<Node> nodes;         // kept in topological order (Validate checks it)
+  std::map<std::string, Initializer> initializers;
+  std::map<std::string, ValueInfo> value_info;  // shapes of intermediate values
+  std::map<std::string, std::string> metadata;  // written to ONNX metadata_props
+
+  // Deep copy: tensors are cloned, so passes on the copy never touch this graph.
+  Graph Clone() const;
+  // Moves every initializer (and mask/quant tensors) to `device`.
+  void To(const c10::Device& device);
+
+  // Throws compress::Error of `kind` naming the first node that: uses a value nobody
+  // defines, uses a value before it is produced (a cycle or a wrong order), defines a
+  // value twice, uses an op the executor does not know, or has an input/output count
+  // its op does not accept. `where` (e.g. a file name) prefixes the message.
+  void Validate(const std::string& where = "", ErrorKind kind = ErrorKind::kInternal) const;
+
+  // Re-sorts nodes topologically (stable: keeps the original order where possible).
+  // Throws compress::Error naming a node on a cycle.
+  void TopologicalSort();
+
+  bool IsInitializer(const std::string& value) const {
+    return initializers.count(value) != 0;
+  }
+  // The initializer tensor; throws if `value` is not an initializer.
+  Tensor& Weight(const std::string& value);
+  const Tensor& Weight(const std::string& value) const;
+
+  // Index of the node producing `value` in nodes, or -1 (graph input / initializer).
+  int ProducerIndex(const std::string& value) const;
+  // Indices of nodes that read `value`, in node order.
+  std::vector<int> ConsumerIndices(const std::string& value) const;
+  // Shape info of any value (graph input/output, intermediate, initializer).
+  std::optional<ValueInfo> FindValue(const std::string& value) const;
+
+  // Names of initializers an optimizer should train: floating point, and not a
+  // BatchNormalization running statistic, Q/DQ scale/zero point, Clip bound or
+  // Dropout ratio. Sorted.
+  std::vector<std::string> TrainableNames() const;
+  // The tensors of TrainableNames(), sharing storage with the graph.
+  std::vector<Tensor> Parameters() const;
+  // Number of elements over all initializers / over TrainableNames().
+  int64_t NumParameters() const;
+
+  // Stable text form: inputs, initializers (shape, dtype, sparsity, bits), nodes with
+  // attributes and output shapes, outputs. Tests may assert on it.
+  std::string Dump() const;
+};
+
+// Readable name of a dtype ("float32", "int64", ...).
+std::string DtypeName(at::ScalarType t);
+// "[N,3,224,224]" ("?" for an unknown shape, "N" for a dynamic dim).
+std::string ShapeString(const std::optional<std::vector<int64_t>>& shape);
+
+}  // namespace compress

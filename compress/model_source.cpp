@@ -1,0 +1,83 @@
+// Model loading by spec, and inference on TensorProto files (the ONNX backend-test
+// format) for `mcompress infer`.
+#include "compress/model_source.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "compress/executor.h"
+#include "compress/onnx_io.h"
+#include "compress/zoo.h"
+
+namespace compress {
+
+namespace {
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+Graph LoadModel(const std::string& spec, uint64_t seed) {
+  if (spec.rfind("zoo:", 0) == 0) return BuildZoo(spec.substr(4), seed);
+  if (EndsWith(spec, ".onnx")) return LoadOnnx(spec);
+  if (EndsWith(spec, ".pt") || EndsWith(spec, ".pth")) {
+    throw Error(ErrorKind::kUnsupported,
+                spec + ": TorchScript import is not supported yet; convert to ONNX or use "
+                       "zoo:<name>");
+  }
+  throw Error(ErrorKind::kUsage, "model '" + spec +
+                                     "': expected zoo:<name> or a path ending in .onnx");
+}
+
+std::vector<std::string> InferTensorFiles(const Graph& graph,
+                                          const std::vector<std::string>& input_files,
+                                          const std::string& out_dir) {
+  if (input_files.size() != graph.inputs.size()) {
+    throw Error(ErrorKind::kUsage, "model '" + graph.name + "' has " +
+                                       std::to_string(graph.inputs.size()) +
+                                       " inputs but " + std::to_string(input_files.size()) +
+                                       " input files were given");
+  }
+  std::vector<Tensor> inputs;
+  for (size_t i = 0; i < input_files.size(); ++i) {
+    Tensor t = LoadTensorProto(input_files[i]);
+    const ValueInfo& want = graph.inputs[i];
+    if (t.scalar_type() != want.dtype) {
+      throw Error(ErrorKind::kUsage, input_files[i] + ": input '" + want.name + "' expects " +
+                                         DtypeName(want.dtype) + ", file holds " +
+                                         DtypeName(t.scalar_type()));
+    }
+    if (want.shape) {
+      bool ok = static_cast<int64_t>(want.shape->size()) == t.dim();
+      for (int64_t d = 0; ok && d < t.dim(); ++d) {
+        ok = (*want.shape)[d] == kDynamicDim || (*want.shape)[d] == t.size(d);
+      }
+      if (!ok) {
+        throw Error(ErrorKind::kUsage,
+                    input_files[i] + ": input '" + want.name + "' expects shape " +
+                        ShapeString(want.shape) + ", file holds " +
+                        ShapeString(t.sizes().vec()));
+      }
+    }
+    inputs.push_back(t);
+  }
+  Executor exec(graph);
+  std::vector<Tensor> outputs;
+  {
+    torch::NoGradGuard no_grad;
+    outputs = exec.Run(inputs);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw Error(ErrorKind::kIo, out_dir + ": cannot create directory: " + ec.message());
+  std::vector<std::string> written;
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    std::string path = (std::filesystem::path(out_dir) / ("output_" + std::to_string(k) + ".pb")).string();
+    SaveTensorProto(outputs[k], path, graph.outputs[k].name);
+    written.push_back(path);
+  }
+  return written;
+}
+
+}  // namespace compress

@@ -1,0 +1,21 @@
+// Process-wide runtime settings: LibTorch thread count and device selection.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace compress {
+
+// Sets LibTorch's intra-op threads; threads <= 0 means all hardware threads
+// (LibTorch picks 1 on some machines otherwise). Returns the number set.
+int ConfigureThreads(int threads);
+
+// "auto" (CUDA device 0 when available, else CPU), "cpu", "cuda", "cuda:N".
+// Throws compress::Error (kUsage) for anything else or an unavailable CUDA device.
+c10::Device ResolveDevice(const std::string& spec);
+
+// "mcompress 0.1.0 (LibTorch 1.13.1, ONNX opset 13)"-style version line.
+std::string VersionString();
+
+}  // namespace compress

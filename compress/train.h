@@ -1,0 +1,91 @@
+// Supervised training of a compress::Graph classifier through the Executor: torch::optim
+// optimizers, per-step learning-rate schedules, label smoothing, per-epoch validation,
+// and a hook after every optimizer step (pruning re-applies its masks there).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "compress/data.h"
+#include "compress/graph.h"
+
+namespace compress {
+
+// name: "sgd" (momentum, nesterov, weight_decay), "adam", "adamw", "rmsprop"
+// (alpha, eps, momentum, weight_decay), "adagrad" (eps, weight_decay).
+// adam/adamw use beta1, beta2, eps; adamw's weight_decay is decoupled.
+struct OptimizerOptions {
+  std::string name = "sgd";
+  double lr = 0.01, momentum = 0, weight_decay = 0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, alpha = 0.99 /*rmsprop*/;
+};
+
+// name: "none" (constant lr), "step" (lr * gamma^(epoch / step_size), epoch-based),
+// "cosine" (per-step cosine annealing from lr to 0 over all steps), "one-cycle"
+// (Smith & Topin 2018, as PyTorch's OneCycleLR with cosine annealing: from
+// lr/div_factor up to lr at step pct_start*total-1, then down to
+// lr/(div_factor*final_div_factor) at the last step).
+struct LrSchedule {
+  std::string name = "none";
+  int64_t step_size = 1;  // epochs, for "step"
+  double gamma = 0.1;
+  double pct_start = 0.3;
+  double div_factor = 25, final_div_factor = 1e4;
+};
+
+// The learning rate to use for optimizer step `step` (0-based, of `total_steps`);
+// `steps_per_epoch` converts steps to epochs for "step". Pure; steps outside
+// [0, total_steps) are clamped. Assumes ValidateLrSchedule passed.
+double LearningRateAt(const LrSchedule& schedule, double base_lr, int64_t step,
+                      int64_t total_steps, int64_t steps_per_epoch);
+
+struct TrainOptions {
+  int64_t epochs = 1;
+  int64_t batch_size = 128;
+  OptimizerOptions optimizer;
+  LrSchedule lr_schedule;
+  double label_smoothing = 0;  // in [0, 1)
+  uint64_t seed = 0;           // shuffling, and LibTorch's global generator (Dropout)
+  // "auto": a progress bar when stderr is a terminal, else one line per epoch;
+  // "on": always the bar; "off": one line per epoch; "quiet": nothing.
+  std::string progress = "auto";
+  // Called with the global step (1-based count of steps done) after every optimizer
+  // step, under a NoGradGuard, so it may modify the graph's weights in place.
+  std::function<void(int64_t step)> after_step;
+};
+
+// Throws Error(kRecipe) naming the offending field (unknown optimizer/schedule/progress
+// name, non-positive batch size, negative lr, label_smoothing outside [0, 1), ...).
+void ValidateTrainOptions(const TrainOptions& options);
+
+struct EpochStats {
+  int64_t epoch = 0;  // 1-based, as printed
+  double train_loss = 0, train_accuracy = 0;  // means over the epoch's samples
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double samples_per_second = 0;  // training samples / training time (no validation)
+  double seconds = 0;             // whole epoch, validation included
+};
+
+struct TrainResult {
+  std::vector<EpochStats> epochs;
+};
+
+// Trains `graph` (one input, one output of logits [N, classes]) in place with
+// cross-entropy on `train`, validating after each epoch on `validation` when it is
+// non-null and non-empty. The graph is moved to `device` and stays there; its
+// trainable initializers get requires_grad for the run and have it restored after.
+// Throws Error(kRecipe) for bad options or data, kUnsupported for a graph that is not
+// single-input single-output or whose output is not 2-D, kNumeric for NaN/Inf data or
+// a non-finite loss (naming the epoch and step).
+TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset* validation,
+                  const TrainOptions& options, const c10::Device& device);
+
+}  // namespace compress

@@ -1,0 +1,127 @@
+// The mcompress binary end to end: exit codes, one-line errors, and the commands on
+// real files (a trained model, an ONNX backend test case).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "compress/onnx_io.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+Result RunCli(const std::string& args) {
+  std::string cmd = std::string(MCOMPRESS_CLI) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+fs::path TempDir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("mcompress_cli_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(Cli, VersionAndHelp) {
+  Result v = RunCli("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.output.find("mcompress 0.1.0"), std::string::npos) << v.output;
+  Result h = RunCli("--help");
+  EXPECT_EQ(h.code, 0);
+  for (const char* sub : {"train", "eval", "inspect", "infer"}) {
+    EXPECT_NE(h.output.find(sub), std::string::npos) << sub;
+  }
+}
+
+TEST(Cli, BadUsageExitsTwo) {
+  EXPECT_EQ(RunCli("").code, 2);
+  EXPECT_EQ(RunCli("frobnicate").code, 2);
+  Result r = RunCli("inspect zoo:nope");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.output,
+            "mcompress: usage error: unknown zoo model 'nope'; available: mlp-300-100, lenet5, "
+            "convnet, resnet8, mobilenet-tiny\n");
+  Result t = RunCli("--threads -3 inspect zoo:lenet5");
+  EXPECT_EQ(t.code, 2);
+}
+
+TEST(Cli, CorruptModelIsOneLineAndExitOne) {
+  fs::path dir = TempDir("corrupt");
+  std::string bytes = compress::SerializeOnnx(compress::LoadOnnx(
+      "/usr/share/libonnx-testdata/data/node/test_relu/model.onnx"));
+  {
+    std::ofstream f(dir / "half.onnx", std::ios::binary);
+    f << bytes.substr(0, bytes.size() / 2);
+  }
+  Result r = RunCli("inspect " + (dir / "half.onnx").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("half.onnx"), std::string::npos) << r.output;
+  Result missing = RunCli("inspect " + (dir / "missing.onnx").string());
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(Lines(missing.output), 1) << missing.output;
+  fs::remove_all(dir);
+}
+
+TEST(Cli, InferMatchesBackendTestOutput) {
+  const std::string base = "/usr/share/libonnx-testdata/data/node/test_conv_with_strides_padding";
+  fs::path dir = TempDir("infer");
+  Result r = RunCli("infer " + base + "/model.onnx -i " + base + "/test_data_set_0/input_0.pb -i " +
+                 base + "/test_data_set_0/input_1.pb -o " + dir.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  torch::Tensor got = compress::LoadTensorProto((dir / "output_0.pb").string());
+  torch::Tensor want = compress::LoadTensorProto(base + "/test_data_set_0/output_0.pb");
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5));
+  Result wrong = RunCli("infer " + base + "/model.onnx -i " + base +
+                     "/test_data_set_0/input_0.pb -o " + dir.string());
+  EXPECT_EQ(wrong.code, 2) << wrong.output;
+  EXPECT_EQ(Lines(wrong.output), 1) << wrong.output;
+  fs::remove_all(dir);
+}
+
+TEST(Cli, TrainEvalInspectRoundTrip) {
+  fs::path dir = TempDir("train");
+  const std::string model = (dir / "lenet5.onnx").string();
+  Result t = RunCli("--threads 2 train --model zoo:lenet5 --epochs 1 --train-limit 2000 "
+                 "--test-limit 500 --optimizer adam --lr 0.002 --out " + model);
+  ASSERT_EQ(t.code, 0) << t.output;
+  ASSERT_TRUE(fs::exists(model));
+  Result e = RunCli("eval " + model + " --test-limit 500");
+  ASSERT_EQ(e.code, 0) << e.output;
+  // The accuracy printed by train (on the same 500 samples) is the one eval reports:
+  // the ONNX file holds exactly the trained weights.
+  auto top1 = [](const std::string& s) {
+    auto p = s.find("top1 ");
+    return p == std::string::npos ? std::string() : s.substr(p, s.find('%', p) - p);
+  };
+  EXPECT_FALSE(top1(t.output).empty()) << t.output;
+  EXPECT_EQ(top1(t.output), top1(e.output)) << t.output << "\n" << e.output;
+  Result i = RunCli("inspect " + model);
+  ASSERT_EQ(i.code, 0);
+  EXPECT_NE(i.output.find("parameters: 61706 total, 61706 trainable"), std::string::npos)
+      << i.output;
+  // Unwritable output path: a clear error, no file.
+  Result bad = RunCli("train --model zoo:lenet5 --epochs 1 --train-limit 200 --test-limit 100 "
+                   "--out /proc/forbidden/x.onnx");
+  EXPECT_EQ(bad.code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("/proc/forbidden/x.onnx"), std::string::npos) << bad.output;
+  fs::remove_all(dir);
+}
+
+}  // namespace

@@ -1,0 +1,181 @@
+// Tests for compress/eval: top-1/top-5/loss/per-class accuracy of a two-layer graph
+// with known weights against a hand computation, batch-size independence, latency
+// statistics and the error paths.
+#include "compress/eval.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace compress {
+namespace {
+
+template <typename Fn>
+void ExpectError(Fn fn, ErrorKind kind, const std::string& substring) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error containing: " << substring;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)
+        << "message: " << e.what() << "\nexpected to contain: " << substring;
+  }
+}
+
+Node MakeNode(const std::string& name, const std::string& op, std::vector<std::string> inputs,
+              const std::string& output) {
+  Node n;
+  n.name = name;
+  n.op_type = op;
+  n.inputs = std::move(inputs);
+  n.outputs = {output};
+  if (op == "Gemm") n.attrs["transB"] = int64_t{1};
+  return n;
+}
+
+using Matrix = std::vector<std::vector<double>>;
+
+Tensor ToTensor(const Matrix& m) {
+  std::vector<float> flat;
+  for (const auto& row : m) flat.insert(flat.end(), row.begin(), row.end());
+  return torch::tensor(flat).reshape({static_cast<int64_t>(m.size()),
+                                      static_cast<int64_t>(m[0].size())});
+}
+
+// x -> Gemm(W1, b1) -> Relu -> Gemm(W2, b2) -> logits
+const Matrix kW1 = {{1, 0}, {0, 1}, {1, 1}};
+const std::vector<double> kB1 = {0, 0, -1};
+const Matrix kW2 = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0.5, 0.5, 0}, {-1, 0, 0}, {0, 0, 0}};
+const std::vector<double> kB2 = {0, 0.1, 0.2, 0.3, 0.4, 0.5};
+const Matrix kX = {{2, 0}, {0.25, 3}, {-1, -2}, {1, 2}, {3, 0.5}};
+const std::vector<int64_t> kY = {0, 2, 0, 2, 3};
+
+Graph TwoLayerGraph() {
+  Graph g;
+  g.name = "mlp";
+  g.inputs.push_back(ValueInfo{"x", at::kFloat, std::vector<int64_t>{kDynamicDim, 2}});
+  g.outputs.push_back(ValueInfo{"logits", at::kFloat, std::vector<int64_t>{kDynamicDim, 6}});
+  g.nodes.push_back(MakeNode("fc1", "Gemm", {"x", "W1", "b1"}, "h"));
+  g.nodes.push_back(MakeNode("relu", "Relu", {"h"}, "hr"));
+  g.nodes.push_back(MakeNode("fc2", "Gemm", {"hr", "W2", "b2"}, "logits"));
+  g.initializers["W1"].value = ToTensor(kW1);
+  g.initializers["b1"].value = ToTensor({kB1}).reshape({-1});
+  g.initializers["W2"].value = ToTensor(kW2);
+  g.initializers["b2"].value = ToTensor({kB2}).reshape({-1});
+  return g;
+}
+
+TensorDataset Samples() {
+  return {ToTensor(kX), torch::tensor(kY, torch::kLong)};
+}
+
+// The forward pass and the metrics in plain C++.
+std::vector<double> HandLogits(const std::vector<double>& x) {
+  std::vector<double> h(3), out(6);
+  for (int j = 0; j < 3; ++j) {
+    h[j] = std::max(0.0, kW1[j][0] * x[0] + kW1[j][1] * x[1] + kB1[j]);
+  }
+  for (int c = 0; c < 6; ++c) {
+    out[c] = kB2[c];
+    for (int j = 0; j < 3; ++j) out[c] += kW2[c][j] * h[j];
+  }
+  return out;
+}
+
+TEST(EvalEvaluate, MatchesHandComputation) {
+  // Hand computation: rank of the target among the logits and the cross-entropy.
+  double loss = 0;
+  int top1 = 0, top5 = 0;
+  for (size_t i = 0; i < kX.size(); ++i) {
+    const auto z = HandLogits(kX[i]);
+    int above = 0;  // classes scoring strictly higher than the target
+    double sum = 0;
+    for (int c = 0; c < 6; ++c) {
+      sum += std::exp(z[c]);
+      for (int d = 0; d < c; ++d) ASSERT_NE(z[c], z[d]) << "tie in sample " << i;
+      if (z[c] > z[kY[i]]) ++above;
+    }
+    loss += std::log(sum) - z[kY[i]];
+    top1 += above == 0;
+    top5 += above < 5;
+  }
+  loss /= static_cast<double>(kX.size());
+  // The samples were chosen so: sample 0 and 3 right; 1 and 4 second/third; sample 2's
+  // target scores lowest of all six.
+  ASSERT_EQ(top1, 2);
+  ASSERT_EQ(top5, 4);
+
+  const Graph g = TwoLayerGraph();
+  for (int64_t batch : {1, 2, 5, 64}) {
+    const EvalResult r = Evaluate(g, Samples(), batch, torch::kCPU);
+    EXPECT_EQ(r.samples, 5);
+    EXPECT_DOUBLE_EQ(r.top1, 2.0 / 5.0) << "batch " << batch;
+    EXPECT_DOUBLE_EQ(r.top5, 4.0 / 5.0) << "batch " << batch;
+    EXPECT_NEAR(r.loss, loss, 1e-5) << "batch " << batch;
+    ASSERT_EQ(r.per_class_accuracy.size(), 6u);
+    EXPECT_DOUBLE_EQ(r.per_class_accuracy[0], 0.5);  // samples 0 (right) and 2 (wrong)
+    EXPECT_DOUBLE_EQ(r.per_class_accuracy[2], 0.5);  // samples 1 (wrong) and 3 (right)
+    EXPECT_DOUBLE_EQ(r.per_class_accuracy[3], 0.0);  // sample 4 (wrong)
+    for (int c : {1, 4, 5}) EXPECT_TRUE(std::isnan(r.per_class_accuracy[c])) << "class " << c;
+  }
+}
+
+TEST(EvalEvaluate, TopFiveWithFewerClassesIsEverything) {
+  Graph g;
+  g.inputs.push_back(ValueInfo{"x", at::kFloat, std::vector<int64_t>{kDynamicDim, 3}});
+  g.outputs.push_back(ValueInfo{"y", at::kFloat, std::vector<int64_t>{kDynamicDim, 3}});
+  g.nodes.push_back(MakeNode("fc", "Gemm", {"x", "W", "b"}, "y"));
+  g.initializers["W"].value = torch::eye(3);
+  g.initializers["b"].value = torch::zeros({3});
+  // Logits = x; argmax is class 0, 1, 2 for the three samples; targets 0, 2, 1.
+  const TensorDataset data{torch::tensor({{5.f, 1.f, 0.f}, {0.f, 4.f, 1.f}, {1.f, 0.f, 3.f}}),
+                           torch::tensor({0, 2, 1}, torch::kLong)};
+  const EvalResult r = Evaluate(g, data, 2, torch::kCPU);
+  EXPECT_DOUBLE_EQ(r.top1, 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(r.top5, 1.0);
+  EXPECT_DOUBLE_EQ(r.per_class_accuracy[0], 1.0);
+  EXPECT_DOUBLE_EQ(r.per_class_accuracy[1], 0.0);
+  EXPECT_DOUBLE_EQ(r.per_class_accuracy[2], 0.0);
+}
+
+TEST(EvalEvaluate, Errors) {
+  const Graph g = TwoLayerGraph();
+  TensorDataset nan{Samples().inputs.clone(), Samples().targets};
+  nan.inputs[4][0] = std::nanf("");
+  ExpectError([&] { Evaluate(g, nan, 2, torch::kCPU); }, ErrorKind::kNumeric,
+              "evaluation data: input data contains 1 non-finite value(s) (NaN/Inf), first in "
+              "sample 4");
+  TensorDataset big_label{Samples().inputs, torch::tensor({0, 1, 6, 2, 3}, torch::kLong)};
+  ExpectError([&] { Evaluate(g, big_label, 2, torch::kCPU); }, ErrorKind::kRecipe,
+              "label 6 is out of range for a model with 6 outputs; expected labels in 0..5");
+  ExpectError([&] { Evaluate(g, Samples().Slice(0, 0), 2, torch::kCPU); }, ErrorKind::kRecipe,
+              "evaluation data: dataset is empty");
+  ExpectError([&] { Evaluate(g, Samples(), 0, torch::kCPU); }, ErrorKind::kRecipe,
+              "batch_size must be >= 1");
+  Graph two_inputs = TwoLayerGraph();
+  two_inputs.inputs.push_back(ValueInfo{"z", at::kFloat, std::vector<int64_t>{1}});
+  ExpectError([&] { Evaluate(two_inputs, Samples(), 2, torch::kCPU); }, ErrorKind::kUnsupported,
+              "Evaluate: graph 'mlp' has 2 input(s) and 1 output(s)");
+}
+
+TEST(EvalLatency, StatisticsAreOrdered) {
+  const Graph g = TwoLayerGraph();
+  const LatencyResult r = MeasureLatency(g, {2}, 8, 2, 7, torch::kCPU);
+  EXPECT_EQ(r.batch, 8);
+  EXPECT_EQ(r.runs, 7);
+  EXPECT_GT(r.min_ms, 0.0);
+  EXPECT_LE(r.min_ms, r.median_ms);
+  EXPECT_LE(r.median_ms, r.p90_ms);
+  EXPECT_LT(r.p90_ms, 1000.0);
+  ExpectError([&] { MeasureLatency(g, {2}, 0, 1, 1, torch::kCPU); }, ErrorKind::kRecipe,
+              "expected batch >= 1, runs >= 1, warmup >= 0; got batch 0");
+  ExpectError([&] { MeasureLatency(g, {2}, 1, 0, 0, torch::kCPU); }, ErrorKind::kRecipe,
+              "runs 0");
+}
+
+}  // namespace
+}  // namespace compress
