@@ -19,7 +19,8 @@ build: configure
 
 # Until the recipe engine lands: train the zoo convnet for one epoch on Fashion-MNIST,
 # evaluate it on the test set and export it to ONNX.
-demo: build
+demo: configure
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target mcompress
 	@mkdir -p out/demo
 	$(BUILD_DIR)/bin/mcompress train --model zoo:convnet --epochs 1 --optimizer sgd \
 	  --lr 0.05 --momentum 0.9 --lr-schedule cosine --out out/demo/convnet.onnx
