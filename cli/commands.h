@@ -7,12 +7,15 @@
 namespace cli {
 
 struct GlobalOptions {
-  int threads = 0;  // 0 = all cores
+  int threads = 0;            // 0 = all cores
+  int* exit_code = nullptr;   // a command may set a non-zero success code (3)
 };
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global);
 void AddEvalCommand(CLI::App& app, const GlobalOptions& global);
 void AddInspectCommand(CLI::App& app, const GlobalOptions& global);
 void AddInferCommand(CLI::App& app, const GlobalOptions& global);
+// run, validate, passes, compare
+void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace cli

@@ -1,5 +1,6 @@
 // mcompress command line: parses arguments, runs one subcommand, maps errors to a
-// single line and an exit code (0 ok, 1 failure, 2 bad usage or recipe).
+// single line and an exit code (0 ok, 1 failure, 2 bad usage or recipe, 3 acceptance
+// criteria not met).
 #include <iostream>
 
 #include "cli/commands.h"
@@ -18,6 +19,9 @@ int main(int argc, char** argv) {
   cli::AddEvalCommand(app, global);
   cli::AddInspectCommand(app, global);
   cli::AddInferCommand(app, global);
+  cli::AddRecipeCommands(app, global);
+  int exit_code = 0;
+  global.exit_code = &exit_code;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,5 +38,5 @@ int main(int argc, char** argv) {
     std::cerr << "mcompress: error: " << what.substr(0, nl) << "\n";
     return 1;
   }
-  return 0;
+  return exit_code;
 }

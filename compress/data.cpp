@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -365,6 +366,21 @@ bool DataLoader::Next(Tensor& x, Tensor& y) {
   }
   cursor_ += count;
   return true;
+}
+
+std::string FileCrc32(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw Error(ErrorKind::kIo, path + ": cannot read: " + std::strerror(errno));
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::vector<unsigned char> buf(1 << 16);
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) {
+    crc = crc32(crc, buf.data(), static_cast<uInt>(n));
+  }
+  std::fclose(f);
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08lx", static_cast<unsigned long>(crc));
+  return hex;
 }
 
 }  // namespace compress

@@ -44,6 +44,9 @@ void CheckDataset(const TensorDataset& dataset, const std::string& where);
 // every platform and LibTorch version (a Fisher-Yates shuffle driven by mt19937_64).
 Tensor SeededPermutation(int64_t n, uint64_t seed);
 
+// CRC-32 (zlib) of a file's bytes as 8 hex digits, for run manifests. Throws kIo.
+std::string FileCrc32(const std::string& path);
+
 // ---- IDX files (http://yann.lecun.com/exdb/mnist/ format, optionally gzip'd) -------
 
 // Fashion-MNIST pixel statistics over the 60k training images after scaling to [0,1]

@@ -125,3 +125,55 @@ TEST(Cli, TrainEvalInspectRoundTrip) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CliRecipe, ValidateReportsEveryProblemWithExitTwo) {
+  fs::path dir = TempDir("validate");
+  {
+    std::ofstream f(dir / "bad.json");
+    f << R"({"model": "zoo:lenet", "stages": [{"pass": "trian"}], "seed": "x"})";
+  }
+  Result r = RunCli("validate " + (dir / "bad.json").string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("3 problems"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("model: unknown zoo model \"lenet\" (did you mean \"zoo:lenet5\"?)"),
+            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("stages[0].pass: unknown pass \"trian\" (did you mean \"train\"?)"),
+            std::string::npos) << r.output;
+  Result ok = RunCli("validate " + std::string(MCOMPRESS_SOURCE_DIR) +
+                     "/recipes/fashion_mnist_demo.json");
+  EXPECT_EQ(ok.code, 0) << ok.output;
+  fs::remove_all(dir);
+}
+
+TEST(CliRecipe, PassesListsTheRegistry) {
+  Result r = RunCli("passes");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("train\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("evaluate\n"), std::string::npos) << r.output;
+}
+
+TEST(CliRecipe, RunThenCompareAndAcceptanceExitCode) {
+  fs::path dir = TempDir("run");
+  const std::string recipe = std::string(MCOMPRESS_SOURCE_DIR) + "/recipes/fashion_mnist_demo.json";
+  const std::string quick = " --progress quiet --set data.train_limit=1000 --set data.test_limit=200 "
+                            "--set data.validation_size=100 --set report.latency=false ";
+  Result a = RunCli("--threads 2 run " + recipe + quick + "--out " + (dir / "a").string());
+  ASSERT_EQ(a.code, 0) << a.output;
+  EXPECT_NE(a.output.find("outputs: " + (dir / "a").string()), std::string::npos) << a.output;
+  Result b = RunCli("--threads 2 run " + recipe + quick +
+                    "--set acceptance.min_compression=4 --out " + (dir / "b").string());
+  EXPECT_EQ(b.code, 3) << b.output;
+  EXPECT_NE(b.output.find("acceptance criterion not met: min_compression"), std::string::npos)
+      << b.output;
+  EXPECT_TRUE(fs::exists(dir / "b" / "report.html"));
+  Result c = RunCli("compare " + (dir / "a").string() + " " + (dir / "b" / "report.json").string() +
+                    " --html " + (dir / "compare.html").string());
+  EXPECT_EQ(c.code, 0) << c.output;
+  EXPECT_NE(c.output.find("a"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "compare.html"));
+  fs::remove_all(dir);
+}
+
+}  // namespace

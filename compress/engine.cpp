@@ -1,0 +1,312 @@
+// The recipe engine (see engine.h). Steps of RunRecipe are labelled below.
+#include "compress/engine.h"
+
+#include <onnx/common/version.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "compress/data.h"
+#include "compress/eval.h"
+#include "compress/executor.h"
+#include "compress/model_source.h"
+#include "compress/onnx_io.h"
+#include "compress/runtime_config.h"
+
+namespace compress {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+Metrics Measure(const Graph& g, const DatasetSplits& data, const c10::Device& device,
+                int64_t batch) {
+  EvalResult e = Evaluate(g, data.test, std::max<int64_t>(batch, 256), device);
+  return Metrics{e.top1, e.top5, e.loss, e.samples};
+}
+
+LatencyStats Latency(const Graph& g, const c10::Device& device) {
+  LatencyStats l;
+  const auto& shape = g.inputs.at(0).shape;
+  if (!shape || shape->empty()) return l;
+  std::vector<int64_t> sample(shape->begin() + 1, shape->end());
+  l.batch1_ms = MeasureLatency(g, sample, 1, 5, 30, device).median_ms;
+  l.batch32_ms = MeasureLatency(g, sample, 32, 3, 15, device).median_ms;
+  return l;
+}
+
+// Largest |difference| between the in-memory graph and a re-loaded export on the first
+// test samples.
+double VerifyExport(const Graph& graph, const std::string& file, const DatasetSplits& data) {
+  Graph loaded = LoadOnnx(file);
+  Graph cpu = graph.Clone();
+  cpu.To(c10::Device(c10::kCPU));
+  Tensor x = data.test.inputs.slice(0, 0, std::min<int64_t>(64, data.test.size())).cpu();
+  torch::NoGradGuard no_grad;
+  Tensor a = Executor(cpu).Run({x})[0];
+  Tensor b = Executor(loaded).Run({x})[0];
+  if (a.sizes() != b.sizes()) {
+    throw Error(ErrorKind::kNumeric, file + ": exported model's output has shape " +
+                                         ShapeString(b.sizes().vec()) + ", expected " +
+                                         ShapeString(a.sizes().vec()));
+  }
+  return (a - b).abs().max().item<double>();
+}
+
+std::string Percent(double v) {
+  if (std::isnan(v)) return "—";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100 * v);
+  return buf;
+}
+
+void CheckFinite(const Metrics& m, const std::string& where) {
+  if (m.samples > 0 && !std::isfinite(m.loss)) {
+    throw Error(ErrorKind::kNumeric, where + ": loss is not finite (" + std::to_string(m.loss) +
+                                         "); the model produces NaN/Inf");
+  }
+}
+
+}  // namespace
+
+RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
+  const auto run_start = Clock::now();
+  auto& log = options.log;
+
+  // Step 1: runtime, data, model.
+  const int threads = ConfigureThreads(static_cast<int>(recipe.threads));
+  const c10::Device device = ResolveDevice(recipe.device);
+  torch::manual_seed(recipe.seed);
+  FashionMnistOptions fo;
+  fo.root = recipe.data.root;
+  fo.validation_size = recipe.data.validation_size;
+  fo.split_seed = recipe.seed;
+  fo.train_limit = recipe.data.train_limit;
+  fo.test_limit = recipe.data.test_limit;
+  const DatasetSplits data = LoadFashionMnist(fo);
+  Graph work = LoadModel(recipe.model, recipe.seed);
+  if (work.value_info.empty() && !work.inputs.empty() && work.inputs[0].shape) InferShapes(work);
+  const std::string recipe_hash = RecipeHash(recipe.json);
+
+  // Step 2: a temporary output folder, removed unless the run completes.
+  const fs::path out = options.out_dir;
+  if (fs::exists(out) && !fs::is_empty(out) && !fs::exists(out / "manifest.json")) {
+    throw Error(ErrorKind::kUsage, out.string() + ": exists and is not an mcompress output "
+                                                  "folder (no manifest.json); refusing to replace it");
+  }
+  const fs::path tmp = out.string() + ".tmp-" + std::to_string(getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) throw Error(ErrorKind::kIo, tmp.string() + ": cannot create output folder: " + ec.message());
+  struct Cleanup {
+    fs::path dir;
+    bool keep = false;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (!keep) fs::remove_all(dir, ignored);
+    }
+  } cleanup{tmp};
+
+  PassContext ctx;
+  ctx.data = &data;
+  ctx.device = device;
+  ctx.seed = recipe.seed;
+  ctx.batch_size = recipe.data.batch_size;
+  ctx.calibration_samples = recipe.data.calibration_samples;
+  ctx.progress = options.progress;
+  ctx.log = log;
+
+  Report report;
+  report.mcompress_version = MCOMPRESS_VERSION;
+  report.torch_version = TORCH_VERSION;
+  report.recipe_hash = recipe_hash;
+  report.model = recipe.model;
+  report.device = device.str();
+  report.seed = recipe.seed;
+  report.threads = threads;
+
+  // Step 3: leading `train` stages produce the baseline the compression is judged
+  // against; with a cache folder they are reused across runs.
+  size_t lead = 0;
+  while (lead < recipe.stages.size() && recipe.stages[lead].pass == "train") ++lead;
+  fs::path cache_file;
+  if (!options.cache_dir.empty() && lead > 0) {
+    nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
+                          {"data", recipe.json.value("data", nlohmann::json::object())},
+                          {"threads", threads}, {"version", MCOMPRESS_VERSION}};
+    for (size_t i = 0; i < lead; ++i) key["stages"].push_back(recipe.stages[i].options);
+    cache_file = fs::path(options.cache_dir) / ("baseline-" + RecipeHash(key) + ".onnx");
+  }
+  bool cached = !cache_file.empty() && fs::exists(cache_file);
+  if (cached) {
+    log("reusing cached baseline " + cache_file.string());
+    work = LoadOnnx(cache_file.string());
+  }
+
+  auto measure_baseline = [&] {
+    report.baseline.pass = "baseline";
+    report.baseline.metrics = Measure(work, data, device, recipe.data.batch_size);
+    CheckFinite(report.baseline.metrics, "baseline");
+    report.baseline.size = ComputeSize(work);
+    if (recipe.measure_latency) report.latency_baseline = Latency(work, device);
+    log("baseline: top-1 " + Percent(report.baseline.metrics.top1));
+  };
+  if (lead == 0) measure_baseline();
+
+  // Step 4: the stages, in order, on the working copy.
+  for (size_t i = 0; i < recipe.stages.size(); ++i) {
+    StageSpec& stage = recipe.stages[i];
+    StageReport sr;
+    sr.index = static_cast<int>(i);
+    sr.pass = stage.pass;
+    const auto t0 = Clock::now();
+    if (cached && i < lead) {
+      sr.stats["cached"] = 1;
+    } else {
+      log(stage.path + ": " + stage.pass);
+      try {
+        PassResult r = stage.instance->Run(work, ctx);
+        sr.changed = r.changed;
+        sr.stats = r.stats;
+        sr.skipped = r.skipped;
+        sr.metrics = r.metrics;
+      } catch (const Error& e) {
+        throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
+      } catch (const std::exception& e) {
+        std::string what = e.what();
+        throw Error(ErrorKind::kInternal, stage.path + " (" + stage.pass + "): " +
+                                              what.substr(0, what.find('\n')));
+      }
+    }
+    sr.seconds = SecondsSince(t0);
+    if (std::isnan(sr.metrics.top1) && (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
+      sr.metrics = Measure(work, data, device, recipe.data.batch_size);
+    }
+    CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
+    sr.size = ComputeSize(work);
+    report.stages.push_back(sr);
+    if (i + 1 == lead) {
+      if (!cache_file.empty() && !cached) {
+        fs::create_directories(options.cache_dir, ec);
+        Graph cpu = work.Clone();
+        cpu.To(c10::Device(c10::kCPU));
+        SaveOnnx(cpu, cache_file.string());
+      }
+      measure_baseline();
+    }
+  }
+
+  // Step 5: exports, each verified against the in-memory graph.
+  Graph final_cpu = work.Clone();
+  final_cpu.To(c10::Device(c10::kCPU));
+  final_cpu.metadata["mcompress.recipe_hash"] = recipe_hash;
+  OnnxExportOptions onnx_options;
+  onnx_options.producer_version = MCOMPRESS_VERSION;
+  for (const auto& ex : recipe.exports) {
+    const fs::path file = tmp / ex.path;
+    fs::create_directories(file.parent_path(), ec);
+    SaveOnnx(final_cpu, file.string(), onnx_options);
+    ExportReport er;
+    er.format = ex.format;
+    er.path = ex.path;
+    er.bytes = static_cast<int64_t>(fs::file_size(file));
+    er.max_abs_diff = VerifyExport(final_cpu, file.string(), data);
+    er.verified = er.max_abs_diff <= 1e-5;
+    if (!er.verified) {
+      throw Error(ErrorKind::kNumeric, "export " + ex.path + ": re-loaded model differs from the "
+                                       "compressed graph by " + std::to_string(er.max_abs_diff));
+    }
+    report.exports.push_back(er);
+    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes, verified)");
+  }
+
+  // Step 6: final measurements and acceptance.
+  const StageReport& last = report.stages.empty() ? report.baseline : report.stages.back();
+  if (recipe.measure_latency) report.latency_final = Latency(work, device);
+  report.layers = LayerTable(final_cpu);
+  report.compression_ratio = static_cast<double>(report.baseline.size.bytes_fp32) /
+                             static_cast<double>(std::max<int64_t>(1, StoredBytes(report)));
+  if (!std::isnan(recipe.max_accuracy_drop)) {
+    AcceptanceCheck c{"max_accuracy_drop", recipe.max_accuracy_drop,
+                      report.baseline.metrics.top1 - last.metrics.top1, false};
+    c.passed = c.value <= c.threshold + 1e-12;
+    report.acceptance.push_back(c);
+  }
+  if (!std::isnan(recipe.min_compression)) {
+    AcceptanceCheck c{"min_compression", recipe.min_compression, report.compression_ratio, false};
+    c.passed = c.value + 1e-12 >= c.threshold;
+    report.acceptance.push_back(c);
+  }
+  report.accepted = true;
+  for (const auto& c : report.acceptance) report.accepted &= c.passed;
+  report.total_seconds = SecondsSince(run_start);
+
+  // Step 7: reports, the recipe as run, the manifest; then the atomic rename.
+  WriteFileAtomic((tmp / "report.json").string(), ReportJsonText(report));
+  for (const auto& f : recipe.report_formats) {
+    if (f == "md") WriteFileAtomic((tmp / "report.md").string(), RenderMarkdown(report));
+    if (f == "html") WriteFileAtomic((tmp / "report.html").string(), RenderHtml(report));
+  }
+  WriteFileAtomic((tmp / "recipe.json").string(), recipe.json.dump(2) + "\n");
+  nlohmann::json manifest = {
+      {"recipe_hash", recipe_hash}, {"seed", recipe.seed}, {"threads", threads},
+      {"device", device.str()},
+      {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
+                    {"onnx", onnx::LAST_RELEASE_VERSION}}},
+      {"model", recipe.model}};
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    manifest["dataset"][f] = FileCrc32((fs::path(recipe.data.root) / f).string());
+  }
+  WriteFileAtomic((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
+  fs::remove_all(out, ec);
+  fs::rename(tmp, out, ec);
+  if (ec) throw Error(ErrorKind::kIo, out.string() + ": cannot move outputs into place: " + ec.message());
+  cleanup.keep = true;
+
+  RunOutcome outcome;
+  outcome.report = std::move(report);
+  outcome.out_dir = out.string();
+  outcome.exit_code = outcome.report.accepted ? 0 : 3;
+  return outcome;
+}
+
+std::string SummaryTable(const Report& r) {
+  std::ostringstream os;
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %12s %12s %8s\n", "#", "stage", "top-1",
+                "top-5", "params", "stored KB", "sec");
+  os << line;
+  auto row = [&](const std::string& idx, const StageReport& s) {
+    std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %12lld %12.1f %8.1f\n", idx.c_str(),
+                  s.pass.c_str(), Percent(s.metrics.top1).c_str(), Percent(s.metrics.top5).c_str(),
+                  static_cast<long long>(s.size.parameters), s.size.bytes_sparse / 1024.0, s.seconds);
+    os << line;
+  };
+  row("-", r.baseline);
+  for (const auto& s : r.stages) row(std::to_string(s.index), s);
+  std::snprintf(line, sizeof(line), "compression %.2fx; latency b1 %.3f -> %.3f ms, b32 %.3f -> %.3f ms\n",
+                r.compression_ratio, r.latency_baseline.batch1_ms, r.latency_final.batch1_ms,
+                r.latency_baseline.batch32_ms, r.latency_final.batch32_ms);
+  os << line;
+  for (const auto& c : r.acceptance) {
+    std::snprintf(line, sizeof(line), "acceptance %s: %.4f (limit %.4f) %s\n", c.criterion.c_str(),
+                  c.value, c.threshold, c.passed ? "PASS" : "FAIL");
+    os << line;
+  }
+  return os.str();
+}
+
+}  // namespace compress

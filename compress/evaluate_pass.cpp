@@ -1,0 +1,26 @@
+// The evaluate pass: Evaluate() on the chosen split.
+#include "compress/evaluate_pass.h"
+
+#include "compress/eval.h"
+
+namespace compress {
+
+std::unique_ptr<Pass> EvaluatePass::Create(OptionReader& r) {
+  std::string split = "test";
+  r.Read("split", split, {"test", "validation"}, "which split to measure");
+  return std::make_unique<EvaluatePass>(split);
+}
+
+PassResult EvaluatePass::Run(Graph& graph, PassContext& ctx) {
+  if (ctx.data == nullptr) throw Error(ErrorKind::kInternal, "evaluate: no dataset in the context");
+  const TensorDataset& data = split_ == "test" ? ctx.data->test : ctx.data->validation;
+  EvalResult e = Evaluate(graph, data, std::max<int64_t>(ctx.batch_size, 256), ctx.device);
+  PassResult result;
+  result.metrics = Metrics{e.top1, e.top5, e.loss, e.samples};
+  result.stats["top1"] = e.top1;
+  result.stats["top5"] = e.top5;
+  result.stats["loss"] = e.loss;
+  return result;
+}
+
+}  // namespace compress

@@ -1,0 +1,192 @@
+// OptionReader: typed, range-checked option reading with JSON paths, and the
+// nearest-name suggestion used for unknown keys and pass names.
+#include "compress/options.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace compress {
+
+namespace {
+
+const nlohmann::json& EmptyObject() {
+  static const nlohmann::json kEmpty = nlohmann::json::object();
+  return kEmpty;
+}
+
+std::string FormatNumber(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace
+
+const char* JsonTypeName(const nlohmann::json& value) {
+  if (value.is_null()) return "null";
+  if (value.is_boolean()) return "boolean";
+  if (value.is_number_integer() || value.is_number_unsigned()) return "integer";
+  if (value.is_number()) return "number";
+  if (value.is_string()) return "string";
+  if (value.is_array()) return "array";
+  return "object";
+}
+
+std::string NearestName(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 2) + 1;
+  for (const auto& c : candidates) {
+    size_t d = EditDistance(word, c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
+OptionReader::OptionReader(const nlohmann::json& object, std::string path,
+                           std::vector<Problem>* problems)
+    : object_(object.is_object() ? object : EmptyObject()),
+      path_(std::move(path)),
+      problems_(problems),
+      docs_(std::make_shared<std::vector<OptionDoc>>()),
+      valid_object_(object.is_object()) {
+  if (!valid_object_ && !object.is_null()) {
+    problems_->push_back({path_, std::string("expected an object, found ") + JsonTypeName(object)});
+  }
+}
+
+std::string OptionReader::KeyPath(const std::string& key) const {
+  return path_.empty() ? key : path_ + "." + key;
+}
+
+void OptionReader::AddProblem(const std::string& key, const std::string& message) {
+  problems_->push_back({key.empty() ? path_ : KeyPath(key), message});
+}
+
+void OptionReader::Allow(const std::string& key) { known_.push_back(key); }
+
+const nlohmann::json* OptionReader::Find(const std::string& key, const char* type,
+                                         const std::string& default_value,
+                                         const std::string& doc) {
+  known_.push_back(key);
+  docs_->push_back({doc_prefix_ + key, type, default_value, doc});
+  auto it = object_.find(key);
+  return it == object_.end() ? nullptr : &*it;
+}
+
+void OptionReader::Read(const std::string& key, double& value, double min, double max,
+                        const std::string& doc) {
+  const nlohmann::json* v = Find(key, "number", FormatNumber(value), doc);
+  if (!v) return;
+  if (!v->is_number()) {
+    AddProblem(key, std::string("expected a number, found ") + JsonTypeName(*v));
+    return;
+  }
+  double x = v->get<double>();
+  if (!(x >= min && x <= max)) {
+    AddProblem(key, "value " + FormatNumber(x) + " is out of range; expected " +
+                        FormatNumber(min) + " <= value <= " + FormatNumber(max));
+    return;
+  }
+  value = x;
+}
+
+void OptionReader::Read(const std::string& key, int64_t& value, int64_t min, int64_t max,
+                        const std::string& doc) {
+  const nlohmann::json* v = Find(key, "integer", std::to_string(value), doc);
+  if (!v) return;
+  if (!v->is_number_integer() && !v->is_number_unsigned()) {
+    AddProblem(key, std::string("expected an integer, found ") + JsonTypeName(*v));
+    return;
+  }
+  int64_t x = v->get<int64_t>();
+  if (x < min || x > max) {
+    AddProblem(key, "value " + std::to_string(x) + " is out of range; expected " +
+                        std::to_string(min) + " <= value <= " + std::to_string(max));
+    return;
+  }
+  value = x;
+}
+
+void OptionReader::Read(const std::string& key, uint64_t& value, const std::string& doc) {
+  const nlohmann::json* v = Find(key, "integer", std::to_string(value), doc);
+  if (!v) return;
+  if (!v->is_number_unsigned() && !(v->is_number_integer() && v->get<int64_t>() >= 0)) {
+    AddProblem(key, std::string("expected a non-negative integer, found ") + JsonTypeName(*v) +
+                        (v->is_number() ? " " + v->dump() : ""));
+    return;
+  }
+  value = v->get<uint64_t>();
+}
+
+void OptionReader::Read(const std::string& key, bool& value, const std::string& doc) {
+  const nlohmann::json* v = Find(key, "boolean", value ? "true" : "false", doc);
+  if (!v) return;
+  if (!v->is_boolean()) {
+    AddProblem(key, std::string("expected true or false, found ") + JsonTypeName(*v));
+    return;
+  }
+  value = v->get<bool>();
+}
+
+void OptionReader::Read(const std::string& key, std::string& value,
+                        const std::vector<std::string>& choices, const std::string& doc) {
+  std::string type = "string";
+  if (!choices.empty()) {
+    type = "";
+    for (const auto& c : choices) type += (type.empty() ? "" : "|") + c;
+  }
+  const nlohmann::json* v = Find(key, type.c_str(), "\"" + value + "\"", doc);
+  if (!v) return;
+  if (!v->is_string()) {
+    AddProblem(key, std::string("expected a string, found ") + JsonTypeName(*v));
+    return;
+  }
+  std::string s = v->get<std::string>();
+  if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) {
+    std::string near = NearestName(s, choices);
+    AddProblem(key, "unknown value \"" + s + "\"; expected one of " + type +
+                        (near.empty() ? "" : " (did you mean \"" + near + "\"?)"));
+    return;
+  }
+  value = s;
+}
+
+OptionReader OptionReader::Object(const std::string& key, const std::string& doc) {
+  const nlohmann::json* v = Find(key, "object", "{}", doc);
+  if (v && !v->is_object()) {
+    AddProblem(key, std::string("expected an object, found ") + JsonTypeName(*v));
+    v = nullptr;
+  }
+  OptionReader child(v ? *v : EmptyObject(), KeyPath(key), problems_);
+  child.docs_ = docs_;
+  child.doc_prefix_ = doc_prefix_ + key + ".";
+  return child;
+}
+
+void OptionReader::Finish() {
+  for (auto it = object_.begin(); it != object_.end(); ++it) {
+    if (std::find(known_.begin(), known_.end(), it.key()) != known_.end()) continue;
+    std::string near = NearestName(it.key(), known_);
+    AddProblem(it.key(), "unknown option" + (near.empty() ? std::string()
+                                                           : " (did you mean \"" + near + "\"?)"));
+  }
+}
+
+}  // namespace compress

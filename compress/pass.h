@@ -1,0 +1,49 @@
+// The pass interface: a named transformation with one entry point. A pass walks the
+// graph, calls pure math functions, and returns what changed; everything it needs
+// from the run (data, device, seed, teacher, logging) comes in the PassContext.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compress/data.h"
+#include "compress/graph.h"
+#include "compress/report.h"
+
+namespace compress {
+
+struct PassContext {
+  const Graph* teacher = nullptr;          // optional teacher model (distillation)
+  const DatasetSplits* data = nullptr;     // train / validation / test
+  c10::Device device = c10::Device(c10::kCPU);
+  uint64_t seed = 0;
+  int64_t batch_size = 128;                // recipe's data.batch_size
+  int64_t calibration_samples = 512;
+  std::string progress = "auto";           // trainer progress display
+  std::function<void(const std::string&)> log = [](const std::string&) {};
+  // Called after every optimizer step of any training a pass runs (pruning masks
+  // re-apply themselves here). The engine sets it; passes forward it to the trainer.
+  std::function<void(Graph&)> after_step;
+};
+
+struct PassResult {
+  bool changed = false;
+  std::map<std::string, double> stats;      // pass-defined counters, shown in the report
+  std::vector<SkippedLayer> skipped;        // layers left alone, with the reason
+  // Metrics the pass measured itself (the evaluate pass); NaN when not measured.
+  Metrics metrics;
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  // Runs on `graph` in place. Throws compress::Error on failure; "not applicable" is
+  // a no-op result, not an error.
+  virtual PassResult Run(Graph& graph, PassContext& ctx) = 0;
+};
+
+}  // namespace compress

@@ -1,0 +1,322 @@
+// Recipe parsing and validation: every top-level section read through OptionReader
+// (typed, ranged, unknown keys rejected with a suggestion), passes built from the
+// registry, and file/format checks, all problems collected before anything runs.
+#include "compress/recipe.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "compress/registry.h"
+#include "compress/zoo.h"
+
+namespace compress {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string ResolvePath(const std::string& path, const std::string& base_dir) {
+  if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return path;
+  return (fs::path(base_dir) / path).lexically_normal().string();
+}
+
+void CheckModelSpec(const std::string& spec, const std::string& key, OptionReader& r,
+                    const std::string& base_dir) {
+  if (spec.rfind("zoo:", 0) == 0) {
+    std::vector<std::string> names;
+    for (const auto& z : ZooModels()) names.push_back(z.name);
+    const std::string name = spec.substr(4);
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      std::string near = NearestName(name, names);
+      r.AddProblem(key, "unknown zoo model \"" + name + "\"" +
+                            (near.empty() ? "" : " (did you mean \"zoo:" + near + "\"?)"));
+    }
+  } else if (EndsWith(spec, ".onnx")) {
+    if (!fs::exists(ResolvePath(spec, base_dir))) {
+      r.AddProblem(key, "file \"" + ResolvePath(spec, base_dir) + "\" does not exist");
+    }
+  } else if (EndsWith(spec, ".pt") || EndsWith(spec, ".pth")) {
+    r.AddProblem(key, "TorchScript import is not supported yet; use an .onnx file or zoo:<name>");
+  } else {
+    r.AddProblem(key, "expected zoo:<name> or a path ending in .onnx, found \"" + spec + "\"");
+  }
+}
+
+Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
+             std::vector<Problem>* problems) {
+  Recipe recipe;
+  recipe.json = json;
+  if (!json.is_object()) {
+    problems->push_back({"", std::string("a recipe is a JSON object, found ") + JsonTypeName(json)});
+    return recipe;
+  }
+  OptionReader top(json, "", problems);
+  std::string run_name, description;  // documentation only
+  top.Read("name", run_name, {}, "free-form run name");
+  top.Read("description", description, {}, "free-form description");
+
+  // Model.
+  if (!json.contains("model")) {
+    problems->push_back({"model", "missing; expected zoo:<name> or a path to an .onnx file"});
+  }
+  top.Read("model", recipe.model, {}, "zoo:<name> or model.onnx");
+  if (!recipe.model.empty()) CheckModelSpec(recipe.model, "model", top, base_dir);
+  if (EndsWith(recipe.model, ".onnx")) recipe.model = ResolvePath(recipe.model, base_dir);
+  std::string teacher;
+  top.Read("teacher", teacher, {}, "teacher model for distillation (same forms as model)");
+  if (!teacher.empty()) CheckModelSpec(teacher, "teacher", top, base_dir);
+
+  // Data.
+  OptionReader data = top.Object("data", "dataset settings");
+  data.Read("dataset", recipe.data.dataset, {"fashion-mnist"}, "dataset");
+  data.Read("root", recipe.data.root, {}, "folder with the IDX .gz files");
+  data.Read("batch_size", recipe.data.batch_size, 1, 1 << 16, "batch size");
+  data.Read("validation_size", recipe.data.validation_size, 0, 59999,
+            "validation samples carved from training");
+  data.Read("calibration_samples", recipe.data.calibration_samples, 1, 60000,
+            "calibration subset size");
+  data.Read("train_limit", recipe.data.train_limit, 0, 60000, "use N training samples (0 = all)");
+  data.Read("test_limit", recipe.data.test_limit, 0, 10000, "use N test samples (0 = all)");
+  data.Finish();
+  recipe.data.root = ResolvePath(recipe.data.root, base_dir);
+  if (!fs::is_directory(recipe.data.root)) {
+    data.AddProblem("root", "folder \"" + recipe.data.root + "\" does not exist (Debian package "
+                            "dataset-fashion-mnist)");
+  }
+
+  top.Read("device", recipe.device, {}, "auto, cpu, cuda or cuda:N");
+  if (recipe.device != "auto" && recipe.device != "cpu" && recipe.device != "cuda" &&
+      !(recipe.device.rfind("cuda:", 0) == 0 && recipe.device.size() > 5 &&
+        recipe.device.find_first_not_of("0123456789", 5) == std::string::npos)) {
+    top.AddProblem("device", "unknown device \"" + recipe.device + "\"; expected auto, cpu, cuda or cuda:N");
+  }
+  top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");
+  top.Read("threads", recipe.threads, 0, 1024, "LibTorch threads (0 = all cores)");
+
+  // Stages.
+  const std::vector<std::string> pass_names = PassNames();
+  top.Allow("stages");
+  if (!json.contains("stages")) {
+    problems->push_back({"stages", "missing; expected an array of {\"pass\": ...} objects"});
+  } else if (!json["stages"].is_array()) {
+    problems->push_back({"stages", std::string("expected an array, found ") +
+                                       JsonTypeName(json["stages"])});
+  } else {
+    const auto& stages = json["stages"];
+    for (size_t i = 0; i < stages.size(); ++i) {
+      const std::string path = "stages[" + std::to_string(i) + "]";
+      const auto& st = stages[i];
+      if (!st.is_object()) {
+        problems->push_back({path, std::string("expected an object, found ") + JsonTypeName(st)});
+        continue;
+      }
+      if (!st.contains("pass") || !st["pass"].is_string()) {
+        problems->push_back({path + ".pass", "missing; expected a pass name (see `mcompress passes`)"});
+        continue;
+      }
+      const std::string name = st["pass"].get<std::string>();
+      const PassEntry* entry = FindPass(name);
+      if (entry == nullptr) {
+        std::string near = NearestName(name, pass_names);
+        problems->push_back({path + ".pass", "unknown pass \"" + name + "\"" +
+                                                 (near.empty() ? "" : " (did you mean \"" + near + "\"?)")});
+        continue;
+      }
+      OptionReader opts(st, path, problems);
+      opts.Allow("pass");
+      StageSpec spec;
+      spec.pass = name;
+      spec.path = path;
+      spec.options = st;
+      spec.instance = entry->create(opts);
+      opts.Finish();
+      recipe.stages.push_back(std::move(spec));
+    }
+  }
+
+  // Exports.
+  top.Allow("exports");
+  if (json.contains("exports")) {
+    const auto& ex = json["exports"];
+    if (!ex.is_array()) {
+      problems->push_back({"exports", std::string("expected an array, found ") + JsonTypeName(ex)});
+    } else {
+      for (size_t i = 0; i < ex.size(); ++i) {
+        const std::string path = "exports[" + std::to_string(i) + "]";
+        OptionReader e(ex[i], path, problems);
+        ExportSpec spec;
+        e.Read("format", spec.format, {"onnx", "onnx-qdq", "torchscript", "torchscript-int8"},
+               "export format");
+        e.Read("path", spec.path, {}, "file, relative to the output directory");
+        e.Finish();
+        if (!ex[i].is_object()) continue;
+        if (!ex[i].contains("format")) e.AddProblem("format", "missing; expected \"onnx\"");
+        if (spec.format != "onnx" && !spec.format.empty()) {
+          e.AddProblem("format", "format \"" + spec.format + "\" is not supported yet; "
+                                 "expected \"onnx\"");
+        }
+        if (spec.path.empty()) {
+          e.AddProblem("path", "missing; expected a file name such as \"model.onnx\"");
+        } else if (fs::path(spec.path).is_absolute() ||
+                   spec.path.find("..") != std::string::npos) {
+          e.AddProblem("path", "\"" + spec.path + "\" must stay inside the output directory "
+                                                  "(relative, no \"..\")");
+        } else if (spec.path == "report.json" || spec.path == "report.md" ||
+                   spec.path == "report.html" || spec.path == "manifest.json" ||
+                   spec.path == "recipe.json") {
+          e.AddProblem("path", "\"" + spec.path + "\" is reserved for the run's own outputs");
+        }
+        for (const auto& other : recipe.exports) {
+          if (other.path == spec.path && !spec.path.empty()) {
+            e.AddProblem("path", "\"" + spec.path + "\" is written by an earlier export too");
+          }
+        }
+        recipe.exports.push_back(spec);
+      }
+    }
+  }
+
+  // Report.
+  OptionReader report = top.Object("report", "report settings");
+  report.Allow("formats");
+  if (json.contains("report") && json["report"].is_object() && json["report"].contains("formats")) {
+    const auto& f = json["report"]["formats"];
+    if (!f.is_array()) {
+      report.AddProblem("formats", std::string("expected an array, found ") + JsonTypeName(f));
+    } else {
+      recipe.report_formats.clear();
+      for (size_t i = 0; i < f.size(); ++i) {
+        const std::string p = "formats[" + std::to_string(i) + "]";
+        if (!f[i].is_string() || (f[i] != "json" && f[i] != "md" && f[i] != "html")) {
+          report.AddProblem(p, "expected \"json\", \"md\" or \"html\", found " + f[i].dump());
+        } else {
+          recipe.report_formats.push_back(f[i].get<std::string>());
+        }
+      }
+    }
+  }
+  report.Read("evaluate_each_stage", recipe.evaluate_each_stage,
+              "evaluate on the test split after every stage");
+  report.Read("latency", recipe.measure_latency, "measure latency at batch 1 and 32");
+  report.Finish();
+
+  // Acceptance.
+  OptionReader acc = top.Object("acceptance", "criteria; unmet criteria exit with code 3");
+  acc.Read("max_accuracy_drop", recipe.max_accuracy_drop, 0.0, 1.0,
+           "largest allowed top-1 drop vs the baseline (fraction: 0.01 = 1 point)");
+  acc.Read("min_compression", recipe.min_compression, 1.0, 1e6,
+           "smallest allowed baseline-FP32 / final stored-size ratio");
+  acc.Finish();
+
+  top.Finish();
+  return recipe;
+}
+
+std::string FormatProblems(const std::string& where, const std::vector<Problem>& problems) {
+  std::ostringstream os;
+  os << (where.empty() ? "recipe" : where) << ": " << problems.size()
+     << (problems.size() == 1 ? " problem" : " problems");
+  for (const auto& p : problems) {
+    os << "\n  " << (p.path.empty() ? "(top level)" : p.path) << ": " << p.message;
+  }
+  return os.str();
+}
+
+}  // namespace
+
+std::vector<Problem> ValidateRecipe(const nlohmann::json& json, const std::string& base_dir) {
+  std::vector<Problem> problems;
+  Parse(json, base_dir, &problems);
+  return problems;
+}
+
+Recipe ParseRecipe(const nlohmann::json& json, const std::string& source,
+                   const std::string& base_dir) {
+  std::vector<Problem> problems;
+  Recipe recipe = Parse(json, base_dir, &problems);
+  if (!problems.empty()) throw Error(ErrorKind::kRecipe, FormatProblems(source, problems));
+  recipe.source = source;
+  return recipe;
+}
+
+void ApplyOverride(nlohmann::json& json, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw Error(ErrorKind::kUsage, "--set '" + assignment + "': expected PATH=VALUE, e.g. "
+                                   "stages[1].epochs=3");
+  }
+  const std::string path = assignment.substr(0, eq);
+  const std::string text = assignment.substr(eq + 1);
+  nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
+  if (value.is_discarded()) value = text;  // a bare word is a string
+  nlohmann::json* node = &json;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '[') {
+      size_t close = path.find(']', i);
+      std::string digits = close == std::string::npos ? "" : path.substr(i + 1, close - i - 1);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) {
+        throw Error(ErrorKind::kUsage, "--set '" + assignment + "': bad index in '" + path + "'");
+      }
+      size_t index = std::stoul(digits);
+      if (!node->is_array() || index >= node->size()) {
+        throw Error(ErrorKind::kUsage, "--set '" + assignment + "': '" + path.substr(0, close + 1) +
+                                           "' does not exist in the recipe");
+      }
+      node = &(*node)[index];
+      i = close + 1;
+      if (i < path.size() && path[i] == '.') ++i;
+    } else {
+      size_t end = path.find_first_of(".[", i);
+      std::string key = path.substr(i, end == std::string::npos ? std::string::npos : end - i);
+      if (key.empty()) throw Error(ErrorKind::kUsage, "--set '" + assignment + "': empty key");
+      if (node->is_null()) *node = nlohmann::json::object();
+      if (!node->is_object()) {
+        throw Error(ErrorKind::kUsage, "--set '" + assignment + "': '" + path.substr(0, i) +
+                                           "' is not an object");
+      }
+      node = &(*node)[key];
+      i = end == std::string::npos ? path.size() : end;
+      if (i < path.size() && path[i] == '.') ++i;
+    }
+  }
+  *node = value;
+}
+
+Recipe LoadRecipe(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorKind::kIo, path + ": cannot read recipe");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(buffer.str(), nullptr, true, /*ignore_comments=*/true);
+  } catch (const nlohmann::json::parse_error& e) {
+    std::string what = e.what();
+    throw Error(ErrorKind::kRecipe, path + ": not valid JSON: " + what.substr(what.find(':') + 2));
+  }
+  for (const auto& o : overrides) ApplyOverride(json, o);
+  std::string base = fs::path(path).parent_path().string();
+  return ParseRecipe(json, path, base);
+}
+
+std::string RecipeHash(const nlohmann::json& json) {
+  const std::string text = json.dump();  // std::map-backed objects: keys sorted
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace compress

@@ -1,0 +1,75 @@
+// Recipes: the JSON that says what to run (model, data, device, seed, ordered stages,
+// exports, report, acceptance). The whole recipe is validated before anything runs;
+// every problem is reported with its JSON path. Schema: docs/recipe.md.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/options.h"
+#include "compress/pass.h"
+#include "compress/report.h"
+
+namespace compress {
+
+struct DataSpec {
+  std::string dataset = "fashion-mnist";
+  std::string root = "/usr/share/datasets/fashion-mnist";
+  int64_t batch_size = 128;
+  int64_t validation_size = 5000;
+  int64_t calibration_samples = 512;
+  int64_t train_limit = 0;  // 0 = all
+  int64_t test_limit = 0;   // 0 = all
+};
+
+struct StageSpec {
+  std::string pass;
+  std::string path;             // "stages[2]"
+  nlohmann::json options;       // the stage object as written
+  std::unique_ptr<Pass> instance;
+};
+
+struct ExportSpec {
+  std::string format;  // "onnx"
+  std::string path;    // relative to the output directory
+};
+
+struct Recipe {
+  nlohmann::json json;      // as run (after --set overrides)
+  std::string source;       // file it came from ("" for in-memory)
+  std::string model;        // zoo:<name> or a path (resolved against the recipe's folder)
+  DataSpec data;
+  std::string device = "auto";
+  uint64_t seed = 0;
+  int64_t threads = 0;      // 0 = all cores
+  std::vector<StageSpec> stages;
+  std::vector<ExportSpec> exports;
+  std::vector<std::string> report_formats = {"json", "md", "html"};
+  bool evaluate_each_stage = true;
+  bool measure_latency = true;
+  double max_accuracy_drop = kNaN;  // fraction (0.01 = 1 point); NaN = not checked
+  double min_compression = kNaN;    // baseline FP32 bytes / final stored bytes
+};
+
+// Validates `json` completely and returns the recipe with its passes built. Relative
+// paths resolve against `base_dir`. Throws compress::Error(kRecipe) whose message
+// lists every problem, one "  <path>: <message>" line each.
+Recipe ParseRecipe(const nlohmann::json& json, const std::string& source,
+                   const std::string& base_dir);
+// The problems ParseRecipe would report (empty when valid).
+std::vector<Problem> ValidateRecipe(const nlohmann::json& json, const std::string& base_dir);
+
+// Reads a recipe file (JSON, comments allowed), applies `overrides` ("stages[1].epochs=3":
+// the value is JSON, or a plain string when it is not valid JSON), then ParseRecipe.
+Recipe LoadRecipe(const std::string& path, const std::vector<std::string>& overrides = {});
+// Applies one override to `json`; throws compress::Error(kUsage) naming the bad part.
+void ApplyOverride(nlohmann::json& json, const std::string& assignment);
+
+// Stable hex hash (FNV-1a 64) of the recipe's canonical JSON (sorted keys).
+std::string RecipeHash(const nlohmann::json& json);
+
+}  // namespace compress

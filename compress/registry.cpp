@@ -1,0 +1,50 @@
+// The pass table. One row per pass; keep it sorted by name.
+#include "compress/registry.h"
+
+#include <sstream>
+
+#include "compress/evaluate_pass.h"
+#include "compress/train_pass.h"
+
+namespace compress {
+
+namespace {
+
+const std::vector<PassEntry> kPasses = {
+    {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
+    {"train", "Train or fine-tune on the training split with the Core trainer", TrainPass::Create},
+};
+
+}  // namespace
+
+const std::vector<PassEntry>& PassRegistry() { return kPasses; }
+
+const PassEntry* FindPass(const std::string& name) {
+  for (const auto& e : kPasses) {
+    if (name == e.name) return &e;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> PassNames() {
+  std::vector<std::string> names;
+  for (const auto& e : kPasses) names.push_back(e.name);
+  return names;
+}
+
+std::string DescribePasses() {
+  std::ostringstream os;
+  for (const auto& e : kPasses) {
+    std::vector<Problem> problems;
+    OptionReader reader(nlohmann::json::object(), "", &problems);
+    e.create(reader);
+    os << e.name << "\n    " << e.doc << "\n";
+    for (const auto& d : reader.docs()) {
+      os << "    " << d.name << " (" << d.type << ", default " << d.default_value << ")  "
+         << d.doc << "\n";
+    }
+  }
+  return os.str();
+}
+
+}  // namespace compress

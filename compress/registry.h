@@ -1,0 +1,29 @@
+// The one table naming every pass: recipe parsing, `mcompress passes` and tests are
+// all driven from it. Adding a pass is its own files plus one row in registry.cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/options.h"
+#include "compress/pass.h"
+
+namespace compress {
+
+struct PassEntry {
+  const char* name;  // kebab-case
+  const char* doc;   // one line
+  // Reads the stage's options (problems recorded in the reader) and builds the pass.
+  // Called with an empty object to list options and defaults.
+  std::unique_ptr<Pass> (*create)(OptionReader& options);
+};
+
+const std::vector<PassEntry>& PassRegistry();
+const PassEntry* FindPass(const std::string& name);
+std::vector<std::string> PassNames();
+
+// `mcompress passes`: every pass with its doc and options (type, default, doc).
+std::string DescribePasses();
+
+}  // namespace compress

@@ -1,0 +1,135 @@
+// The report's data model (what a run measured) and its writers: versioned JSON,
+// Markdown, a self-contained HTML page with inline SVG charts, and the comparison of
+// several runs. Pure data + rendering: no engine, no passes.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compress/graph.h"
+
+namespace compress {
+
+// Bumped when a field changes meaning or disappears (adding fields keeps it).
+constexpr int kReportSchemaVersion = 1;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct Metrics {
+  double top1 = kNaN, top5 = kNaN, loss = kNaN;  // fractions; NaN = not evaluated
+  int64_t samples = 0;
+};
+
+// Storage of the graph's initializers. bytes_int8 counts 1 byte per element of
+// weights with quantization parameters (or that would be quantized: Conv/Gemm/MatMul
+// weights) and 4 bytes for the rest; bytes_sparse stores each tensor in the smaller of
+// dense FP32 or COO (4-byte value + 8-byte index per non-zero).
+struct SizeStats {
+  int64_t parameters = 0, nonzeros = 0;
+  int64_t bytes_fp32 = 0, bytes_int8 = 0, bytes_sparse = 0;
+  int64_t macs = 0;  // per sample, Conv/Gemm/MatMul only
+};
+
+struct LatencyStats {
+  double batch1_ms = kNaN, batch32_ms = kNaN;  // medians
+};
+
+// One weighted layer (Conv, Gemm, MatMul with an initializer operand).
+struct LayerRow {
+  std::string name;  // node name
+  std::string op;
+  std::string weight;  // initializer name
+  std::vector<int64_t> weight_shape;
+  int64_t params = 0;
+  double sparsity = 0;  // fraction of zero weights
+  int bits = 32;        // 8 when the weight carries quantization parameters
+  int64_t macs = 0;     // per sample
+};
+
+struct SkippedLayer {
+  std::string layer;
+  std::string reason;
+};
+
+struct StageReport {
+  int index = -1;           // -1 for the baseline, else position in recipe stages
+  std::string pass;         // "baseline" for the baseline row
+  bool changed = false;
+  Metrics metrics;          // after the stage (NaN when evaluation was off)
+  SizeStats size;
+  double seconds = 0;       // wall time of the pass
+  std::map<std::string, double> stats;  // pass-defined counters
+  std::vector<SkippedLayer> skipped;
+};
+
+struct ExportReport {
+  std::string format;       // "onnx", ...
+  std::string path;         // relative to the output directory
+  int64_t bytes = 0;
+  bool verified = false;    // re-loaded and compared with the in-memory graph
+  double max_abs_diff = kNaN;
+};
+
+struct AcceptanceCheck {
+  std::string criterion;    // "max_accuracy_drop", "min_compression"
+  double threshold = 0;
+  double value = 0;
+  bool passed = true;
+};
+
+struct Report {
+  int schema_version = kReportSchemaVersion;
+  std::string mcompress_version, torch_version;
+  std::string recipe_hash;  // hex
+  std::string model;        // model spec from the recipe
+  std::string device;
+  uint64_t seed = 0;
+  int threads = 0;
+  StageReport baseline;
+  std::vector<StageReport> stages;
+  LatencyStats latency_baseline, latency_final;
+  std::vector<LayerRow> layers;  // of the final graph
+  std::vector<ExportReport> exports;
+  std::vector<AcceptanceCheck> acceptance;
+  bool accepted = true;
+  double compression_ratio = 1;  // baseline bytes_fp32 / final best-storage bytes
+  double total_seconds = 0;
+};
+
+// Per-layer table and size statistics of a graph (shapes from graph.value_info).
+std::vector<LayerRow> LayerTable(const Graph& graph);
+SizeStats ComputeSize(const Graph& graph);
+
+// Bytes a deployment of the final model stores: the smaller of dense FP32 and sparse
+// (COO) storage, and INT8 when the final layers carry quantization (layers[].bits < 32).
+// Requires report.layers and the final stage's size to be filled.
+int64_t StoredBytes(const Report& report);
+
+nlohmann::json ReportToJson(const Report& report);
+// The report.json text: ReportToJson pretty-printed with schema_version first and the
+// fields in declaration order (nlohmann::json itself sorts keys).
+std::string ReportJsonText(const Report& report);
+// Throws compress::Error(kIo) naming `where` and the field on malformed input, and
+// explaining a schema_version this build cannot read (newer or older).
+Report ReportFromJson(const nlohmann::json& json, const std::string& where);
+Report LoadReport(const std::string& path);
+
+std::string RenderMarkdown(const Report& report);
+std::string RenderHtml(const Report& report);  // self-contained: no network, inline SVG
+
+// Side-by-side table of runs (accuracy, size, ratio, latency); `names` label columns.
+std::string RenderCompareMarkdown(const std::vector<Report>& runs,
+                                  const std::vector<std::string>& names);
+// HTML page with the table and an accuracy-vs-size scatter plot (inline SVG).
+std::string RenderCompareHtml(const std::vector<Report>& runs,
+                              const std::vector<std::string>& names);
+
+// Writes `content` to `path` atomically (temporary file renamed). Throws kIo.
+void WriteFileAtomic(const std::string& path, const std::string& content);
+
+}  // namespace compress

@@ -1,0 +1,156 @@
+// The engine end to end on tiny recipes: outputs, report contents, determinism,
+// acceptance exit code, and failure leaving no partial outputs.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "compress/builder.h"
+#include "compress/engine.h"
+#include "compress/onnx_io.h"
+
+namespace compress {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+fs::path Scratch(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("mc_engine_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+json TinyRecipe() {
+  return json::parse(R"({
+    "model": "zoo:lenet5",
+    "data": {"batch_size": 64, "validation_size": 200, "train_limit": 1000, "test_limit": 300},
+    "device": "cpu", "seed": 3, "threads": 2,
+    "stages": [
+      {"pass": "train", "epochs": 1, "optimizer": {"name": "adam", "lr": 0.002}},
+      {"pass": "evaluate"}
+    ],
+    "exports": [{"format": "onnx", "path": "model.onnx"}],
+    "report": {"formats": ["json", "md", "html"], "latency": false},
+    "acceptance": {"max_accuracy_drop": 0.01}
+  })");
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+RunOutcome RunJson(const json& j, const fs::path& out) {
+  Recipe r = ParseRecipe(j, "tiny.json", "");
+  RunOptions o;
+  o.out_dir = out.string();
+  o.progress = "quiet";
+  return RunRecipe(r, o);
+}
+
+TEST(Engine, TinyRecipeEndToEnd) {
+  fs::path dir = Scratch("e2e");
+  RunOutcome o = RunJson(TinyRecipe(), dir / "run");
+  EXPECT_EQ(o.exit_code, 0);
+  for (const char* f : {"model.onnx", "report.json", "report.md", "report.html", "recipe.json",
+                        "manifest.json"}) {
+    EXPECT_TRUE(fs::exists(dir / "run" / f)) << f;
+  }
+  EXPECT_FALSE(fs::exists(dir / ("run.tmp-" + std::to_string(getpid()))));
+  const Report& r = o.report;
+  ASSERT_EQ(r.stages.size(), 2u);
+  // The leading train stage produces the baseline; evaluate re-measures the same model.
+  EXPECT_GT(r.baseline.metrics.top1, 0.5);
+  EXPECT_EQ(r.baseline.metrics.samples, 300);
+  EXPECT_DOUBLE_EQ(r.stages[1].metrics.top1, r.baseline.metrics.top1);
+  EXPECT_TRUE(r.stages[0].changed);
+  EXPECT_FALSE(r.stages[1].changed);
+  EXPECT_EQ(r.baseline.size.parameters, 61706);
+  ASSERT_EQ(r.exports.size(), 1u);
+  EXPECT_TRUE(r.exports[0].verified);
+  EXPECT_EQ(r.exports[0].bytes, static_cast<int64_t>(fs::file_size(dir / "run" / "model.onnx")));
+  ASSERT_EQ(r.acceptance.size(), 1u);
+  EXPECT_TRUE(r.acceptance[0].passed);
+  // report.json on disk is the returned report.
+  Report loaded = LoadReport((dir / "run" / "report.json").string());
+  EXPECT_EQ(ReportToJson(loaded).dump(), ReportToJson(r).dump());
+  json manifest = json::parse(ReadFile(dir / "run" / "manifest.json"));
+  EXPECT_EQ(manifest["recipe_hash"], RecipeHash(TinyRecipe()));
+  EXPECT_EQ(manifest["dataset"]["t10k-labels-idx1-ubyte.gz"].get<std::string>().size(), 8u);
+  // The exported model carries the recipe hash.
+  Graph exported = LoadOnnx((dir / "run" / "model.onnx").string());
+  EXPECT_EQ(exported.metadata["mcompress.recipe_hash"], RecipeHash(TinyRecipe()));
+  fs::remove_all(dir);
+}
+
+TEST(Engine, SameRecipeSameSeedSameResultsAndBytes) {
+  fs::path dir = Scratch("det");
+  json j = TinyRecipe();
+  j.erase("acceptance");
+  RunOutcome a = RunJson(j, dir / "a");
+  RunOutcome b = RunJson(j, dir / "b");
+  EXPECT_EQ(a.report.baseline.metrics.top1, b.report.baseline.metrics.top1);
+  EXPECT_EQ(a.report.baseline.metrics.loss, b.report.baseline.metrics.loss);
+  EXPECT_EQ(a.report.stages[0].stats.size(), b.report.stages[0].stats.size());
+  EXPECT_EQ(a.report.stages[0].stats.at("train_loss"), b.report.stages[0].stats.at("train_loss"));
+  EXPECT_EQ(ReadFile(dir / "a" / "model.onnx"), ReadFile(dir / "b" / "model.onnx"));
+  fs::remove_all(dir);
+}
+
+TEST(Engine, UnmetAcceptanceExitsThreeAndStillWritesOutputs) {
+  fs::path dir = Scratch("accept");
+  json j = TinyRecipe();
+  j["acceptance"] = {{"min_compression", 2.0}};
+  RunOutcome o = RunJson(j, dir / "run");
+  EXPECT_EQ(o.exit_code, 3);
+  EXPECT_FALSE(o.report.accepted);
+  ASSERT_EQ(o.report.acceptance.size(), 1u);
+  EXPECT_NEAR(o.report.acceptance[0].value, 1.0, 0.05);  // nothing was compressed
+  json written = json::parse(ReadFile(dir / "run" / "report.json"));
+  EXPECT_EQ(written["accepted"], false);
+  fs::remove_all(dir);
+}
+
+TEST(Engine, FailingRunLeavesNoOutputs) {
+  fs::path dir = Scratch("fail");
+  // A model whose logits are NaN: the run must stop with a numeric error.
+  GraphBuilder b("nan_model");
+  std::string x = b.Input("input", {kDynamicDim, 1, 28, 28});
+  x = b.Op1("Flatten", {x}, {{"axis", int64_t{1}}});
+  x = b.Linear(x, 784, 10, true, "fc");
+  b.Constant("nan", torch::full({10}, NAN));
+  b.Output("logits", b.Op1("Add", {x, "nan"}));
+  SaveOnnx(b.Build(), (dir / "nan.onnx").string());
+  json j = TinyRecipe();
+  j["model"] = (dir / "nan.onnx").string();
+  j["stages"] = json::array({json{{"pass", "evaluate"}}});
+  try {
+    RunJson(j, dir / "run");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kNumeric);
+    EXPECT_NE(std::string(e.what()).find("baseline: loss is not finite"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "run"));
+  EXPECT_FALSE(fs::exists(dir / ("run.tmp-" + std::to_string(getpid()))));
+  fs::remove_all(dir);
+}
+
+TEST(Engine, RefusesToReplaceAForeignFolder) {
+  fs::path dir = Scratch("foreign");
+  fs::create_directories(dir / "run");
+  { std::ofstream(dir / "run" / "precious.txt") << "user data"; }
+  EXPECT_THROW(RunJson(TinyRecipe(), dir / "run"), Error);
+  EXPECT_TRUE(fs::exists(dir / "run" / "precious.txt"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace compress

@@ -1,0 +1,199 @@
+// Recipe validation: each malformed recipe reports the exact JSON path and message;
+// all problems are reported at once; overrides; the pass registry drives options.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "compress/recipe.h"
+#include "compress/registry.h"
+
+namespace compress {
+namespace {
+
+using nlohmann::json;
+
+json Valid() {
+  return json::parse(R"({
+    "model": "zoo:convnet",
+    "data": {"dataset": "fashion-mnist", "batch_size": 128, "calibration_samples": 512},
+    "device": "auto",
+    "seed": 0,
+    "stages": [
+      {"pass": "train", "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "lr_schedule": "cosine"},
+      {"pass": "evaluate"}
+    ],
+    "exports": [{"format": "onnx", "path": "model.onnx"}],
+    "report": {"formats": ["json", "md", "html"]},
+    "acceptance": {"max_accuracy_drop": 0.01}
+  })");
+}
+
+std::vector<std::string> ProblemsOf(const json& j) {
+  std::vector<std::string> out;
+  for (const auto& p : ValidateRecipe(j, "")) out.push_back(p.path + ": " + p.message);
+  return out;
+}
+
+TEST(Recipe, TheIssueExampleIsValid) {
+  EXPECT_EQ(ProblemsOf(Valid()), std::vector<std::string>{});
+  Recipe r = ParseRecipe(Valid(), "x.json", "");
+  ASSERT_EQ(r.stages.size(), 2u);
+  EXPECT_EQ(r.stages[0].pass, "train");
+  EXPECT_NE(r.stages[0].instance, nullptr);
+  EXPECT_DOUBLE_EQ(r.max_accuracy_drop, 0.01);
+  EXPECT_EQ(r.exports[0].path, "model.onnx");
+}
+
+struct Malformed {
+  const char* name;
+  std::function<void(json&)> edit;
+  std::string expected;  // the single problem, "path: message"
+};
+
+class RecipeMalformed : public ::testing::TestWithParam<Malformed> {};
+
+TEST_P(RecipeMalformed, ReportsExactPathAndMessage) {
+  json j = Valid();
+  GetParam().edit(j);
+  EXPECT_EQ(ProblemsOf(j), std::vector<std::string>{GetParam().expected});
+}
+
+const Malformed kMalformed[] = {
+    {"UnknownTopLevelKey", [](json& j) { j["stagse"] = json::array(); },
+     "stagse: unknown option (did you mean \"stages\"?)"},
+    {"MissingModel", [](json& j) { j.erase("model"); },
+     "model: missing; expected zoo:<name> or a path to an .onnx file"},
+    {"UnknownZooModel", [](json& j) { j["model"] = "zoo:convnett"; },
+     "model: unknown zoo model \"convnett\" (did you mean \"zoo:convnet\"?)"},
+    {"MissingOnnxFile", [](json& j) { j["model"] = "/nonexistent/m.onnx"; },
+     "model: file \"/nonexistent/m.onnx\" does not exist"},
+    {"TorchScriptNotYet", [](json& j) { j["model"] = "model.pt"; },
+     "model: TorchScript import is not supported yet; use an .onnx file or zoo:<name>"},
+    {"UnknownPass", [](json& j) { j["stages"][1]["pass"] = "evaluat"; },
+     "stages[1].pass: unknown pass \"evaluat\" (did you mean \"evaluate\"?)"},
+    {"StageWithoutPass", [](json& j) { j["stages"][0].erase("pass"); },
+     "stages[0].pass: missing; expected a pass name (see `mcompress passes`)"},
+    {"WrongTypeEpochs", [](json& j) { j["stages"][0]["epochs"] = "2"; },
+     "stages[0].epochs: expected an integer, found string"},
+    {"EpochsOutOfRange", [](json& j) { j["stages"][0]["epochs"] = 0; },
+     "stages[0].epochs: value 0 is out of range; expected 1 <= value <= 100000"},
+    {"UnknownStageOption", [](json& j) { j["stages"][0]["epoch"] = 3; },
+     "stages[0].epoch: unknown option (did you mean \"epochs\"?)"},
+    {"UnknownOptimizer", [](json& j) { j["stages"][0]["optimizer"]["name"] = "sgdd"; },
+     "stages[0].optimizer.name: unknown value \"sgdd\"; expected one of "
+     "sgd|adam|adamw|rmsprop|adagrad (did you mean \"sgd\"?)"},
+    {"NegativeLr", [](json& j) { j["stages"][0]["optimizer"]["lr"] = -0.1; },
+     "stages[0].optimizer.lr: value -0.1 is out of range; expected 0 <= value <= 100"},
+    {"UnknownSchedule", [](json& j) { j["stages"][0]["lr_schedule"] = "cosin"; },
+     "stages[0].lr_schedule: unknown value \"cosin\"; expected one of "
+     "none|step|cosine|one-cycle (did you mean \"cosine\"?)"},
+    {"BatchSizeZero", [](json& j) { j["data"]["batch_size"] = 0; },
+     "data.batch_size: value 0 is out of range; expected 1 <= value <= 65536"},
+    {"UnknownDataset", [](json& j) { j["data"]["dataset"] = "mnist"; },
+     "data.dataset: unknown value \"mnist\"; expected one of fashion-mnist"},
+    {"MissingDataRoot", [](json& j) { j["data"]["root"] = "/nonexistent"; },
+     "data.root: folder \"/nonexistent\" does not exist (Debian package dataset-fashion-mnist)"},
+    {"BadDevice", [](json& j) { j["device"] = "gpu"; },
+     "device: unknown device \"gpu\"; expected auto, cpu, cuda or cuda:N"},
+    {"NegativeSeed", [](json& j) { j["seed"] = -1; },
+     "seed: expected a non-negative integer, found integer -1"},
+    {"StagesNotArray", [](json& j) { j["stages"] = json::object(); },
+     "stages: expected an array, found object"},
+    {"ExportFormatNotYet", [](json& j) { j["exports"][0]["format"] = "onnx-qdq"; },
+     "exports[0].format: format \"onnx-qdq\" is not supported yet; expected \"onnx\""},
+    {"ExportEscapesOutput", [](json& j) { j["exports"][0]["path"] = "../model.onnx"; },
+     "exports[0].path: \"../model.onnx\" must stay inside the output directory (relative, no \"..\")"},
+    {"ExportReservedName", [](json& j) { j["exports"][0]["path"] = "report.json"; },
+     "exports[0].path: \"report.json\" is reserved for the run's own outputs"},
+    {"DuplicateExport", [](json& j) { j["exports"].push_back(j["exports"][0]); },
+     "exports[1].path: \"model.onnx\" is written by an earlier export too"},
+    {"BadReportFormat", [](json& j) { j["report"]["formats"][1] = "pdf"; },
+     "report.formats[1]: expected \"json\", \"md\" or \"html\", found \"pdf\""},
+    {"AccuracyDropOutOfRange", [](json& j) { j["acceptance"]["max_accuracy_drop"] = 5; },
+     "acceptance.max_accuracy_drop: value 5 is out of range; expected 0 <= value <= 1"},
+    {"UnknownAcceptance", [](json& j) { j["acceptance"]["max_acuracy_drop"] = 0.1; },
+     "acceptance.max_acuracy_drop: unknown option (did you mean \"max_accuracy_drop\"?)"},
+    {"NesterovWithoutMomentum",
+     [](json& j) {
+       j["stages"][0]["optimizer"]["momentum"] = 0;
+       j["stages"][0]["optimizer"]["nesterov"] = true;
+     },
+     "stages[0].optimizer.nesterov: Nesterov momentum needs momentum > 0"},
+};
+
+INSTANTIATE_TEST_SUITE_P(All, RecipeMalformed, ::testing::ValuesIn(kMalformed),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Recipe, AllProblemsAreReportedAtOnce) {
+  json j = Valid();
+  j["seed"] = "zero";
+  j["stages"][0]["epochs"] = -1;
+  j["stages"][1]["pass"] = "prune";
+  auto problems = ProblemsOf(j);
+  EXPECT_EQ(problems.size(), 3u);
+  try {
+    ParseRecipe(j, "r.json", "");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kRecipe);
+    std::string msg = e.what();
+    EXPECT_EQ(msg.substr(0, msg.find('\n')), "r.json: 3 problems");
+    EXPECT_NE(msg.find("\n  seed: expected a non-negative integer, found string"), std::string::npos);
+  }
+}
+
+TEST(Recipe, OverridesSetNestedValues) {
+  json j = Valid();
+  ApplyOverride(j, "stages[0].epochs=3");
+  ApplyOverride(j, "stages[0].optimizer.name=adam");
+  ApplyOverride(j, "data.train_limit=1000");
+  EXPECT_EQ(j["stages"][0]["epochs"], 3);
+  EXPECT_EQ(j["stages"][0]["optimizer"]["name"], "adam");
+  EXPECT_EQ(j["data"]["train_limit"], 1000);
+  EXPECT_THROW(ApplyOverride(j, "stages[9].epochs=1"), Error);
+  EXPECT_THROW(ApplyOverride(j, "noequals"), Error);
+  EXPECT_THROW(ApplyOverride(j, "stages[x].epochs=1"), Error);
+}
+
+TEST(Recipe, LoadAcceptsCommentsAndReportsBadJson) {
+  auto dir = std::filesystem::temp_directory_path() / ("mc_recipe_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "ok.json");
+    f << "// a comment\n" << Valid().dump() << "\n";
+    std::ofstream g(dir / "bad.json");
+    g << "{\"model\": \"zoo:lenet5\",, }";
+  }
+  EXPECT_EQ(LoadRecipe((dir / "ok.json").string()).stages.size(), 2u);
+  try {
+    LoadRecipe((dir / "bad.json").string());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kRecipe);
+    EXPECT_EQ(std::string(e.what()).rfind((dir / "bad.json").string() + ": not valid JSON", 0), 0u)
+        << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Recipe, HashIsStableAndSensitive) {
+  json a = Valid(), b = Valid();
+  EXPECT_EQ(RecipeHash(a), RecipeHash(b));
+  b["seed"] = 1;
+  EXPECT_NE(RecipeHash(a), RecipeHash(b));
+  EXPECT_EQ(RecipeHash(a).size(), 16u);
+}
+
+TEST(Registry, EveryPassListsItsOptionsWithDefaults) {
+  const std::string text = DescribePasses();
+  for (const auto& e : PassRegistry()) {
+    EXPECT_NE(text.find(std::string(e.name) + "\n    " + e.doc), std::string::npos) << e.name;
+  }
+  EXPECT_NE(text.find("    epochs (integer, default 1)  training epochs"), std::string::npos) << text;
+  EXPECT_NE(text.find("    optimizer.lr (number, default 0.01)  learning rate"), std::string::npos);
+  EXPECT_EQ(FindPass("nope"), nullptr);
+}
+
+}  // namespace
+}  // namespace compress
