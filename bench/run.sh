@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (`make bench`): prints the machine, each command, and its results.
+# Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
+# programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
+# Exit status: non-zero when an accuracy target is missed or outputs differ.
+set -u
+BUILD_DIR=${1:-build}
+BIN="$BUILD_DIR/bench"
+for b in bench_train bench_overhead; do
+  if [[ ! -x "$BIN/$b" ]]; then
+    echo "run.sh: $BIN/$b not found; build first (cmake --build $BUILD_DIR --target $b)" >&2
+    exit 2
+  fi
+done
+
+echo "## Machine"
+echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "nproc:    $(nproc)"
+echo "cpu:      $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "memory:   $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+torch_version=$(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown)
+echo "libtorch: $torch_version (Debian libtorch-dev; build type $(grep -m1 CMAKE_BUILD_TYPE: "$BUILD_DIR/CMakeCache.txt" 2>/dev/null | cut -d= -f2))"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the runs)"
+echo
+
+status=0
+run() {
+  echo "\$ $*"
+  local start=$SECONDS
+  "$@"
+  local rc=$?
+  echo "(exit $rc, $((SECONDS - start)) s; load now $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo
+  [[ $rc -ne 0 ]] && status=1
+}
+
+echo "## Training (full Fashion-MNIST: 55k train / 5k validation / 10k test)"
+# shellcheck disable=SC2086
+run "$BIN/bench_train" ${BENCH_TRAIN_ARGS:-}
+echo "## Executor overhead vs hand-written LibTorch modules"
+# shellcheck disable=SC2086
+run "$BIN/bench_overhead" ${BENCH_OVERHEAD_ARGS:-}
+exit $status
