@@ -119,7 +119,12 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     }
   } cleanup{tmp};
 
+  Graph teacher;
   PassContext ctx;
+  if (!recipe.teacher.empty()) {
+    teacher = LoadModel(recipe.teacher, recipe.seed);
+    ctx.teacher = &teacher;
+  }
   ctx.data = &data;
   ctx.device = device;
   ctx.seed = recipe.seed;

@@ -69,9 +69,9 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   top.Read("model", recipe.model, {}, "zoo:<name> or model.onnx");
   if (!recipe.model.empty()) CheckModelSpec(recipe.model, "model", top, base_dir);
   if (EndsWith(recipe.model, ".onnx")) recipe.model = ResolvePath(recipe.model, base_dir);
-  std::string teacher;
-  top.Read("teacher", teacher, {}, "teacher model for distillation (same forms as model)");
-  if (!teacher.empty()) CheckModelSpec(teacher, "teacher", top, base_dir);
+  top.Read("teacher", recipe.teacher, {}, "teacher model for distillation (same forms as model)");
+  if (!recipe.teacher.empty()) CheckModelSpec(recipe.teacher, "teacher", top, base_dir);
+  if (EndsWith(recipe.teacher, ".onnx")) recipe.teacher = ResolvePath(recipe.teacher, base_dir);
 
   // Data.
   OptionReader data = top.Object("data", "dataset settings");

@@ -42,6 +42,7 @@ struct Recipe {
   nlohmann::json json;      // as run (after --set overrides)
   std::string source;       // file it came from ("" for in-memory)
   std::string model;        // zoo:<name> or a path (resolved against the recipe's folder)
+  std::string teacher;      // optional, same forms; loaded into PassContext::teacher
   DataSpec data;
   std::string device = "auto";
   uint64_t seed = 0;

@@ -6,6 +6,7 @@
 #include <zlib.h>
 #undef compress
 
+#include "tests/test_util.h"
 #include "compress/data.h"
 
 #include <gtest/gtest.h>
@@ -89,17 +90,7 @@ class TempDir {
 };
 
 // Expects `fn` to throw compress::Error of `kind` whose message contains `substring`.
-template <typename Fn>
-void ExpectError(Fn fn, ErrorKind kind, const std::string& substring) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing: " << substring;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << substring;
-  }
-}
+using testing_util::ExpectError;
 
 const Bytes kPixels = {0, 255, 51, 102,  //
                        10, 20, 30, 40,   //

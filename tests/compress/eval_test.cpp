@@ -1,6 +1,7 @@
 // Tests for compress/eval: top-1/top-5/loss/per-class accuracy of a two-layer graph
 // with known weights against a hand computation, batch-size independence, latency
 // statistics and the error paths.
+#include "tests/test_util.h"
 #include "compress/eval.h"
 
 #include <gtest/gtest.h>
@@ -14,17 +15,7 @@
 namespace compress {
 namespace {
 
-template <typename Fn>
-void ExpectError(Fn fn, ErrorKind kind, const std::string& substring) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing: " << substring;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << substring;
-  }
-}
+using testing_util::ExpectError;
 
 Node MakeNode(const std::string& name, const std::string& op, std::vector<std::string> inputs,
               const std::string& output) {

@@ -1,6 +1,7 @@
 // Tests for compress/train: learning-rate schedules at known steps (one-cycle values
 // from PyTorch's OneCycleLR), every optimizer on a separable problem, the label
 // smoothing formula, the after-step hook, determinism and the error paths.
+#include "tests/test_util.h"
 #include "compress/train.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -20,17 +21,7 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-template <typename Fn>
-void ExpectError(Fn fn, ErrorKind kind, const std::string& substring) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing: " << substring;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << substring;
-  }
-}
+using testing_util::ExpectError;
 
 // logits = x W^T + b, built by hand from the Graph fields: one Gemm(transB=1).
 Graph LinearGraph(const Tensor& w, const Tensor& b) {
