@@ -132,6 +132,8 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   ctx.calibration_samples = recipe.data.calibration_samples;
   ctx.progress = options.progress;
   ctx.log = log;
+  // Masks from pruning stages hold through every later optimizer step.
+  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };
 
   Report report;
   report.mcompress_version = MCOMPRESS_VERSION;

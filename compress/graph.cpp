@@ -150,6 +150,13 @@ Graph Graph::Clone() const {
   return copy;
 }
 
+void Graph::ApplyMasks() {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, init] : initializers) {
+    if (init.mask.defined()) init.value.mul_(init.mask.to(init.value.device(), init.value.scalar_type()));
+  }
+}
+
 void Graph::To(const c10::Device& device) {
   auto move = [&](Tensor& t) {
     if (t.defined() && t.device() != device) {

@@ -92,6 +92,9 @@ class Graph {
 
   // Deep copy: tensors are cloned, so passes on the copy never touch this graph.
   Graph Clone() const;
+  // Multiplies every masked initializer by its mask, in place (no autograd): called
+  // after each optimizer step so pruned weights stay zero.
+  void ApplyMasks();
   // Moves every initializer (and mask/quant tensors) to `device`.
   void To(const c10::Device& device);
 

@@ -5,6 +5,7 @@
 
 #include "compress/evaluate_pass.h"
 #include "compress/train_pass.h"
+#include "pruning/prune_magnitude.h"
 
 namespace compress {
 
@@ -12,6 +13,8 @@ namespace {
 
 const std::vector<PassEntry> kPasses = {
     {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
+    {"prune-magnitude", "Unstructured L1-magnitude pruning of Conv/Gemm/MatMul weights (masks persist)",
+     PruneMagnitudePass::Create},
     {"train", "Train or fine-tune on the training split with the Core trainer", TrainPass::Create},
 };
 

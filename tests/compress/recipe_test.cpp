@@ -51,6 +51,9 @@ struct Malformed {
   std::string expected;  // the single problem, "path: message"
 };
 
+// gtest names the case by its name, not its bytes.
+void PrintTo(const Malformed& m, std::ostream* os) { *os << m.name; }
+
 class RecipeMalformed : public ::testing::TestWithParam<Malformed> {};
 
 TEST_P(RecipeMalformed, ReportsExactPathAndMessage) {

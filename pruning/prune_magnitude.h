@@ -1,0 +1,32 @@
+// `prune-magnitude`: unstructured L1-magnitude pruning of Conv/Gemm/MatMul weights,
+// per layer or with one global threshold. Masks are stored on the initializers and
+// re-applied after every later optimizer step, so sparsity never decays.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "compress/options.h"
+#include "compress/pass.h"
+
+namespace compress {
+
+struct PruneMagnitudeOptions {
+  double sparsity = 0.5;      // fraction of weights zeroed, in [0, 1)
+  std::string scope = "layer";  // "layer": each layer at `sparsity`; "global": one ranking
+  std::string include;        // ECMAScript regex on node or weight name; "" = all
+  std::string exclude;        // regex; "" = none
+  bool skip_first_last = false;  // leave the first and last weighted layers dense
+};
+
+class PruneMagnitudePass : public Pass {
+ public:
+  explicit PruneMagnitudePass(PruneMagnitudeOptions options) : options_(std::move(options)) {}
+  static std::unique_ptr<Pass> Create(OptionReader& options);
+  PassResult Run(Graph& graph, PassContext& ctx) override;
+
+ private:
+  PruneMagnitudeOptions options_;
+};
+
+}  // namespace compress
