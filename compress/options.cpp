@@ -168,6 +168,35 @@ void OptionReader::Read(const std::string& key, std::string& value,
   value = s;
 }
 
+void OptionReader::Read(const std::string& key, std::vector<double>& value, double min,
+                        double max, const std::string& doc) {
+  std::string shown;
+  for (double x : value) shown += (shown.empty() ? "" : ", ") + FormatNumber(x);
+  const nlohmann::json* v = Find(key, "array of numbers", "[" + shown + "]", doc);
+  if (!v) return;
+  if (!v->is_array() || v->empty()) {
+    AddProblem(key, std::string("expected a non-empty array of numbers, found ") + JsonTypeName(*v));
+    return;
+  }
+  std::vector<double> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const nlohmann::json& e = (*v)[i];
+    const std::string where = key + "[" + std::to_string(i) + "]";
+    if (!e.is_number()) {
+      AddProblem(where, std::string("expected a number, found ") + JsonTypeName(e));
+      return;
+    }
+    const double x = e.get<double>();
+    if (!(x >= min && x <= max)) {
+      AddProblem(where, "value " + FormatNumber(x) + " is out of range; expected " +
+                            FormatNumber(min) + " <= value <= " + FormatNumber(max));
+      return;
+    }
+    out.push_back(x);
+  }
+  value = out;
+}
+
 OptionReader OptionReader::Object(const std::string& key, const std::string& doc) {
   const nlohmann::json* v = Find(key, "object", "{}", doc);
   if (v && !v->is_object()) {

@@ -45,6 +45,9 @@ class OptionReader {
   void Read(const std::string& key, bool& value, const std::string& doc);
   void Read(const std::string& key, std::string& value, const std::vector<std::string>& choices,
             const std::string& doc);
+  // A non-empty array of numbers, each in [min, max].
+  void Read(const std::string& key, std::vector<double>& value, double min, double max,
+            const std::string& doc);
   // A nested object option; returns a reader for it (an empty object when absent).
   OptionReader Object(const std::string& key, const std::string& doc);
   // Keys that belong to the caller (e.g. "pass"): never reported as unknown.

@@ -5,10 +5,8 @@
 
 namespace compress {
 
-std::unique_ptr<Pass> TrainPass::Create(OptionReader& r) {
-  TrainOptions o;
-  o.batch_size = 0;
-  r.Read("epochs", o.epochs, 1, 100000, "training epochs");
+void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epochs_key) {
+  r.Read(epochs_key, o.epochs, 1, 100000, "training epochs");
   r.Read("batch_size", o.batch_size, 0, 1 << 20, "batch size; 0 = the recipe's data.batch_size");
   r.Read("label_smoothing", o.label_smoothing, 0.0, 0.999, "cross-entropy label smoothing");
   OptionReader opt = r.Object("optimizer", "optimizer settings");
@@ -35,17 +33,26 @@ std::unique_ptr<Pass> TrainPass::Create(OptionReader& r) {
   sched.Read("final_div_factor", o.lr_schedule.final_div_factor, 1.0, 1e9,
              "final lr = initial/final_div_factor (one-cycle)");
   sched.Finish();
+}
+
+std::unique_ptr<Pass> TrainPass::Create(OptionReader& r) {
+  TrainOptions o;
+  o.batch_size = 0;
+  ReadTrainOptions(r, o, "epochs");
   return std::make_unique<TrainPass>(o);
 }
 
-PassResult TrainPass::Run(Graph& graph, PassContext& ctx) {
+TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions o) {
   if (ctx.data == nullptr) throw Error(ErrorKind::kInternal, "train: no dataset in the context");
-  TrainOptions o = options_;
   if (o.batch_size == 0) o.batch_size = ctx.batch_size;
   o.seed = ctx.seed;
   o.progress = ctx.progress;
   if (ctx.after_step) o.after_step = [&](int64_t) { ctx.after_step(graph); };
-  TrainResult r = Train(graph, ctx.data->train, &ctx.data->validation, o, ctx.device);
+  return Train(graph, ctx.data->train, &ctx.data->validation, o, ctx.device);
+}
+
+PassResult TrainPass::Run(Graph& graph, PassContext& ctx) {
+  TrainResult r = TrainInContext(graph, ctx, options_);
   PassResult result;
   result.changed = true;
   if (!r.epochs.empty()) {

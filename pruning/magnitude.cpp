@@ -59,4 +59,13 @@ std::vector<at::Tensor> GlobalMagnitudeMasks(const std::vector<at::Tensor>& weig
   return masks;
 }
 
+int64_t ApplyPersistentMask(Initializer& init, const at::Tensor& mask) {
+  torch::NoGradGuard no_grad;
+  at::Tensor m = mask.to(init.value.device(), init.value.scalar_type());
+  if (init.mask.defined()) m = m * init.mask.to(m.device(), m.scalar_type());
+  init.value.mul_(m);
+  init.mask = m;
+  return (m == 0).sum().item<int64_t>();
+}
+
 }  // namespace compress

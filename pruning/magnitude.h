@@ -6,6 +6,8 @@
 
 #include <vector>
 
+#include "compress/graph.h"
+
 namespace compress {
 
 // 0/1 mask (same shape and dtype as `weight`) zeroing exactly round(sparsity * numel)
@@ -17,5 +19,10 @@ at::Tensor MagnitudeMask(const at::Tensor& weight, double sparsity);
 // round(sparsity * total) entries are zeroed over all tensors together.
 std::vector<at::Tensor> GlobalMagnitudeMasks(const std::vector<at::Tensor>& weights,
                                              double sparsity);
+
+// Zeroes `init`'s value where `mask` is 0 and keeps the mask on the initializer (the
+// product with any earlier mask, so pruned weights never come back). Returns the number
+// of zeros of the resulting mask.
+int64_t ApplyPersistentMask(Initializer& init, const at::Tensor& mask);
 
 }  // namespace compress

@@ -8,15 +8,16 @@
 
 #include "compress/options.h"
 #include "compress/pass.h"
+#include "pruning/layer_select.h"
+#include "pruning/schedule.h"
 
 namespace compress {
 
 struct PruneMagnitudeOptions {
   double sparsity = 0.5;      // fraction of weights zeroed, in [0, 1)
   std::string scope = "layer";  // "layer": each layer at `sparsity`; "global": one ranking
-  std::string include;        // ECMAScript regex on node or weight name; "" = all
-  std::string exclude;        // regex; "" = none
-  bool skip_first_last = false;  // leave the first and last weighted layers dense
+  LayerFilter layers;         // include / exclude / skip_first_last
+  GradualOptions gradual;     // AGP steps with fine-tuning; steps 0 = one-shot
 };
 
 class PruneMagnitudePass : public Pass {
