@@ -162,6 +162,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
 
   // `known`: metrics the last baseline-training stage already measured on this very
   // graph (no need to evaluate the test set twice); NaN ones are measured here.
+  std::map<std::string, std::vector<int64_t>> baseline_shapes;  // layer -> weight shape
   auto measure_baseline = [&](const Metrics& known) {
     report.baseline.pass = "baseline";
     report.baseline.metrics = std::isnan(known.top1)
@@ -169,6 +170,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
                                   : known;
     CheckFinite(report.baseline.metrics, "baseline");
     report.baseline.size = ComputeSize(work);
+    for (const LayerRow& row : LayerTable(work)) baseline_shapes[row.name] = row.weight_shape;
     if (recipe.measure_latency) report.latency_baseline = Latency(work, device);
     log("baseline: top-1 " + Percent(report.baseline.metrics.top1));
   };
@@ -190,6 +192,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
         sr.changed = r.changed;
         sr.stats = r.stats;
         sr.skipped = r.skipped;
+        sr.sensitivity = r.sensitivity;
         sr.metrics = r.metrics;
       } catch (const Error& e) {
         throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
@@ -245,6 +248,10 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   const StageReport& last = report.stages.empty() ? report.baseline : report.stages.back();
   if (recipe.measure_latency) report.latency_final = Latency(work, device);
   report.layers = LayerTable(final_cpu);
+  for (LayerRow& row : report.layers) {
+    auto it = baseline_shapes.find(row.name);
+    if (it != baseline_shapes.end() && it->second != row.weight_shape) row.baseline_shape = it->second;
+  }
   report.compression_ratio = static_cast<double>(report.baseline.size.bytes_fp32) /
                              static_cast<double>(std::max<int64_t>(1, StoredBytes(report)));
   if (!std::isnan(recipe.max_accuracy_drop)) {

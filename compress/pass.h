@@ -34,6 +34,7 @@ struct PassResult {
   bool changed = false;
   std::map<std::string, double> stats;      // pass-defined counters, shown in the report
   std::vector<SkippedLayer> skipped;        // layers left alone, with the reason
+  std::vector<SensitivityRow> sensitivity;  // per-layer scan (prune-sensitivity)
   // Metrics the pass measured itself (the evaluate pass); NaN when not measured.
   Metrics metrics;
 };

@@ -5,7 +5,10 @@
 
 #include "compress/evaluate_pass.h"
 #include "compress/train_pass.h"
+#include "pruning/prune_channels.h"
 #include "pruning/prune_magnitude.h"
+#include "pruning/prune_nm.h"
+#include "pruning/prune_sensitivity.h"
 
 namespace compress {
 
@@ -13,8 +16,16 @@ namespace {
 
 const std::vector<PassEntry> kPasses = {
     {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
+    {"prune-channels",
+     "Structured channel pruning over dependency groups, physically shrinking every tensor",
+     PruneChannelsPass::Create},
     {"prune-magnitude", "Unstructured L1-magnitude pruning of Conv/Gemm/MatMul weights (masks persist)",
      PruneMagnitudePass::Create},
+    {"prune-nm", "N:M semi-structured pruning (2:4 by default) along the input dimension",
+     PruneNMPass::Create},
+    {"prune-sensitivity",
+     "Per-layer pruning sensitivity scan on the validation split; optionally applies derived targets",
+     PruneSensitivityPass::Create},
     {"train", "Train or fine-tune on the training split with the Core trainer", TrainPass::Create},
 };
 

@@ -339,7 +339,10 @@ Table LayersTable(const Report& r) {
   int64_t params = 0, macs = 0;
   double zeros = 0;
   for (const auto& l : r.layers) {
-    t.rows.push_back({l.name, l.op, ShapeText(l.weight_shape), Grouped(l.params),
+    const std::string shape = l.baseline_shape.empty()
+                                  ? ShapeText(l.weight_shape)
+                                  : ShapeText(l.baseline_shape) + " \u2192 " + ShapeText(l.weight_shape);
+    t.rows.push_back({l.name, l.op, shape, Grouped(l.params),
                       Percent(l.sparsity, 1), std::to_string(l.bits), Grouped(l.macs)});
     params += l.params;
     macs += l.macs;
@@ -389,7 +392,28 @@ std::string StageTitle(const StageReport& s) {
   return "Stage " + std::to_string(s.index) + ": " + s.pass;
 }
 
-bool HasStatsOrSkips(const StageReport& s) { return !s.stats.empty() || !s.skipped.empty(); }
+bool HasStatsOrSkips(const StageReport& s) {
+  return !s.stats.empty() || !s.skipped.empty() || !s.sensitivity.empty();
+}
+
+// Validation top-1 per layer (rows) and scanned sparsity (columns), plus the target
+// derived from it.
+Table SensitivityTable(const StageReport& s) {
+  Table t{{"layer"}, "l", {}};
+  for (double sp : s.sensitivity.front().sparsities) {
+    t.headers.push_back("top-1 % @ " + Percent(sp, 0) + "% sparse");
+    t.align += "r";
+  }
+  t.headers.push_back("chosen sparsity %");
+  t.align += "r";
+  for (const auto& row : s.sensitivity) {
+    std::vector<std::string> cells{row.layer};
+    for (double a : row.top1) cells.push_back(Percent(a, 2));
+    cells.push_back(std::isnan(row.chosen) ? kDash : Percent(row.chosen, 0));
+    t.rows.push_back(cells);
+  }
+  return t;
+}
 
 Table StatsTable(const StageReport& s) {
   Table t{{"stat", "value"}, "lr", {}};
@@ -799,6 +823,20 @@ OJson StageJson(const StageReport& s) {
   OJson skipped = OJson::array();
   for (const auto& k : s.skipped) skipped.push_back({{"layer", k.layer}, {"reason", k.reason}});
   j["skipped"] = skipped;
+  if (!s.sensitivity.empty()) {
+    OJson rows = OJson::array();
+    for (const auto& row : s.sensitivity) {
+      OJson rj;
+      rj["layer"] = row.layer;
+      rj["sparsities"] = row.sparsities;
+      OJson top1 = OJson::array();
+      for (double a : row.top1) top1.push_back(NumberJson(a));
+      rj["top1"] = top1;
+      rj["chosen"] = NumberJson(row.chosen);
+      rows.push_back(rj);
+    }
+    j["sensitivity"] = rows;
+  }
   return j;
 }
 
@@ -835,6 +873,7 @@ OJson ReportOrderedJson(const Report& r) {
     lj["op"] = l.op;
     lj["weight"] = l.weight;
     lj["weight_shape"] = l.weight_shape;
+    if (!l.baseline_shape.empty()) lj["baseline_shape"] = l.baseline_shape;
     lj["params"] = l.params;
     lj["sparsity"] = NumberJson(l.sparsity);
     lj["bits"] = l.bits;
@@ -1003,6 +1042,25 @@ StageReport ReadStage(const Reader& rd, const Json& obj, const std::string& path
     rd.Expect(skipped[i], p, skipped[i].is_object(), "object");
     s.skipped.push_back({rd.String(skipped[i], p, "layer"), rd.String(skipped[i], p, "reason")});
   }
+  if (obj.contains("sensitivity")) {
+    const Json& rows = rd.Array(obj, path, "sensitivity");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::string p = Index(path, "sensitivity", i);
+      rd.Expect(rows[i], p, rows[i].is_object(), "object");
+      SensitivityRow row;
+      row.layer = rd.String(rows[i], p, "layer");
+      const Json& sp = rd.Array(rows[i], p, "sparsities");
+      const Json& top1 = rd.Array(rows[i], p, "top1");
+      rd.Expect(top1, Reader::Join(p, "top1"), top1.size() == sp.size(),
+                "one value per sparsity");
+      for (size_t k = 0; k < sp.size(); ++k) {
+        row.sparsities.push_back(rd.NumberValue(sp[k], Index(p, "sparsities", k)));
+        row.top1.push_back(rd.NumberValue(top1[k], Index(p, "top1", k)));
+      }
+      row.chosen = rd.Number(rows[i], p, "chosen");
+      s.sensitivity.push_back(row);
+    }
+  }
   return s;
 }
 
@@ -1149,6 +1207,14 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
                                            std::numeric_limits<int64_t>::min(),
                                            std::numeric_limits<int64_t>::max()));
     }
+    if (j.contains("baseline_shape")) {
+      const Json& base = rd.Array(j, p, "baseline_shape");
+      for (size_t i = 0; i < base.size(); ++i) {
+        l.baseline_shape.push_back(rd.IntValue(base[i], Index(p, "baseline_shape", i),
+                                               std::numeric_limits<int64_t>::min(),
+                                               std::numeric_limits<int64_t>::max()));
+      }
+    }
     l.params = rd.Int(j, p, "params");
     l.sparsity = rd.Number(j, p, "sparsity");
     l.bits = static_cast<int>(rd.Int(j, p, "bits", 0, 64));
@@ -1218,6 +1284,7 @@ std::string RenderMarkdown(const Report& r) {
     os << "### " << MdCell(StageTitle(s)) << "\n\n";
     if (!s.stats.empty()) os << MdTable(StatsTable(s)) << "\n";
     if (!s.skipped.empty()) os << MdTable(SkippedTable(s)) << "\n";
+    if (!s.sensitivity.empty()) os << MdTable(SensitivityTable(s)) << "\n";
   }
   if (!any) os << "No pass statistics.\n\n";
   os << "## Acceptance\n\n";
@@ -1256,6 +1323,7 @@ std::string RenderHtml(const Report& r) {
     os << "<h3>" << Html(StageTitle(s)) << "</h3>\n";
     if (!s.stats.empty()) os << HtmlTable(StatsTable(s));
     if (!s.skipped.empty()) os << HtmlTable(SkippedTable(s));
+    if (!s.sensitivity.empty()) os << HtmlTable(SensitivityTable(s));
   }
   if (!any) os << "<p class=\"muted\">No pass statistics.</p>\n";
   os << "<h2>Acceptance</h2>\n";

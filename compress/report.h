@@ -45,6 +45,9 @@ struct LayerRow {
   std::string op;
   std::string weight;  // initializer name
   std::vector<int64_t> weight_shape;
+  // The same layer's weight shape in the baseline when it differs (channel pruning
+  // shrank it); empty otherwise.
+  std::vector<int64_t> baseline_shape;
   int64_t params = 0;
   double sparsity = 0;  // fraction of zero weights
   int bits = 32;        // 8 when the weight carries quantization parameters
@@ -56,6 +59,15 @@ struct SkippedLayer {
   std::string reason;
 };
 
+// One layer of a sensitivity scan: validation top-1 with only this layer pruned to
+// each scanned sparsity. `chosen` is the derived target (NaN when none was derived).
+struct SensitivityRow {
+  std::string layer;
+  std::vector<double> sparsities;
+  std::vector<double> top1;
+  double chosen = std::numeric_limits<double>::quiet_NaN();
+};
+
 struct StageReport {
   int index = -1;           // -1 for the baseline, else position in recipe stages
   std::string pass;         // "baseline" for the baseline row
@@ -65,6 +77,7 @@ struct StageReport {
   double seconds = 0;       // wall time of the pass
   std::map<std::string, double> stats;  // pass-defined counters
   std::vector<SkippedLayer> skipped;
+  std::vector<SensitivityRow> sensitivity;  // prune-sensitivity's scan; usually empty
 };
 
 struct ExportReport {

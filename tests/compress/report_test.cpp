@@ -206,8 +206,9 @@ Report FullReport() {
   r.stages.push_back(MakeStage(2, "finetune", 0.1 + 0.2, 62414));  // a non-round double
   r.latency_baseline = {0.75, 12.5};
   r.latency_final = {0.5, kNaN};
-  r.layers.push_back({"conv1", "Conv", "conv1.weight", {6, 1, 5, 5}, 156, 0.0, 32, 117600});
-  r.layers.push_back({"fc1", "Gemm", "fc1.weight", {120, 400}, 48120, 0.9, 8, 48000});
+  r.layers.push_back({"conv1", "Conv", "conv1.weight", {6, 1, 5, 5}, {}, 156, 0.0, 32, 117600});
+  r.layers.push_back({"fc1", "Gemm", "fc1.weight", {120, 400}, {240, 400}, 48120, 0.9, 8, 48000});
+  r.stages[0].sensitivity = {{"fc1", {0.5, 0.9}, {0.88, kNaN}, 0.5}, {"fc2", {0.5, 0.9}, {0.9, 0.7}, kNaN}};
   r.exports.push_back({"onnx", "model.onnx", 250000, true, 1.5e-6});
   r.exports.push_back({"torchscript", "model.pt", 260000, false, kNaN});
   r.acceptance.push_back({"max_accuracy_drop", 0.02, 0.0125, true});
@@ -245,6 +246,16 @@ void ExpectSameStage(const StageReport& a, const StageReport& b) {
     EXPECT_EQ(a.skipped[i].layer, b.skipped[i].layer);
     EXPECT_EQ(a.skipped[i].reason, b.skipped[i].reason);
   }
+  ASSERT_EQ(a.sensitivity.size(), b.sensitivity.size());
+  for (size_t i = 0; i < a.sensitivity.size(); ++i) {
+    EXPECT_EQ(a.sensitivity[i].layer, b.sensitivity[i].layer);
+    EXPECT_EQ(a.sensitivity[i].sparsities, b.sensitivity[i].sparsities);
+    ASSERT_EQ(a.sensitivity[i].top1.size(), b.sensitivity[i].top1.size());
+    for (size_t k = 0; k < a.sensitivity[i].top1.size(); ++k) {
+      EXPECT_TRUE(SameDouble(a.sensitivity[i].top1[k], b.sensitivity[i].top1[k]));
+    }
+    EXPECT_TRUE(SameDouble(a.sensitivity[i].chosen, b.sensitivity[i].chosen));
+  }
 }
 
 void ExpectSameReport(const Report& a, const Report& b) {
@@ -279,6 +290,7 @@ void ExpectSameReport(const Report& a, const Report& b) {
     EXPECT_TRUE(SameDouble(a.layers[i].sparsity, b.layers[i].sparsity));
     EXPECT_EQ(a.layers[i].bits, b.layers[i].bits);
     EXPECT_EQ(a.layers[i].macs, b.layers[i].macs);
+    EXPECT_EQ(a.layers[i].baseline_shape, b.layers[i].baseline_shape);
   }
   ASSERT_EQ(a.exports.size(), b.exports.size());
   for (size_t i = 0; i < a.exports.size(); ++i) {
@@ -423,8 +435,8 @@ Report SmallReport() {
   r.stages[1].changed = false;
   r.latency_baseline = {0.75, 12.5};
   r.latency_final = {0.5, kNaN};
-  r.layers.push_back({"conv1", "Conv", "conv1.weight", {6, 1, 5, 5}, 156, 0.0, 32, 117600});
-  r.layers.push_back({"fc1", "Gemm", "fc1.weight", {120, 400}, 48120, 0.9, 8, 48000});
+  r.layers.push_back({"conv1", "Conv", "conv1.weight", {6, 1, 5, 5}, {}, 156, 0.0, 32, 117600});
+  r.layers.push_back({"fc1", "Gemm", "fc1.weight", {120, 400}, {}, 48120, 0.9, 8, 48000});
   r.exports.push_back({"onnx", "model.onnx", 250000, true, 1.5e-6});
   r.acceptance.push_back({"max_accuracy_drop", 0.02, 0.0125, true});
   r.acceptance.push_back({"min_compression", 4, 3.95, false});
@@ -477,6 +489,14 @@ TEST(ReportMarkdown, TablesHaveTheExpectedRows) {
   ExpectLine(md, "| max_accuracy_drop | 0.02 | 0.0125 | PASS |");
   ExpectLine(md, "| min_compression | 4 | 3.95 | FAIL |");
   ExpectLine(md, "**Verdict: REJECTED (1 of 2 criteria failed)**");
+}
+
+TEST(ReportMarkdown, ShrunkShapesAndSensitivityScans) {
+  const std::string md = RenderMarkdown(FullReport());
+  ExpectLine(md, "| fc1 | Gemm | [240,400] \u2192 [120,400] | 48,120 | 90.0 | 8 | 48,000 |");
+  ExpectLine(md, "| layer | top-1 % @ 50% sparse | top-1 % @ 90% sparse | chosen sparsity % |");
+  ExpectLine(md, "| fc1 | 88.00 | \u2014 | 50 |");
+  ExpectLine(md, "| fc2 | 90.00 | 70.00 | \u2014 |");
 }
 
 TEST(ReportMarkdown, PipesInCellsAreEscaped) {
