@@ -8,6 +8,7 @@
 
 #include "compress/executor.h"
 #include "compress/onnx_io.h"
+#include "compress/torchscript_import.h"
 #include "compress/zoo.h"
 
 namespace compress {
@@ -18,16 +19,56 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }
 }  // namespace
 
-Graph LoadModel(const std::string& spec, uint64_t seed) {
-  if (spec.rfind("zoo:", 0) == 0) return BuildZoo(spec.substr(4), seed);
+bool IsTorchScriptPath(const std::string& spec) {
+  return EndsWith(spec, ".pt") || EndsWith(spec, ".pth") || EndsWith(spec, ".ts");
+}
+
+std::vector<int64_t> ParseShape(const std::string& text) {
+  std::vector<int64_t> dims;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find_first_of(",x", start);
+    if (end == std::string::npos) end = text.size();
+    const std::string part = text.substr(start, end - start);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (part.empty() || used != part.size() || v <= 0) {
+      throw Error(ErrorKind::kUsage, "input shape '" + text +
+                                         "': expected positive integers separated by commas, "
+                                         "e.g. 1,3,224,224");
+    }
+    dims.push_back(v);
+    start = end + 1;
+  }
+  return dims;
+}
+
+Graph LoadModel(const std::string& spec, const ModelLoadOptions& options) {
+  if (spec.rfind("zoo:", 0) == 0) return BuildZoo(spec.substr(4), options.seed);
   if (EndsWith(spec, ".onnx")) return LoadOnnx(spec);
-  if (EndsWith(spec, ".pt") || EndsWith(spec, ".pth")) {
-    throw Error(ErrorKind::kUnsupported,
-                spec + ": TorchScript import is not supported yet; convert to ONNX or use "
-                       "zoo:<name>");
+  if (IsTorchScriptPath(spec)) {
+    if (options.input_shapes.empty()) {
+      throw Error(ErrorKind::kUsage,
+                  spec + ": a TorchScript model needs the shape of each input (e.g. "
+                         "--input-shape 1,3,224,224, or \"input_shape\": [1, 3, 224, 224] in a "
+                         "recipe)");
+    }
+    return ImportTorchScript(spec, options.input_shapes);
   }
   throw Error(ErrorKind::kUsage, "model '" + spec +
-                                     "': expected zoo:<name> or a path ending in .onnx");
+                                     "': expected zoo:<name>, a path ending in .onnx, or a "
+                                     "TorchScript file ending in .pt, .pth or .ts");
+}
+
+Graph LoadModel(const std::string& spec, uint64_t seed) {
+  ModelLoadOptions options;
+  options.seed = seed;
+  return LoadModel(spec, options);
 }
 
 std::vector<std::string> InferTensorFiles(const Graph& graph,

@@ -1,5 +1,5 @@
-// Where models come from and how the CLI runs them on tensor files: "zoo:<name>" or
-// an ONNX file path (TorchScript arrives with the interop issue).
+// Where models come from and how the CLI runs them on tensor files: "zoo:<name>", an
+// ONNX file path, or a TorchScript file (.pt/.pth/.ts) given its input shapes.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +10,26 @@
 
 namespace compress {
 
-// "zoo:<name>" builds a zoo model from `seed`; a path ending in .onnx is loaded.
-// Anything else is a kUsage error naming the accepted forms.
+struct ModelLoadOptions {
+  uint64_t seed = 0;  // zoo models' initialisation
+  // TorchScript files: the shape of each forward input, batch first (the batch stays
+  // dynamic in the graph). Required for .pt/.pth/.ts, ignored otherwise.
+  std::vector<std::vector<int64_t>> input_shapes;
+};
+
+// "zoo:<name>" builds a zoo model from `seed`; a path ending in .onnx is loaded; a
+// path ending in .pt, .pth or .ts is imported as TorchScript (ImportTorchScript).
+// Anything else, or TorchScript without input shapes, is a kUsage error naming the
+// accepted forms.
+Graph LoadModel(const std::string& spec, const ModelLoadOptions& options);
 Graph LoadModel(const std::string& spec, uint64_t seed = 0);
+
+// True for the file names LoadModel imports as TorchScript.
+bool IsTorchScriptPath(const std::string& spec);
+
+// Parses "1,3,224,224" (or "1x3x224x224") into dims; throws compress::Error(kUsage)
+// naming `text` when a dim is not a positive integer.
+std::vector<int64_t> ParseShape(const std::string& text);
 
 // Runs `graph` (eval mode, no autograd) on inputs read from ONNX TensorProto files
 // (one per graph input, in order) and writes output_<k>.pb files into `out_dir`

@@ -203,6 +203,7 @@ Outputs HardSigmoid(const KernelContext& ctx) {
   return {at::clamp(In(ctx, 0) * alpha + beta, 0.0, 1.0)};
 }
 Outputs HardSwish(const KernelContext& ctx) { return {at::hardswish(In(ctx, 0))}; }
+Outputs Erf(const KernelContext& ctx) { return {at::erf(In(ctx, 0))}; }
 Outputs Gelu(const KernelContext& ctx) {
   return {at::gelu(In(ctx, 0), ctx.node.GetString("approximate", "none"))};
 }
@@ -609,6 +610,7 @@ const std::vector<OpSpec> kOps = {
     {"DequantizeLinear", DequantizeLinear, 2, 3, 1, 1},
     {"Div", DivOp, 2, 2, 1, 1},
     {"Dropout", Dropout, 1, 3, 1, 2},
+    {"Erf", Erf, 1, 1, 1, 1},
     {"Flatten", Flatten, 1, 1, 1, 1},
     {"Gelu", Gelu, 1, 1, 1, 1},
     {"Gemm", Gemm, 2, 3, 1, 1},

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "compress/model_source.h"
 #include "compress/registry.h"
 #include "compress/zoo.h"
 
@@ -38,15 +39,40 @@ void CheckModelSpec(const std::string& spec, const std::string& key, OptionReade
       r.AddProblem(key, "unknown zoo model \"" + name + "\"" +
                             (near.empty() ? "" : " (did you mean \"zoo:" + near + "\"?)"));
     }
-  } else if (EndsWith(spec, ".onnx")) {
+  } else if (EndsWith(spec, ".onnx") || IsTorchScriptPath(spec)) {
     if (!fs::exists(ResolvePath(spec, base_dir))) {
       r.AddProblem(key, "file \"" + ResolvePath(spec, base_dir) + "\" does not exist");
     }
-  } else if (EndsWith(spec, ".pt") || EndsWith(spec, ".pth")) {
-    r.AddProblem(key, "TorchScript import is not supported yet; use an .onnx file or zoo:<name>");
   } else {
-    r.AddProblem(key, "expected zoo:<name> or a path ending in .onnx, found \"" + spec + "\"");
+    r.AddProblem(key, "expected zoo:<name> or a path ending in .onnx, .pt, .pth or .ts, found \"" +
+                          spec + "\"");
   }
+}
+
+// "input_shape": [1, 3, 224, 224] or [[1, 3, 224, 224], [1, 10]].
+void ReadInputShapes(const nlohmann::json& j, std::vector<std::vector<int64_t>>* shapes,
+                     std::vector<Problem>* problems) {
+  const bool nested = j.is_array() && !j.empty() && j[0].is_array();
+  auto read_one = [&](const nlohmann::json& dims, const std::string& path) {
+    if (!dims.is_array() || dims.empty()) {
+      problems->push_back({path, std::string("expected a non-empty array of dims, found ") +
+                                     (dims.is_array() ? "an empty array" : JsonTypeName(dims))});
+      return;
+    }
+    std::vector<int64_t> shape;
+    for (size_t i = 0; i < dims.size(); ++i) {
+      const auto& d = dims[i];
+      if (!d.is_number_integer() || d.get<int64_t>() <= 0) {
+        problems->push_back({path + "[" + std::to_string(i) + "]",
+                             "expected a positive integer, found " + d.dump()});
+        return;
+      }
+      shape.push_back(d.get<int64_t>());
+    }
+    shapes->push_back(shape);
+  };
+  if (!nested) return read_one(j, "input_shape");
+  for (size_t i = 0; i < j.size(); ++i) read_one(j[i], "input_shape[" + std::to_string(i) + "]");
 }
 
 Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
@@ -68,10 +94,23 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   }
   top.Read("model", recipe.model, {}, "zoo:<name> or model.onnx");
   if (!recipe.model.empty()) CheckModelSpec(recipe.model, "model", top, base_dir);
-  if (EndsWith(recipe.model, ".onnx")) recipe.model = ResolvePath(recipe.model, base_dir);
+  if (EndsWith(recipe.model, ".onnx") || IsTorchScriptPath(recipe.model)) {
+    recipe.model = ResolvePath(recipe.model, base_dir);
+  }
   top.Read("teacher", recipe.teacher, {}, "teacher model for distillation (same forms as model)");
   if (!recipe.teacher.empty()) CheckModelSpec(recipe.teacher, "teacher", top, base_dir);
-  if (EndsWith(recipe.teacher, ".onnx")) recipe.teacher = ResolvePath(recipe.teacher, base_dir);
+  if (EndsWith(recipe.teacher, ".onnx") || IsTorchScriptPath(recipe.teacher)) {
+    recipe.teacher = ResolvePath(recipe.teacher, base_dir);
+  }
+  // TorchScript models (and teachers) need their input shapes: [1, 3, 224, 224], or one
+  // such list per forward input.
+  top.Allow("input_shape");
+  if (json.contains("input_shape")) {
+    ReadInputShapes(json["input_shape"], &recipe.input_shapes, problems);
+  } else if (IsTorchScriptPath(recipe.model) || IsTorchScriptPath(recipe.teacher)) {
+    problems->push_back({"input_shape", "missing; a TorchScript model needs the shape of each "
+                                        "input, e.g. [1, 3, 224, 224]"});
+  }
 
   // Data.
   OptionReader data = top.Object("data", "dataset settings");

@@ -43,6 +43,9 @@ struct Recipe {
   std::string source;       // file it came from ("" for in-memory)
   std::string model;        // zoo:<name> or a path (resolved against the recipe's folder)
   std::string teacher;      // optional, same forms; loaded into PassContext::teacher
+  // "input_shape": the shape of each forward input of a TorchScript model/teacher
+  // (required for .pt/.pth/.ts; batch first, the batch stays dynamic).
+  std::vector<std::vector<int64_t>> input_shapes;
   DataSpec data;
   std::string device = "auto";
   uint64_t seed = 0;

@@ -198,6 +198,17 @@ TEST(Ops, Activations) {
         [](const V& in) { return V{torch::clamp(in[0] * 0.3 + 0.4, 0, 1)}; });
   Check({"HardSwish", {x}, {}},
         [](const V& in) { return V{in[0] * torch::clamp(in[0] / 6 + 0.5, 0, 1)}; });
+  Check({"Erf", {x}, {}}, [](const V& in) {
+    // Reference by the series erf(z) = 2/sqrt(pi) * sum (-1)^k z^(2k+1) / (k! (2k+1))
+    // where it converges in float (|z| < 2), torch::erf elsewhere.
+    Tensor z = in[0].clamp(-2, 2).to(torch::kDouble), term = z, sum = z;
+    for (int k = 1; k < 40; ++k) {
+      term = term * (-z * z) / k;
+      sum = sum + term / (2 * k + 1);
+    }
+    Tensor series = (sum * (2 / std::sqrt(M_PI))).to(in[0].scalar_type());
+    return V{torch::where(in[0].abs() < 2, series, torch::erf(in[0]))};
+  });
   Check({"Gelu", {x}, {}}, [](const V& in) {
     return V{0.5 * in[0] * (1 + torch::erf(in[0] / std::sqrt(2.0)))};
   });

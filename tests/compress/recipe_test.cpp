@@ -71,8 +71,17 @@ const Malformed kMalformed[] = {
      "model: unknown zoo model \"convnett\" (did you mean \"zoo:convnet\"?)"},
     {"MissingOnnxFile", [](json& j) { j["model"] = "/nonexistent/m.onnx"; },
      "model: file \"/nonexistent/m.onnx\" does not exist"},
-    {"TorchScriptNotYet", [](json& j) { j["model"] = "model.pt"; },
-     "model: TorchScript import is not supported yet; use an .onnx file or zoo:<name>"},
+    {"MissingTorchScriptFile",
+     [](json& j) {
+       j["model"] = "/nonexistent/m.pt";
+       j["input_shape"] = {1, 1, 28, 28};
+     },
+     "model: file \"/nonexistent/m.pt\" does not exist"},
+    {"InputShapeNotPositive", [](json& j) { j["input_shape"] = {1, 0, 28}; },
+     "input_shape[1]: expected a positive integer, found 0"},
+    {"InputShapeOfSecondInputEmpty",
+     [](json& j) { j["input_shape"] = json::array({json::array({1, 2}), json::array()}); },
+     "input_shape[1]: expected a non-empty array of dims, found an empty array"},
     {"UnknownPass", [](json& j) { j["stages"][1]["pass"] = "evaluat"; },
      "stages[1].pass: unknown pass \"evaluat\" (did you mean \"evaluate\"?)"},
     {"StageWithoutPass", [](json& j) { j["stages"][0].erase("pass"); },

@@ -1,0 +1,1654 @@
+// TorchScript import: walks a frozen (or traced) TorchScript graph in order and
+// rewrites it into compress::Graph nodes with ONNX semantics.
+//
+// How folding works: the importer runs the model while it walks it, at two batch
+// sizes at once ("lanes": the given batch b and b + 1). Every TorchScript value is
+// either static (known at import: ints, lists, weights, shapes; one IValue per lane),
+// a graph value (a tensor our graph computes; its concrete tensor per lane comes from
+// running our kernel), a list holding graph values, or poison (produced by an op we
+// cannot map). Shape queries (aten::size, len, dim...) and all arithmetic on static
+// values are evaluated by the TorchScript operator itself on both lanes, so a value
+// that differs between the lanes is known to depend on the batch size: control flow
+// or weights that depend on it are refused, and a reshape target gets -1 or 0 exactly
+// where the batch flows, never a folded constant.
+#include "compress/torchscript_import.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/nn/module.h>
+#include <torch/script.h>
+
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "compress/executor.h"
+#include "compress/ops.h"
+
+namespace compress {
+
+namespace {
+
+namespace jit = torch::jit;
+
+std::string FirstLine(const std::string& s) {
+  std::string line = s.substr(0, s.find('\n'));
+  while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+// The first non-empty line of an exception message (LibTorch appends backtraces).
+std::string WhatOf(const std::exception& e) {
+  std::string what = e.what();
+  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
+  size_t start = what.find_first_not_of(" \n\r\t");
+  return start == std::string::npos ? "(no message)" : FirstLine(what.substr(start));
+}
+
+std::string Kind(const jit::Node* n) { return n->kind().toQualString(); }
+
+// "model.py:12:8" for scripted code; the innermost Python frame for traced code.
+std::string Where(const jit::Node* n) {
+  jit::SourceRange range = n->sourceRange();
+  if (!range.source()) return "";
+  // Loaded archives carry the serialized code; debug info maps it to the original.
+  if (auto original = range.findSourceRangeThatGenerated()) range = *original;
+  if (auto flc = range.file_line_col()) {
+    return std::get<0>(*flc) + ":" + std::to_string(std::get<1>(*flc)) + ":" +
+           std::to_string(std::get<2>(*flc));
+  }
+  std::string text(range.token_text());
+  return FirstLine(text);
+}
+
+// The module path of the layer a node belongs to ("layer1.0.conv1"), or "".
+std::string LayerOf(const jit::Node* n) {
+  // Traced modules: scope "__module.layer1/__module.layer1.0/__module.layer1.0.conv1".
+  std::string scope = n->scopeName();
+  if (!scope.empty()) {
+    auto slash = scope.rfind('/');
+    std::string last = slash == std::string::npos ? scope : scope.substr(slash + 1);
+    const std::string prefix = "__module.";
+    if (last.rfind(prefix, 0) == 0) last = last.substr(prefix.size());
+    if (!last.empty() && last != "__module") return last;
+  }
+  // Scripted modules, inlined by freezing: the call stack names module instances.
+  if (auto cs = n->callstack()) {
+    std::string path;
+    for (const auto& entry : (*cs)->vec()) {
+      const auto& info = std::get<2>(entry);
+      // "SELF" marks a method call on the same module (e.g. conv's _conv_forward).
+      if (!info || info->instance_name().empty() || info->instance_name() == "SELF") continue;
+      path += (path.empty() ? "" : ".") + info->instance_name();
+    }
+    return path;
+  }
+  return "";
+}
+
+// Why a node with a known kind cannot be mapped (recorded with the op kind).
+struct Unmappable {
+  std::string reason;
+};
+
+struct Val {
+  enum Kind { kStatic, kTensor, kList, kPoison };
+  Kind kind = kPoison;
+  std::array<c10::IValue, 2> lane;  // kStatic: the value at each batch size
+  bool batch_dep = false;           // kStatic: differs between the batch sizes
+  std::string hint;                 // kStatic tensor: a parameter name ("conv1.weight")
+  std::string name;                 // kTensor: the graph value
+  std::vector<Val> items;           // kList
+  bool is_tuple = false;            // kList
+
+  static Val Static(c10::IValue a, c10::IValue b, bool dep) {
+    Val v;
+    v.kind = kStatic;
+    v.lane = {std::move(a), std::move(b)};
+    v.batch_dep = dep;
+    return v;
+  }
+  static Val Graph(const std::string& name) {
+    Val v;
+    v.kind = kTensor;
+    v.name = name;
+    return v;
+  }
+  bool IsStaticTensor() const { return kind == kStatic && lane[0].isTensor(); }
+  bool IsNone() const { return kind == kStatic && lane[0].isNone(); }
+};
+
+bool SameIValue(const c10::IValue& a, const c10::IValue& b) {
+  if (a.isTensor() && b.isTensor()) {
+    const Tensor& x = a.toTensor();
+    const Tensor& y = b.toTensor();
+    if (x.is_same(y)) return true;
+    return x.sizes() == y.sizes() && x.scalar_type() == y.scalar_type() && at::equal(x, y);
+  }
+  if (a.isNone() || b.isNone()) return a.isNone() && b.isNone();
+  if (a.isInt() && b.isInt()) return a.toInt() == b.toInt();
+  if (a.isDouble() && b.isDouble()) return a.toDouble() == b.toDouble();
+  if (a.isBool() && b.isBool()) return a.toBool() == b.toBool();
+  if (a.isString() && b.isString()) return a.toStringRef() == b.toStringRef();
+  if (a.isIntList() && b.isIntList()) return a.toIntVector() == b.toIntVector();
+  if (a.isDevice() && b.isDevice()) return a.toDevice() == b.toDevice();
+  if (a.isList() && b.isList()) {
+    auto x = a.toListRef();
+    auto y = b.toListRef();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (!SameIValue(x[i], y[i])) return false;
+    }
+    return true;
+  }
+  if (a.isTuple() && b.isTuple()) {
+    const auto& x = a.toTupleRef().elements();
+    const auto& y = b.toTupleRef().elements();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (!SameIValue(x[i], y[i])) return false;
+    }
+    return true;
+  }
+  return a.isSameIdentity(b);
+}
+
+bool IsInplace(const std::string& kind) {
+  auto colon = kind.rfind(':');
+  std::string op = kind.substr(colon + 1);
+  return op.size() > 1 && op.back() == '_' && op.rfind("__", 0) != 0;
+}
+
+// Ops that read only the metadata of a graph tensor; evaluated on the lanes.
+bool IsShapeQuery(const std::string& kind) {
+  static const std::set<std::string> kQueries = {
+      "aten::size",  "aten::dim",       "aten::len",        "aten::numel",
+      "prim::device", "prim::dtype",    "prim::layout",     "prim::is_cuda",
+      "aten::__is__", "aten::__isnot__", "prim::is_quantized", "aten::is_floating_point",
+      "prim::requires_grad", "prim::shape", "aten::sym_size", "prim::is_mkldnn",
+      "aten::is_contiguous", "prim::is_sparse"};
+  return kQueries.count(kind) != 0;
+}
+
+class Importer;
+using MapFn = void (*)(Importer&, jit::Node*);
+const std::map<std::string, MapFn>& Mappers();
+
+// One graph argument of the TorchScript graph.
+struct GraphArg {
+  enum Kind { kSelf, kInput, kParam } kind = kInput;
+  c10::IValue self;             // kSelf: the module object
+  std::vector<int64_t> shape;   // kInput
+  std::string name;             // kInput: graph input name; kParam: parameter name
+  Tensor param;                 // kParam
+};
+
+class Importer {
+ public:
+  Importer(std::string where, const TorchScriptImportOptions& options)
+      : where_(std::move(where)), options_(options) {}
+
+  Graph Run(jit::Graph& g, const std::vector<GraphArg>& args);
+
+  // ---- accessors for mappers --------------------------------------------------------
+  const Val& V(const jit::Node* n, size_t i) const { return Get(n->input(i)); }
+  bool IsNone(const jit::Node* n, size_t i) const {
+    return i >= n->inputs().size() || V(n, i).IsNone();
+  }
+  const c10::IValue& StaticArg(const jit::Node* n, size_t i) const {
+    const Val& v = V(n, i);
+    if (v.kind != Val::kStatic) {
+      throw Unmappable{"argument " + std::to_string(i) + " is computed by the graph, expected a constant"};
+    }
+    if (v.batch_dep) {
+      throw Unmappable{"argument " + std::to_string(i) + " depends on the batch size"};
+    }
+    return v.lane[0];
+  }
+  int64_t Int(const jit::Node* n, size_t i) const {
+    const c10::IValue& v = StaticArg(n, i);
+    if (v.isInt()) return v.toInt();
+    if (v.isBool()) return v.toBool();
+    throw Unmappable{"argument " + std::to_string(i) + " is not an int"};
+  }
+  double Double(const jit::Node* n, size_t i) const {
+    const c10::IValue& v = StaticArg(n, i);
+    if (v.isDouble()) return v.toDouble();
+    if (v.isInt()) return static_cast<double>(v.toInt());
+    if (v.isBool()) return v.toBool();
+    throw Unmappable{"argument " + std::to_string(i) + " is not a number"};
+  }
+  bool Bool(const jit::Node* n, size_t i) const { return Int(n, i) != 0; }
+  std::vector<int64_t> Ints(const jit::Node* n, size_t i) const {
+    const c10::IValue& v = StaticArg(n, i);
+    if (v.isInt()) return {v.toInt()};
+    if (v.isIntList()) return v.toIntVector();
+    throw Unmappable{"argument " + std::to_string(i) + " is not an int list"};
+  }
+  std::string Str(const jit::Node* n, size_t i) const {
+    const c10::IValue& v = StaticArg(n, i);
+    if (v.isString()) return v.toStringRef();
+    throw Unmappable{"argument " + std::to_string(i) + " is not a string"};
+  }
+  bool IsGraphValue(const jit::Node* n, size_t i) const { return V(n, i).kind == Val::kTensor; }
+
+  // The graph tensor of input i: a graph value, or a static tensor as an initializer
+  // named `<layer>.<role>`.
+  std::string TensorIn(jit::Node* n, size_t i, const std::string& role = "const");
+  // A weight: a static tensor (cloned into an initializer `<layer>.<role>`, shared
+  // when the same layer uses the same tensor twice) or a graph value. `transform`
+  // (e.g. a transpose) applies to the stored tensor.
+  std::string Param(jit::Node* n, size_t i, const std::string& role,
+                    Tensor (*transform)(const Tensor&) = nullptr);
+  // A new initializer named `<layer>.<role>` (made unique).
+  std::string Initializer(jit::Node* n, const std::string& role, const Tensor& value);
+  // A scalar Constant node (not an initializer, so never trained) of `dtype`.
+  std::string Scalar(jit::Node* n, double value, at::ScalarType dtype);
+  // An int64 list as an initializer (shapes, axes, sizes).
+  std::string Int64s(jit::Node* n, const std::string& role, const std::vector<int64_t>& v) {
+    return Initializer(n, role, torch::tensor(v, torch::kLong));
+  }
+
+  // Shape and dtype of a graph value at lane `l`.
+  std::vector<int64_t> Shape(const std::string& value, int l = 0) const {
+    return lanes_.at(value)[l].sizes().vec();
+  }
+  int64_t Rank(const std::string& value) const { return lanes_.at(value)[0].dim(); }
+  at::ScalarType Dtype(const std::string& value) const {
+    return lanes_.at(value)[0].scalar_type();
+  }
+  int NumLanes() const { return dynamic_ ? 2 : 1; }
+
+  // Adds a node for jit node `n` and runs it on both lanes; returns its outputs.
+  std::vector<std::string> Emit(jit::Node* n, const std::string& op_type,
+                                const std::vector<std::string>& inputs,
+                                std::map<std::string, AttrValue> attrs = {},
+                                int num_outputs = 1);
+  std::string Emit1(jit::Node* n, const std::string& op_type,
+                    const std::vector<std::string>& inputs,
+                    std::map<std::string, AttrValue> attrs = {}) {
+    return Emit(n, op_type, inputs, std::move(attrs))[0];
+  }
+  // Runs the TorchScript op of `n` itself on the lanes (for the shapes it produces).
+  std::vector<std::array<c10::IValue, 2>> RunOriginal(jit::Node* n);
+
+  void Bind(const jit::Value* v, Val val) { env_[v] = std::move(val); }
+  void BindGraph(const jit::Value* v, const std::string& name) { Bind(v, Val::Graph(name)); }
+  void Alias(jit::Node* n, size_t input = 0) { Bind(n->output(0), V(n, input)); }
+  void NoteOpset(int64_t opset) { min_opset_ = std::max(min_opset_, opset); }
+
+ private:
+  const Val& Get(const jit::Value* v) const {
+    auto it = env_.find(v);
+    if (it == env_.end()) {
+      throw Error(ErrorKind::kInternal, where_ + ": TorchScript value %" + v->debugName() +
+                                            " is used before it is defined");
+    }
+    return it->second;
+  }
+  void WalkBlock(jit::Block* b);
+  void Visit(jit::Node* n);
+  void VisitIf(jit::Node* n);
+  void VisitLoop(jit::Node* n);
+  void EvalStatic(jit::Node* n);
+  void EvalContainer(jit::Node* n);
+  void Poison(jit::Node* n) {
+    for (auto* o : n->outputs()) Bind(o, Val());
+  }
+  void Report(jit::Node* n, const std::string& reason);
+  void CheckNode(jit::Node* n);
+  c10::IValue LaneValue(const Val& v, int l) const;
+  bool BatchDependent(const Val& v) const;
+  std::string Fresh(const std::string& base);
+  const std::string& BaseName(jit::Node* n);
+  [[noreturn]] void ShapeError(jit::Node* n, const Node& node, const std::string& what) const;
+  void Finish(const std::vector<std::string>& outputs);
+
+  std::string where_;
+  TorchScriptImportOptions options_;
+  bool dynamic_ = true;
+  Graph graph_;
+  std::unordered_map<const jit::Value*, Val> env_;
+  std::unordered_map<std::string, std::array<Tensor, 2>> lanes_;  // every graph value
+  std::set<std::string> used_names_;
+  std::map<std::string, int> name_counts_;
+  std::unordered_map<const jit::Node*, std::string> base_names_;
+  std::map<std::pair<const void*, std::string>, std::string> params_;  // (impl, layer) -> name
+  std::set<const void*> param_impls_;
+  std::vector<std::pair<std::string, std::string>> unsupported_;  // kind, "where: reason"
+  std::set<std::string> unsupported_kinds_;
+  std::string input_desc_;  // "x=[1,3,224,224]"
+  int64_t min_opset_ = 13;
+};
+
+// ---- naming -----------------------------------------------------------------------
+
+std::string Importer::Fresh(const std::string& base) {
+  std::string name = base;
+  int& count = name_counts_[base];
+  while (used_names_.count(name)) name = base + "_" + std::to_string(++count);
+  used_names_.insert(name);
+  return name;
+}
+
+// The name the nodes and constants of jit node `n` are derived from: its layer, else
+// the layer a parameter's name gives, else its op kind ("relu", "add").
+const std::string& Importer::BaseName(jit::Node* n) {
+  auto it = base_names_.find(n);
+  if (it != base_names_.end()) return it->second;
+  std::string base = LayerOf(n);
+  if (base.empty()) {
+    for (auto* in : n->inputs()) {
+      auto e = env_.find(in);
+      if (e != env_.end() && e->second.IsStaticTensor() && !e->second.hint.empty()) {
+        const std::string& hint = e->second.hint;
+        auto dot = hint.rfind('.');
+        base = dot == std::string::npos ? hint : hint.substr(0, dot);
+        break;
+      }
+    }
+  }
+  if (base.empty()) {
+    std::string kind = Kind(n);
+    base = kind.substr(kind.rfind(':') + 1);
+    while (!base.empty() && base.back() == '_') base.pop_back();
+    while (!base.empty() && base.front() == '_') base.erase(0, 1);
+  }
+  return base_names_[n] = base;
+}
+
+std::string Importer::Initializer(jit::Node* n, const std::string& role, const Tensor& value) {
+  const std::string name = Fresh(BaseName(n) + "." + role);
+  graph_.initializers[name].value = value;
+  lanes_[name] = {value, value};
+  return name;
+}
+
+std::string Importer::Scalar(jit::Node* n, double value, at::ScalarType dtype) {
+  Tensor t = torch::scalar_tensor(value, torch::TensorOptions().dtype(dtype));
+  Node node;
+  node.name = Fresh(BaseName(n) + ".const");
+  node.op_type = "Constant";
+  node.attrs["value"] = t;
+  node.outputs = {node.name};
+  lanes_[node.name] = {t, t};
+  graph_.nodes.push_back(std::move(node));
+  return graph_.nodes.back().name;
+}
+
+std::string Importer::Param(jit::Node* n, size_t i, const std::string& role,
+                            Tensor (*transform)(const Tensor&)) {
+  const Val& v = V(n, i);
+  if (v.kind == Val::kTensor) {
+    if (transform) throw Unmappable{"weight " + std::to_string(i) + " is computed by the graph"};
+    return v.name;
+  }
+  if (!v.IsStaticTensor()) {
+    throw Unmappable{"argument " + std::to_string(i) + " is not a tensor"};
+  }
+  if (v.batch_dep) throw Unmappable{"weight " + std::to_string(i) + " depends on the batch size"};
+  const Tensor& t = v.lane[0].toTensor();
+  const std::string layer = BaseName(n);
+  const auto key = std::make_pair(static_cast<const void*>(t.unsafeGetTensorImpl()), layer + "." + role);
+  auto it = params_.find(key);
+  if (it != params_.end()) return it->second;  // the same layer uses it again
+  // Frozen graphs pool equal constants across layers: every layer gets its own copy.
+  Tensor value = t.detach().clone();
+  if (transform) value = transform(value).contiguous();
+  const std::string name = Initializer(n, role, value);
+  params_[key] = name;
+  return name;
+}
+
+std::string Importer::TensorIn(jit::Node* n, size_t i, const std::string& role) {
+  const Val& v = V(n, i);
+  if (v.kind == Val::kTensor) return v.name;
+  if (v.IsStaticTensor()) {
+    std::string r = role;
+    if (!v.hint.empty()) r = v.hint.substr(v.hint.rfind('.') + 1);
+    return Param(n, i, r);
+  }
+  throw Unmappable{"argument " + std::to_string(i) + " is not a tensor"};
+}
+
+// ---- running ----------------------------------------------------------------------
+
+void Importer::ShapeError(jit::Node* n, const Node& node, const std::string& what) const {
+  const std::string at = Where(n);
+  throw Error(ErrorKind::kUsage,
+              where_ + ": input shape " + input_desc_ + " does not fit the model: " +
+                  node.Describe() + " (" + Kind(n) + (at.empty() ? "" : " at " + at) +
+                  ") failed: " + what);
+}
+
+std::vector<std::string> Importer::Emit(jit::Node* n, const std::string& op_type,
+                                        const std::vector<std::string>& inputs,
+                                        std::map<std::string, AttrValue> attrs,
+                                        int num_outputs) {
+  const OpSpec* spec = FindOp(op_type);
+  if (spec == nullptr) {
+    throw Error(ErrorKind::kInternal, "importer emits op " + op_type + " missing from the registry");
+  }
+  Node node;
+  const std::string& base = BaseName(n);
+  node.name = Fresh(used_names_.count(base) ? base + "/" + op_type : base);
+  node.op_type = op_type;
+  node.inputs = inputs;
+  node.attrs = std::move(attrs);
+  for (int k = 0; k < num_outputs; ++k) {
+    node.outputs.push_back(num_outputs == 1 ? node.name : node.name + ":" + std::to_string(k));
+    used_names_.insert(node.outputs.back());
+  }
+  std::array<std::vector<Tensor>, 2> results;
+  for (int l = 0; l < NumLanes(); ++l) {
+    std::vector<Tensor> args;
+    for (const auto& in : inputs) args.push_back(in.empty() ? Tensor() : lanes_.at(in)[l]);
+    KernelContext ctx{node, args, 17, false};
+    try {
+      torch::NoGradGuard no_grad;
+      results[l] = spec->run(ctx);
+    } catch (const Error& e) {
+      ShapeError(n, node, e.what());
+    } catch (const std::exception& e) {
+      ShapeError(n, node, WhatOf(e));
+    }
+  }
+  for (int k = 0; k < num_outputs; ++k) {
+    Tensor a = results[0].at(k);
+    Tensor b = dynamic_ ? results[1].at(k) : a;
+    if (a.dim() != b.dim()) {
+      throw Unmappable{"the rank of its result depends on the batch size"};
+    }
+    lanes_[node.outputs[k]] = {a, b};
+  }
+  graph_.nodes.push_back(std::move(node));
+  return graph_.nodes.back().outputs;
+}
+
+c10::IValue Importer::LaneValue(const Val& v, int l) const {
+  switch (v.kind) {
+    case Val::kStatic:
+      return v.lane[l];
+    case Val::kTensor:
+      return lanes_.at(v.name)[l];
+    case Val::kList: {
+      std::vector<c10::IValue> items;
+      bool all_tensors = true;
+      for (const auto& item : v.items) {
+        items.push_back(LaneValue(item, l));
+        all_tensors &= items.back().isTensor();
+      }
+      if (v.is_tuple) return c10::ivalue::Tuple::create(std::move(items));
+      if (all_tensors) {
+        c10::List<at::Tensor> list;
+        for (auto& item : items) list.push_back(item.toTensor());
+        return list;
+      }
+      throw Unmappable{"a list mixing graph tensors and other values"};
+    }
+    case Val::kPoison:
+      break;
+  }
+  throw Error(ErrorKind::kInternal, "poisoned value reached evaluation");
+}
+
+bool Importer::BatchDependent(const Val& v) const {
+  switch (v.kind) {
+    case Val::kStatic: return v.batch_dep;
+    case Val::kTensor: return dynamic_;
+    case Val::kList:
+      for (const auto& item : v.items) {
+        if (BatchDependent(item)) return true;
+      }
+      return false;
+    case Val::kPoison: return false;
+  }
+  return false;
+}
+
+std::vector<std::array<c10::IValue, 2>> Importer::RunOriginal(jit::Node* n) {
+  bool dep = false;
+  for (auto* in : n->inputs()) dep |= BatchDependent(Get(in));
+  const bool inplace = IsInplace(Kind(n));
+  std::vector<std::array<c10::IValue, 2>> outs(n->outputs().size());
+  for (int l = 0; l < (dep ? 2 : 1); ++l) {
+    jit::Stack stack;
+    for (auto* in : n->inputs()) {
+      c10::IValue iv = LaneValue(Get(in), l);
+      // Our kernels may return other strides than PyTorch's (a Transpose is a view, and
+      // contiguous() is an alias here): give view-like ops dense tensors.
+      if (iv.isTensor() && Get(in).kind == Val::kTensor) iv = iv.toTensor().contiguous();
+      // In-place ops must not touch weights or our lane tensors.
+      if (inplace && iv.isTensor()) iv = iv.toTensor().clone();
+      stack.push_back(std::move(iv));
+    }
+    try {
+      torch::NoGradGuard no_grad;
+      n->getOperation()(stack);
+    } catch (const std::exception& e) {
+      const std::string at = Where(n);
+      throw Error(ErrorKind::kUsage, where_ + ": input shape " + input_desc_ +
+                                         " does not fit the model: " + Kind(n) +
+                                         (n->outputs().empty() ? "" : " -> " + n->output(0)->type()->str()) +
+                                         (at.empty() ? "" : " at " + at) + " failed: " + WhatOf(e));
+    }
+    if (stack.size() != outs.size()) {
+      throw Error(ErrorKind::kInternal, Kind(n) + " returned " + std::to_string(stack.size()) +
+                                            " values, expected " + std::to_string(outs.size()));
+    }
+    for (size_t k = 0; k < outs.size(); ++k) outs[k][l] = stack[k];
+  }
+  if (!dep) {
+    for (auto& o : outs) o[1] = o[0];
+  }
+  return outs;
+}
+
+void Importer::EvalStatic(jit::Node* n) {
+  bool dep = false;
+  for (auto* in : n->inputs()) dep |= BatchDependent(Get(in));
+  auto outs = RunOriginal(n);
+  for (size_t k = 0; k < outs.size(); ++k) {
+    Bind(n->output(k), Val::Static(outs[k][0], outs[k][1],
+                                   dep && !SameIValue(outs[k][0], outs[k][1])));
+  }
+}
+
+void Importer::EvalContainer(jit::Node* n) {
+  const std::string kind = Kind(n);
+  bool dep = false;
+  for (auto* in : n->inputs()) dep |= BatchDependent(Get(in));
+  std::vector<std::array<c10::IValue, 2>> outs(n->outputs().size());
+  for (int l = 0; l < 2; ++l) {
+    std::vector<c10::IValue> items;
+    for (auto* in : n->inputs()) items.push_back(Get(in).lane[l]);
+    if (kind == "prim::ListConstruct") {
+      auto list_type = n->output()->type()->cast<c10::ListType>();
+      c10::impl::GenericList list(list_type ? list_type->getElementType() : c10::AnyType::get());
+      for (auto& item : items) list.push_back(std::move(item));
+      outs[0][l] = std::move(list);
+    } else if (kind == "prim::TupleConstruct") {
+      outs[0][l] = c10::ivalue::Tuple::create(std::move(items));
+    } else {
+      const c10::IValue& c = items.at(0);
+      std::vector<c10::IValue> elems;
+      if (c.isTuple()) {
+        elems = c.toTupleRef().elements().vec();
+      } else {
+        for (const auto& e : c.toListRef()) elems.push_back(e);
+      }
+      if (elems.size() != outs.size()) {
+        throw Error(ErrorKind::kUsage, where_ + ": input shape " + input_desc_ +
+                                           " does not fit the model: " + kind + " of " +
+                                           std::to_string(elems.size()) + " values into " +
+                                           std::to_string(outs.size()));
+      }
+      for (size_t k = 0; k < elems.size(); ++k) outs[k][l] = elems[k];
+    }
+  }
+  for (size_t k = 0; k < outs.size(); ++k) {
+    Bind(n->output(k), Val::Static(outs[k][0], outs[k][1],
+                                   dep && !SameIValue(outs[k][0], outs[k][1])));
+  }
+}
+
+void Importer::Report(jit::Node* n, const std::string& reason) {
+  const std::string kind = Kind(n);
+  if (!unsupported_kinds_.insert(kind + reason).second) return;
+  const std::string at = Where(n);
+  std::string detail = at.empty() ? "" : "at " + at;
+  if (!reason.empty()) detail += (detail.empty() ? "" : ": ") + reason;
+  unsupported_.emplace_back(kind, detail);
+}
+
+void Importer::CheckNode(jit::Node* n) {
+  if (n->outputs().empty()) return;
+  const Val& mine = Get(n->output(0));
+  if (mine.kind != Val::kTensor) return;
+  auto ref = RunOriginal(n);
+  if (!ref[0][0].isTensor()) return;
+  const Tensor& want = ref[0][0].toTensor();
+  const Tensor& got = lanes_.at(mine.name)[0];
+  const double scale = std::max(1.0, want.abs().max().item<double>());
+  if (want.sizes() != got.sizes() ||
+      (got - want).abs().max().item<double>() > 1e-4 * scale) {
+    throw Error(ErrorKind::kInternal,
+                where_ + ": " + Kind(n) + " (" + Where(n) + ") mapped to '" + mine.name +
+                    "' differs from TorchScript: shape " + ShapeString(got.sizes().vec()) +
+                    " vs " + ShapeString(want.sizes().vec()));
+  }
+}
+
+// ---- the walk ---------------------------------------------------------------------
+
+void Importer::WalkBlock(jit::Block* b) {
+  for (jit::Node* n : b->nodes()) Visit(n);
+}
+
+void Importer::VisitIf(jit::Node* n) {
+  const Val& cond = V(n, 0);
+  if (cond.kind == Val::kPoison) return Poison(n);
+  if (cond.kind != Val::kStatic || !cond.lane[0].isBool()) {
+    Report(n, "the condition is computed from tensor data");
+    return Poison(n);
+  }
+  if (cond.batch_dep) {
+    Report(n, "the condition depends on the batch size");
+    return Poison(n);
+  }
+  jit::Block* taken = n->blocks().at(cond.lane[0].toBool() ? 0 : 1);
+  WalkBlock(taken);
+  for (size_t k = 0; k < n->outputs().size(); ++k) Bind(n->output(k), Get(taken->outputs()[k]));
+}
+
+void Importer::VisitLoop(jit::Node* n) {
+  // prim::Loop(max_trip_count, cond, carried...) with block (iter, carried...) ->
+  // (cond, carried...): unrolled when the trip count and condition are constants.
+  const Val& trips = V(n, 0);
+  const Val& cond0 = V(n, 1);
+  if (trips.kind != Val::kStatic || cond0.kind != Val::kStatic || trips.batch_dep ||
+      cond0.batch_dep) {
+    Report(n, "a loop whose trip count is not a constant");
+    return Poison(n);
+  }
+  const int64_t max_trips = trips.lane[0].toInt();
+  bool cond = cond0.lane[0].toBool();
+  std::vector<Val> carried;
+  for (size_t i = 2; i < n->inputs().size(); ++i) carried.push_back(V(n, i));
+  jit::Block* body = n->blocks()[0];
+  constexpr int64_t kMaxUnroll = 100000;
+  for (int64_t it = 0; cond && it < max_trips; ++it) {
+    if (it >= kMaxUnroll) {
+      Report(n, "a loop of more than 100000 iterations");
+      return Poison(n);
+    }
+    Bind(body->inputs()[0], Val::Static(it, it, false));
+    for (size_t k = 0; k < carried.size(); ++k) Bind(body->inputs()[k + 1], carried[k]);
+    WalkBlock(body);
+    const Val& c = Get(body->outputs()[0]);
+    if (c.kind != Val::kStatic || c.batch_dep) {
+      Report(n, "a loop whose condition is not a constant");
+      return Poison(n);
+    }
+    cond = c.lane[0].toBool();
+    for (size_t k = 0; k < carried.size(); ++k) carried[k] = Get(body->outputs()[k + 1]);
+  }
+  for (size_t k = 0; k < n->outputs().size(); ++k) Bind(n->output(k), carried[k]);
+}
+
+void Importer::Visit(jit::Node* n) {
+  const std::string kind = Kind(n);
+  if (n->kind() == c10::prim::Constant) {
+    c10::optional<c10::IValue> iv = jit::toIValue(n->output());
+    if (!iv) {
+      Report(n, "a constant of an unsupported type");
+      return Poison(n);
+    }
+    Val v = Val::Static(*iv, *iv, false);
+    const std::string debug = n->output()->debugName();
+    if (iv->isTensor() && debug.rfind("self.", 0) == 0) v.hint = debug.substr(5);
+    return Bind(n->output(), std::move(v));
+  }
+  if (kind == "prim::If") return VisitIf(n);
+  if (kind == "prim::Loop") return VisitLoop(n);
+  for (auto* in : n->inputs()) {
+    if (Get(in).kind != Val::kPoison) continue;
+    // Its producer is reported already; an op we could not map anyway is reported too,
+    // so one error lists every unmapped op.
+    if (!Mappers().count(kind) && !IsShapeQuery(kind) && kind.rfind("prim::", 0) != 0) {
+      Report(n, "");
+    }
+    return Poison(n);
+  }
+  bool has_graph_values = false;
+  for (auto* in : n->inputs()) has_graph_values |= Get(in).kind != Val::kStatic;
+
+  // Lists and tuples that hold graph values stay symbolic.
+  if (kind == "prim::ListConstruct" || kind == "prim::TupleConstruct") {
+    if (has_graph_values) {
+      Val list;
+      list.kind = Val::kList;
+      list.is_tuple = kind == "prim::TupleConstruct";
+      for (auto* in : n->inputs()) list.items.push_back(Get(in));
+      return Bind(n->output(), std::move(list));
+    }
+  } else if ((kind == "prim::ListUnpack" || kind == "prim::TupleUnpack") &&
+             V(n, 0).kind == Val::kList) {
+    const Val list = V(n, 0);
+    if (list.items.size() != n->outputs().size()) {
+      throw Error(ErrorKind::kInternal, kind + ": " + std::to_string(list.items.size()) +
+                                            " items for " + std::to_string(n->outputs().size()) +
+                                            " outputs");
+    }
+    for (size_t k = 0; k < list.items.size(); ++k) Bind(n->output(k), list.items[k]);
+    return;
+  } else if ((kind == "aten::__getitem__" || kind == "prim::TupleIndex") &&
+             V(n, 0).kind == Val::kList) {
+    const Val list = V(n, 0);
+    const Val& index = V(n, 1);
+    if (index.kind != Val::kStatic || index.batch_dep) {
+      Report(n, "an index that is not a constant");
+      return Poison(n);
+    }
+    int64_t i = index.lane[0].toInt();
+    if (i < 0) i += static_cast<int64_t>(list.items.size());
+    return Bind(n->output(), list.items.at(i));
+  } else if (kind == "prim::GetAttr") {
+    const Val& obj = V(n, 0);
+    if (obj.kind == Val::kStatic && obj.lane[0].isObject()) {
+      c10::IValue attr = obj.lane[0].toObjectRef().getAttr(n->s(c10::attr::name));
+      Val v = Val::Static(attr, attr, false);
+      if (attr.isTensor()) v.hint = n->s(c10::attr::name);
+      return Bind(n->output(), std::move(v));
+    }
+  } else if (kind == "prim::RaiseException") {
+    std::string message = n->inputs().empty() || V(n, 0).kind != Val::kStatic ||
+                                  !V(n, 0).lane[0].isString()
+                              ? "the model raised an exception"
+                              : V(n, 0).lane[0].toStringRef();
+    const std::string at = Where(n);
+    throw Error(ErrorKind::kUsage, where_ + ": input shape " + input_desc_ +
+                                       " does not fit the model: " + message +
+                                       (at.empty() ? "" : " (at " + at + ")"));
+  } else if (kind == "aten::warn" || kind == "prim::Print") {
+    return;
+  } else if (kind == "prim::Uninitialized") {
+    return Bind(n->output(), Val::Static(c10::IValue(), c10::IValue(), false));
+  } else if (kind == "prim::CallMethod" || kind == "prim::CallFunction") {
+    Report(n, "a call that freezing did not inline");
+    return Poison(n);
+  }
+
+  if (!has_graph_values) {
+    // Container ops have no schema in traced graphs; build those values here.
+    if (kind == "prim::ListConstruct" || kind == "prim::TupleConstruct" ||
+        kind == "prim::ListUnpack" || kind == "prim::TupleUnpack") {
+      return EvalContainer(n);
+    }
+    return EvalStatic(n);
+  }
+
+  auto mapper = Mappers().find(kind);
+  if (mapper != Mappers().end()) {
+    try {
+      mapper->second(*this, n);
+    } catch (const Unmappable& u) {
+      Report(n, u.reason);
+      return Poison(n);
+    }
+    // An in-place op rebinds its target: later uses of the old value see the result.
+    if (IsInplace(kind) && !n->outputs().empty()) Bind(n->input(0), Get(n->output(0)));
+    if (options_.check_nodes) CheckNode(n);
+    return;
+  }
+  if (IsShapeQuery(kind)) return EvalStatic(n);
+  Report(n, "");
+  Poison(n);
+}
+
+// ---- driver -----------------------------------------------------------------------
+
+std::string SanitizeInputName(const std::string& debug, size_t index) {
+  std::string name = debug;
+  auto dot = name.find('.');
+  if (dot != std::string::npos) name = name.substr(0, dot);
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) {
+    name = "input_" + std::to_string(index);
+  }
+  return name;
+}
+
+Graph Importer::Run(jit::Graph& g, const std::vector<GraphArg>& args) {
+  dynamic_ = options_.dynamic_batch;
+  graph_.name = std::filesystem::path(where_).stem().string();
+  if (graph_.name.empty()) graph_.name = "module";
+  if (g.inputs().size() != args.size()) {
+    throw Error(ErrorKind::kInternal, "graph arguments do not match");
+  }
+  // Step 1: inputs. Lane 0 runs at the given batch size, lane 1 at one more.
+  auto gen = at::detail::createCPUGenerator(0x5eed);
+  size_t input_index = 0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const GraphArg& a = args[i];
+    const jit::Value* v = g.inputs()[i];
+    if (a.kind == GraphArg::kSelf) {
+      Bind(v, Val::Static(a.self, a.self, false));
+    } else if (a.kind == GraphArg::kParam) {
+      Val p = Val::Static(a.param, a.param, false);
+      p.hint = a.name;
+      Bind(v, std::move(p));
+    } else {
+      std::string name = a.name;
+      if (used_names_.count(name)) name = name + "_" + std::to_string(input_index);
+      used_names_.insert(name);
+      if (a.shape.empty()) {
+        throw Error(ErrorKind::kUsage, where_ + ": input '" + name + "' needs a shape with a batch dimension");
+      }
+      std::vector<int64_t> shape0 = a.shape, shape1 = a.shape;
+      if (dynamic_) shape1[0] += 1;
+      Tensor t0 = at::randn(shape0, gen);
+      Tensor t1 = dynamic_ ? at::randn(shape1, gen) : t0;
+      lanes_[name] = {t0, t1};
+      std::vector<int64_t> dims = a.shape;
+      if (dynamic_) dims[0] = kDynamicDim;
+      graph_.inputs.push_back(ValueInfo{name, at::kFloat, dims});
+      input_desc_ += (input_desc_.empty() ? "" : ", ") + name + "=" + ShapeString(a.shape);
+      BindGraph(v, name);
+      ++input_index;
+    }
+  }
+
+  // Step 2: the walk.
+  if (std::getenv("MCOMPRESS_DUMP_TORCHSCRIPT")) std::cerr << g;  // debugging aid
+  WalkBlock(g.block());
+  if (!unsupported_.empty()) {
+    std::string msg = where_ + ": cannot import: unsupported TorchScript op";
+    msg += unsupported_.size() > 1 ? "s: " : ": ";
+    for (size_t i = 0; i < unsupported_.size(); ++i) {
+      msg += (i ? "; " : "") + unsupported_[i].first +
+             (unsupported_[i].second.empty() ? "" : " (" + unsupported_[i].second + ")");
+    }
+    msg += ". Hint: rewrite these parts with supported ops (see `mcompress import --help`), "
+           "or export the model to ONNX with its tensors' shapes fixed.";
+    throw Error(ErrorKind::kUnsupported, msg);
+  }
+
+  // Step 3: outputs (tuples and lists are flattened).
+  std::vector<std::string> outputs;
+  std::function<void(const Val&)> collect = [&](const Val& v) {
+    if (v.kind == Val::kTensor) {
+      outputs.push_back(v.name);
+    } else if (v.kind == Val::kList) {
+      for (const auto& item : v.items) collect(item);
+    } else {
+      throw Error(ErrorKind::kUnsupported,
+                  where_ + ": the model returns a value that does not depend on its inputs");
+    }
+  };
+  for (auto* out : g.outputs()) collect(Get(out));
+  Finish(outputs);
+  return std::move(graph_);
+}
+
+void Importer::Finish(const std::vector<std::string>& outputs) {
+  // Output values get the names "output" / "output_<k>"; an input or a value returned
+  // twice goes through an Identity.
+  std::set<std::string> taken;
+  std::map<std::string, std::string> rename;
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const std::string want = outputs.size() == 1 ? "output" : "output_" + std::to_string(k);
+    const std::string& value = outputs[k];
+    const int producer = graph_.ProducerIndex(value);
+    std::string final_name = want;
+    if (producer < 0 || taken.count(value) || used_names_.count(want)) {
+      Node id;
+      id.name = Fresh(want);
+      final_name = id.name;
+      id.op_type = "Identity";
+      id.inputs = {rename.count(value) ? rename[value] : value};
+      id.outputs = {final_name};
+      graph_.nodes.push_back(id);
+    } else {
+      rename[value] = want;
+      used_names_.insert(want);
+    }
+    taken.insert(value);
+    graph_.outputs.push_back(ValueInfo{final_name, Dtype(value), std::nullopt});
+  }
+  for (auto& node : graph_.nodes) {
+    for (auto& name : node.inputs) {
+      if (rename.count(name)) name = rename[name];
+    }
+    for (auto& name : node.outputs) {
+      if (rename.count(name)) name = rename[name];
+    }
+  }
+
+  // Dead code: nodes whose results only fed folded shape queries.
+  std::set<std::string> live;
+  for (const auto& out : graph_.outputs) live.insert(out.name);
+  std::vector<Node> kept;
+  for (auto it = graph_.nodes.rbegin(); it != graph_.nodes.rend(); ++it) {
+    bool used = false;
+    for (const auto& o : it->outputs) used |= live.count(o) != 0;
+    if (!used) continue;
+    for (const auto& in : it->inputs) live.insert(in);
+    kept.push_back(std::move(*it));
+  }
+  graph_.nodes.assign(std::make_move_iterator(kept.rbegin()), std::make_move_iterator(kept.rend()));
+  for (auto it = graph_.initializers.begin(); it != graph_.initializers.end();) {
+    it = live.count(it->first) ? std::next(it) : graph_.initializers.erase(it);
+  }
+  lanes_.clear();
+
+  graph_.opset = min_opset_;
+  graph_.metadata["source"] = where_;
+  graph_.metadata["importer"] = "mcompress torchscript";
+  graph_.Validate(where_, ErrorKind::kInternal);
+  InferShapes(graph_);
+}
+
+// ---- op mappings (ONNX semantics per onnx/docs/Operators.md) ------------------------
+
+std::vector<int64_t> Repeat(std::vector<int64_t> v, size_t n) {
+  if (v.size() == 1 && n > 1) v.assign(n, v[0]);
+  return v;
+}
+
+int64_t NormDim(int64_t dim, int64_t rank) {
+  if (dim < -rank || dim >= std::max<int64_t>(rank, 1)) {
+    throw Unmappable{"dim " + std::to_string(dim) + " out of range for rank " + std::to_string(rank)};
+  }
+  return dim < 0 ? dim + rank : dim;
+}
+
+std::string GraphIn(Importer& im, jit::Node* n, size_t i) {
+  if (!im.IsGraphValue(n, i)) return im.TensorIn(n, i);
+  return im.V(n, i).name;
+}
+
+// aten::_convolution / convolution (x, w, b, stride, padding, dilation, transposed,
+// output_padding, groups, ...) and aten::conv{1,2,3}d (x, w, b, stride, padding,
+// dilation, groups) -> Conv with explicit pads.
+void MapConv(Importer& im, jit::Node* n) {
+  const std::string kind = Kind(n);
+  const bool full = kind == "aten::_convolution" || kind == "aten::convolution";
+  if (full && im.Bool(n, 6)) throw Unmappable{"transposed convolution (no ConvTranspose kernel)"};
+  const std::string x = GraphIn(im, n, 0);
+  const std::string w = im.Param(n, 1, "weight");
+  const std::vector<int64_t> wshape = im.Shape(w);
+  const size_t k = wshape.size() - 2;
+  std::vector<int64_t> kernel(wshape.begin() + 2, wshape.end());
+  const std::vector<int64_t> strides = Repeat(im.Ints(n, 3), k);
+  const std::vector<int64_t> dilations = Repeat(im.Ints(n, 5), k);
+  std::vector<int64_t> pads;
+  const c10::IValue& padding = im.StaticArg(n, 4);
+  if (padding.isString()) {
+    // torch "same" puts the odd cell at the end (stride 1 only); "valid" pads nothing.
+    pads.assign(2 * k, 0);
+    if (padding.toStringRef() == "same") {
+      for (size_t d = 0; d < k; ++d) {
+        int64_t total = dilations[d] * (kernel[d] - 1);
+        pads[d] = total / 2;
+        pads[d + k] = total - total / 2;
+      }
+    }
+  } else {
+    std::vector<int64_t> p = Repeat(padding.toIntVector(), k);
+    pads = p;
+    pads.insert(pads.end(), p.begin(), p.end());
+  }
+  std::vector<std::string> inputs = {x, w};
+  if (!im.IsNone(n, 2)) inputs.push_back(im.Param(n, 2, "bias"));
+  const int64_t groups = im.Int(n, full ? 8 : 6);
+  im.BindGraph(n->output(0), im.Emit1(n, "Conv", inputs,
+                                      {{"kernel_shape", kernel}, {"strides", strides},
+                                       {"pads", pads}, {"dilations", dilations},
+                                       {"group", groups}}));
+}
+
+// aten::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+// cudnn_enabled). ONNX momentum weighs the running value: 1 - PyTorch's momentum.
+void MapBatchNorm(Importer& im, jit::Node* n) {
+  if (im.Bool(n, 5)) throw Unmappable{"batch_norm in training mode (put the model in eval mode)"};
+  const std::string x = GraphIn(im, n, 0);
+  if (im.IsNone(n, 3) || im.IsNone(n, 4)) throw Unmappable{"batch_norm without running statistics"};
+  const std::string mean = im.Param(n, 3, "running_mean");
+  const std::string var = im.Param(n, 4, "running_var");
+  const int64_t c = im.Shape(mean)[0];
+  const std::string scale = im.IsNone(n, 1) ? im.Initializer(n, "weight", torch::ones({c}))
+                                            : im.Param(n, 1, "weight");
+  const std::string bias = im.IsNone(n, 2) ? im.Initializer(n, "bias", torch::zeros({c}))
+                                           : im.Param(n, 2, "bias");
+  const double momentum = im.IsNone(n, 6) ? 0.1 : im.Double(n, 6);
+  im.BindGraph(n->output(0),
+               im.Emit1(n, "BatchNormalization", {x, scale, bias, mean, var},
+                        {{"epsilon", im.Double(n, 7)}, {"momentum", 1.0 - momentum}}));
+}
+
+// aten::layer_norm(x, normalized_shape, weight, bias, eps, cudnn_enable) ->
+// LayerNormalization (opset 17) over the trailing normalized dims.
+void MapLayerNorm(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const std::vector<int64_t> shape = im.Ints(n, 1);
+  const int64_t rank = im.Rank(x);
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  const std::string scale = im.IsNone(n, 2) ? im.Initializer(n, "weight", torch::ones(shape))
+                                            : im.Param(n, 2, "weight");
+  std::vector<std::string> inputs = {x, scale};
+  if (!im.IsNone(n, 3)) inputs.push_back(im.Param(n, 3, "bias"));
+  im.NoteOpset(17);
+  im.BindGraph(n->output(0), im.Emit1(n, "LayerNormalization", inputs,
+                                      {{"axis", rank - static_cast<int64_t>(shape.size())},
+                                       {"epsilon", im.Double(n, 4)}}));
+}
+
+Tensor Transposed(const Tensor& w) { return w.t(); }
+
+// aten::linear(x, weight, bias): Gemm(transB=1) for 2-D inputs, else MatMul with the
+// transposed weight (stored as <layer>.weight, [in, out]) plus Add.
+void MapLinear(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  if (im.Rank(x) == 2) {
+    std::vector<std::string> inputs = {x, im.Param(n, 1, "weight")};
+    if (!im.IsNone(n, 2)) inputs.push_back(im.Param(n, 2, "bias"));
+    im.BindGraph(n->output(0), im.Emit1(n, "Gemm", inputs, {{"transB", int64_t{1}}}));
+    return;
+  }
+  std::string y = im.Emit1(n, "MatMul", {x, im.Param(n, 1, "weight", Transposed)});
+  if (!im.IsNone(n, 2)) y = im.Emit1(n, "Add", {y, im.Param(n, 2, "bias")});
+  im.BindGraph(n->output(0), y);
+}
+
+// aten::addmm(input, mat1, mat2, beta, alpha) = beta * input + alpha * mat1 @ mat2 ->
+// Gemm. A weight traced as t(W) (C++ Linear) is stored as W with transB=1.
+void MapAddmm(Importer& im, jit::Node* n) {
+  std::map<std::string, AttrValue> attrs = {{"alpha", im.Double(n, 4)}, {"beta", im.Double(n, 3)}};
+  const std::string a = GraphIn(im, n, 1);
+  std::string b;
+  jit::Node* producer = n->input(2)->node();
+  if (!im.IsGraphValue(n, 2) && Kind(producer) == "aten::t" && !im.IsGraphValue(producer, 0)) {
+    b = im.Param(producer, 0, "weight");
+    attrs["transB"] = int64_t{1};
+  } else {
+    b = im.TensorIn(n, 2, "weight");
+  }
+  const std::string c = im.IsGraphValue(n, 0) ? im.V(n, 0).name : im.Param(n, 0, "bias");
+  im.BindGraph(n->output(0), im.Emit1(n, "Gemm", {a, b, c}, attrs));
+}
+
+void MapMatMul(Importer& im, jit::Node* n) {
+  im.BindGraph(n->output(0), im.Emit1(n, "MatMul", {GraphIn(im, n, 0), GraphIn(im, n, 1)}));
+}
+
+// Operand of an elementwise op: a graph value, a static tensor (initializer), or a
+// number (a scalar Constant of the graph operand's dtype).
+std::string Operand(Importer& im, jit::Node* n, size_t i, at::ScalarType dtype) {
+  const Val& v = im.V(n, i);
+  if (v.kind == Val::kTensor) return v.name;
+  if (v.IsStaticTensor()) {
+    if (v.batch_dep) throw Unmappable{"an operand depends on the batch size"};
+    const Tensor& t = v.lane[0].toTensor();
+    if (t.dim() == 0 && v.hint.empty()) return im.Scalar(n, t.item<double>(), dtype);
+    return im.TensorIn(n, i);
+  }
+  return im.Scalar(n, im.Double(n, i), dtype);
+}
+
+at::ScalarType GraphDtype(Importer& im, jit::Node* n) {
+  for (size_t i = 0; i < n->inputs().size(); ++i) {
+    if (im.IsGraphValue(n, i)) return im.Dtype(im.V(n, i).name);
+  }
+  return at::kFloat;
+}
+
+// aten::add/sub(a, b, alpha): a ± alpha * b; aten::rsub(a, b, alpha): b - alpha * a.
+void MapAddSub(Importer& im, jit::Node* n) {
+  const std::string kind = Kind(n);
+  const bool rsub = kind == "aten::rsub";
+  const bool sub = rsub || kind.rfind("aten::sub", 0) == 0;
+  const at::ScalarType dtype = GraphDtype(im, n);
+  std::string a = Operand(im, n, rsub ? 1 : 0, dtype);
+  std::string b = Operand(im, n, rsub ? 0 : 1, dtype);
+  const double alpha = n->inputs().size() > 2 ? im.Double(n, 2) : 1.0;
+  if (alpha != 1.0) b = im.Emit1(n, "Mul", {b, im.Scalar(n, alpha, dtype)});
+  im.BindGraph(n->output(0), im.Emit1(n, sub ? "Sub" : "Add", {a, b}));
+}
+
+void MapMulDiv(Importer& im, jit::Node* n) {
+  const std::string kind = Kind(n);
+  const bool div = kind.rfind("aten::div", 0) == 0;
+  if (div && n->inputs().size() > 2 && !im.IsNone(n, 2)) {
+    throw Unmappable{"division with a rounding mode"};
+  }
+  const at::ScalarType dtype = GraphDtype(im, n);
+  const std::string a = Operand(im, n, 0, dtype);
+  const std::string b = Operand(im, n, 1, dtype);
+  im.BindGraph(n->output(0), im.Emit1(n, div ? "Div" : "Mul", {a, b}));
+}
+
+// aten::baddbmm(input, b1, b2, beta, alpha) = beta * input + alpha * (b1 @ b2).
+void MapBaddbmm(Importer& im, jit::Node* n) {
+  const at::ScalarType dtype = GraphDtype(im, n);
+  std::string prod = im.Emit1(n, "MatMul", {GraphIn(im, n, 1), GraphIn(im, n, 2)});
+  const double beta = im.Double(n, 3), alpha = im.Double(n, 4);
+  if (alpha != 1.0) prod = im.Emit1(n, "Mul", {prod, im.Scalar(n, alpha, dtype)});
+  if (beta == 0.0) return im.BindGraph(n->output(0), prod);
+  std::string in = Operand(im, n, 0, dtype);
+  if (beta != 1.0) in = im.Emit1(n, "Mul", {in, im.Scalar(n, beta, dtype)});
+  im.BindGraph(n->output(0), im.Emit1(n, "Add", {in, prod}));
+}
+
+void MapUnary(Importer& im, jit::Node* n, const std::string& op,
+              std::map<std::string, AttrValue> attrs = {}) {
+  im.BindGraph(n->output(0), im.Emit1(n, op, {GraphIn(im, n, 0)}, std::move(attrs)));
+}
+
+void MapRelu(Importer& im, jit::Node* n) { MapUnary(im, n, "Relu"); }
+void MapSigmoid(Importer& im, jit::Node* n) { MapUnary(im, n, "Sigmoid"); }
+void MapTanh(Importer& im, jit::Node* n) { MapUnary(im, n, "Tanh"); }
+void MapHardSwish(Importer& im, jit::Node* n) {
+  im.NoteOpset(14);  // HardSwish entered ONNX in opset 14
+  MapUnary(im, n, "HardSwish");
+}
+// PyTorch hardsigmoid is relu6(x + 3) / 6: ONNX HardSigmoid with alpha 1/6, beta 1/2.
+void MapHardSigmoid(Importer& im, jit::Node* n) {
+  MapUnary(im, n, "HardSigmoid", {{"alpha", 1.0 / 6.0}, {"beta", 0.5}});
+}
+void MapLeakyRelu(Importer& im, jit::Node* n) {
+  MapUnary(im, n, "LeakyRelu", {{"alpha", n->inputs().size() > 1 ? im.Double(n, 1) : 0.01}});
+}
+
+// SiLU: x * sigmoid(x).
+void MapSilu(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  im.BindGraph(n->output(0), im.Emit1(n, "Mul", {x, im.Emit1(n, "Sigmoid", {x})}));
+}
+
+// hardtanh(x, min, max) and relu6 -> Clip with min/max inputs (opset 11+).
+void MapHardtanh(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const bool relu6 = Kind(n).rfind("aten::relu6", 0) == 0;
+  const double lo = relu6 ? 0.0 : im.Double(n, 1);
+  const double hi = relu6 ? 6.0 : im.Double(n, 2);
+  const at::ScalarType dtype = im.Dtype(x);
+  im.BindGraph(n->output(0), im.Emit1(n, "Clip", {x, im.Scalar(n, lo, dtype), im.Scalar(n, hi, dtype)}));
+}
+
+// GELU without the opset-20 Gelu op: 0.5 x (1 + erf(x / sqrt 2)), or the tanh form
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+void MapGelu(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const at::ScalarType dtype = im.Dtype(x);
+  const bool tanh_form = n->inputs().size() > 1 && im.Str(n, 1) == "tanh";
+  std::string inner;
+  if (tanh_form) {
+    std::string cube = im.Emit1(n, "Mul", {im.Emit1(n, "Mul", {x, x}), x});
+    std::string sum = im.Emit1(n, "Add", {x, im.Emit1(n, "Mul", {cube, im.Scalar(n, 0.044715, dtype)})});
+    inner = im.Emit1(n, "Tanh", {im.Emit1(n, "Mul", {sum, im.Scalar(n, std::sqrt(2.0 / M_PI), dtype)})});
+  } else {
+    inner = im.Emit1(n, "Erf", {im.Emit1(n, "Mul", {x, im.Scalar(n, M_SQRT1_2, dtype)})});
+  }
+  std::string one_plus = im.Emit1(n, "Add", {inner, im.Scalar(n, 1.0, dtype)});
+  std::string half_x = im.Emit1(n, "Mul", {x, im.Scalar(n, 0.5, dtype)});
+  im.BindGraph(n->output(0), im.Emit1(n, "Mul", {half_x, one_plus}));
+}
+
+void MapSoftmax(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  if (n->inputs().size() > 2 && !im.IsNone(n, 2)) throw Unmappable{"softmax with a dtype"};
+  MapUnary(im, n, "Softmax", {{"axis", NormDim(im.Int(n, 1), im.Rank(x))}});
+}
+
+// Identity in eval mode: dropout variants (train must be false), contiguous, clone,
+// detach.
+void MapAlias(Importer& im, jit::Node* n) {
+  const std::string kind = Kind(n);
+  if (kind.find("dropout") != std::string::npos && im.Bool(n, 2)) {
+    throw Unmappable{"dropout in training mode (put the model in eval mode)"};
+  }
+  if (!im.IsGraphValue(n, 0)) throw Unmappable{"input is not a graph tensor"};
+  im.Alias(n);
+}
+
+// aten::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).
+void MapMaxPool(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const std::vector<int64_t> kernel = im.Ints(n, 1);
+  const size_t k = kernel.size();
+  std::vector<int64_t> strides = im.Ints(n, 2);
+  if (strides.empty()) strides = kernel;
+  std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);
+  pads.insert(pads.end(), pads.begin(), pads.end());
+  im.BindGraph(n->output(0),
+               im.Emit1(n, "MaxPool", {x},
+                        {{"kernel_shape", Repeat(kernel, k)}, {"strides", Repeat(strides, k)},
+                         {"pads", pads}, {"dilations", Repeat(im.Ints(n, 4), k)},
+                         {"ceil_mode", int64_t{im.Bool(n, 5)}}}));
+}
+
+// aten::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad,
+// divisor_override).
+void MapAvgPool(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  if (n->inputs().size() > 6 && !im.IsNone(n, 6)) throw Unmappable{"avg_pool with divisor_override"};
+  const std::vector<int64_t> kernel = im.Ints(n, 1);
+  const size_t k = kernel.size();
+  std::vector<int64_t> strides = im.Ints(n, 2);
+  if (strides.empty()) strides = kernel;
+  std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);
+  pads.insert(pads.end(), pads.begin(), pads.end());
+  im.BindGraph(n->output(0),
+               im.Emit1(n, "AveragePool", {x},
+                        {{"kernel_shape", kernel}, {"strides", Repeat(strides, k)},
+                         {"pads", pads}, {"ceil_mode", int64_t{im.Bool(n, 4)}},
+                         {"count_include_pad", int64_t{im.Bool(n, 5)}}}));
+}
+
+// adaptive_avg_pool2d: GlobalAveragePool for output 1x1, AveragePool when the input
+// divides evenly, Identity when sizes already match.
+void MapAdaptiveAvgPool(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const std::vector<int64_t> shape = im.Shape(x);
+  std::vector<int64_t> out = im.Ints(n, 1);
+  const size_t k = shape.size() - 2;
+  out = Repeat(out, k);
+  bool global = true, same = true, even = true;
+  std::vector<int64_t> kernel;
+  for (size_t d = 0; d < k; ++d) {
+    const int64_t in = shape[2 + d];
+    global &= out[d] == 1;
+    same &= out[d] == in;
+    even &= out[d] > 0 && in % out[d] == 0;
+    kernel.push_back(out[d] > 0 ? in / out[d] : 0);
+  }
+  if (global) return im.BindGraph(n->output(0), im.Emit1(n, "GlobalAveragePool", {x}));
+  if (same) return im.Alias(n);
+  if (!even) throw Unmappable{"adaptive pooling to a size that does not divide the input"};
+  im.BindGraph(n->output(0), im.Emit1(n, "AveragePool", {x},
+                                      {{"kernel_shape", kernel}, {"strides", kernel}}));
+}
+
+// aten::mean(x, dims, keepdim, dtype) over all spatial dims -> GlobalAveragePool
+// (+ Flatten for keepdim=False on 4-D input).
+void MapMean(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t rank = im.Rank(x);
+  if (n->inputs().size() < 3) throw Unmappable{"mean over all dims"};
+  std::vector<int64_t> dims = im.Ints(n, 1);
+  for (auto& d : dims) d = NormDim(d, rank);
+  std::sort(dims.begin(), dims.end());
+  std::vector<int64_t> spatial;
+  for (int64_t d = 2; d < rank; ++d) spatial.push_back(d);
+  if (dims != spatial || spatial.empty()) throw Unmappable{"mean over dims other than the spatial ones"};
+  if (n->inputs().size() > 3 && !im.IsNone(n, 3)) throw Unmappable{"mean with a dtype"};
+  std::string y = im.Emit1(n, "GlobalAveragePool", {x});
+  if (!im.Bool(n, 2)) y = im.Emit1(n, "Flatten", {y}, {{"axis", int64_t{1}}});
+  im.BindGraph(n->output(0), y);
+}
+
+// Reshape target with the batch kept symbolic: a dim equal across both lanes is a
+// constant; one that follows the input dim at the same position is 0 (copy); the one
+// remaining batch-dependent dim is -1.
+void EmitReshape(Importer& im, jit::Node* n, const std::string& x,
+                 const std::vector<int64_t>& out0, const std::vector<int64_t>& out1) {
+  const std::vector<int64_t> in0 = im.Shape(x, 0);
+  const std::vector<int64_t> in1 = im.Shape(x, im.NumLanes() - 1);
+  if (out0.size() != out1.size()) throw Unmappable{"the result rank depends on the batch size"};
+  std::vector<int64_t> target(out0.size());
+  int inferred = 0;
+  for (size_t d = 0; d < out0.size(); ++d) {
+    if (out0[d] == out1[d]) {
+      target[d] = out0[d];
+      if (out0[d] == 0) throw Unmappable{"reshape to an empty dim"};
+    } else if (d < in0.size() && in0[d] == out0[d] && in1[d] == out1[d]) {
+      target[d] = 0;
+    } else {
+      target[d] = -1;
+      ++inferred;
+    }
+  }
+  if (inferred > 1) throw Unmappable{"a reshape whose target depends on the batch size in several dims"};
+  if (in0 == out0 && in1 == out1) return im.Alias(n);
+  im.BindGraph(n->output(0), im.Emit1(n, "Reshape", {x, im.Int64s(n, "shape", target)}));
+}
+
+void MapReshapeLike(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const std::string kind = Kind(n);
+  if (kind == "aten::flatten" && im.Rank(x) >= 2 && im.Int(n, 1) == 1 &&
+      NormDim(im.Int(n, 2), im.Rank(x)) == im.Rank(x) - 1) {
+    if (im.Rank(x) == 2) return im.Alias(n);
+    return im.BindGraph(n->output(0), im.Emit1(n, "Flatten", {x}, {{"axis", int64_t{1}}}));
+  }
+  auto outs = im.RunOriginal(n);
+  EmitReshape(im, n, x, outs[0][0].toTensor().sizes().vec(), outs[0][1].toTensor().sizes().vec());
+}
+
+void MapTranspose(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t rank = im.Rank(x);
+  std::vector<int64_t> perm(rank);
+  for (int64_t d = 0; d < rank; ++d) perm[d] = d;
+  const std::string kind = Kind(n);
+  if (kind == "aten::permute") {
+    perm = im.Ints(n, 1);
+    for (auto& d : perm) d = NormDim(d, rank);
+  } else if (kind == "aten::t" || kind == "aten::t_") {
+    if (rank < 2) return im.Alias(n);
+    std::swap(perm[0], perm[1]);
+  } else {
+    std::swap(perm[NormDim(im.Int(n, 1), rank)], perm[NormDim(im.Int(n, 2), rank)]);
+  }
+  bool identity = true;
+  for (int64_t d = 0; d < rank; ++d) identity &= perm[d] == d;
+  if (identity) return im.Alias(n);
+  im.BindGraph(n->output(0), im.Emit1(n, "Transpose", {x}, {{"perm", perm}}));
+}
+
+void MapUnsqueeze(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t axis = NormDim(im.Int(n, 1), im.Rank(x) + 1);
+  im.BindGraph(n->output(0), im.Emit1(n, "Unsqueeze", {x, im.Int64s(n, "axes", {axis})}));
+}
+
+// squeeze(x[, dim(s)]): only dims of size 1 at both batch sizes (PyTorch leaves other
+// dims alone, and never squeezes the batch).
+void MapSqueeze(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t rank = im.Rank(x);
+  const std::vector<int64_t> s0 = im.Shape(x, 0), s1 = im.Shape(x, im.NumLanes() - 1);
+  std::vector<int64_t> candidates;
+  if (n->inputs().size() > 1) {
+    for (auto d : im.Ints(n, 1)) candidates.push_back(NormDim(d, rank));
+  } else {
+    for (int64_t d = 0; d < rank; ++d) candidates.push_back(d);
+  }
+  std::vector<int64_t> axes;
+  for (auto d : candidates) {
+    if (s0[d] == 1 && s1[d] == 1) axes.push_back(d);
+  }
+  if (axes.empty()) return im.Alias(n);
+  im.BindGraph(n->output(0), im.Emit1(n, "Squeeze", {x, im.Int64s(n, "axes", axes)}));
+}
+
+// cat(tensors, dim) -> Concat.
+void MapCat(Importer& im, jit::Node* n) {
+  const Val list = im.V(n, 0);
+  if (list.kind != Val::kList) throw Unmappable{"a tensor list that is not a list literal"};
+  std::vector<std::string> inputs;
+  for (size_t i = 0; i < list.items.size(); ++i) {
+    const Val& item = list.items[i];
+    if (item.kind != Val::kTensor) throw Unmappable{"concatenation of a constant tensor"};
+    inputs.push_back(item.name);
+  }
+  const int64_t axis = NormDim(im.Int(n, 1), im.Rank(inputs[0]));
+  im.BindGraph(n->output(0), im.Emit1(n, "Concat", inputs, {{"axis", axis}}));
+}
+
+// chunk / split / split_with_sizes -> Split with explicit sizes; the result is a list.
+void MapSplit(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const std::string kind = Kind(n);
+  const std::vector<int64_t> s0 = im.Shape(x, 0), s1 = im.Shape(x, im.NumLanes() - 1);
+  const int64_t axis = NormDim(im.Int(n, 2), im.Rank(x));
+  if (s0[axis] != s1[axis]) throw Unmappable{"splitting the batch dim"};
+  const int64_t dim = s0[axis];
+  std::vector<int64_t> sizes;
+  if (kind.find("chunk") != std::string::npos) {
+    const int64_t chunks = im.Int(n, 1);
+    const int64_t size = (dim + chunks - 1) / chunks;
+    for (int64_t start = 0; start < dim; start += size) sizes.push_back(std::min(size, dim - start));
+  } else if (im.StaticArg(n, 1).isInt()) {
+    const int64_t size = im.Int(n, 1);
+    for (int64_t start = 0; start < dim; start += size) sizes.push_back(std::min(size, dim - start));
+  } else {
+    sizes = im.Ints(n, 1);
+  }
+  if (sizes.empty()) throw Unmappable{"splitting an empty dim"};
+  auto parts = im.Emit(n, "Split", {x, im.Int64s(n, "split", sizes)}, {{"axis", axis}},
+                       static_cast<int>(sizes.size()));
+  Val list;
+  list.kind = Val::kList;
+  for (const auto& p : parts) list.items.push_back(Val::Graph(p));
+  im.Bind(n->output(0), std::move(list));
+}
+
+// slice(x, dim, start, end, step) -> Slice (ONNX clamps out-of-range bounds as
+// PyTorch does); the full range is an alias.
+void MapSlice(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t axis = NormDim(im.Int(n, 1), im.Rank(x));
+  const int64_t start = im.IsNone(n, 2) ? 0 : im.Int(n, 2);
+  const int64_t end = im.IsNone(n, 3) ? std::numeric_limits<int64_t>::max() : im.Int(n, 3);
+  const int64_t step = im.Int(n, 4);
+  if (start == 0 && end >= std::max(im.Shape(x, 0)[axis], im.Shape(x, im.NumLanes() - 1)[axis]) &&
+      step == 1) {
+    return im.Alias(n);
+  }
+  im.BindGraph(n->output(0),
+               im.Emit1(n, "Slice", {x, im.Int64s(n, "starts", {start}), im.Int64s(n, "ends", {end}),
+                                     im.Int64s(n, "axes", {axis}), im.Int64s(n, "steps", {step})}));
+}
+
+// select(x, dim, index) -> Slice of one + Squeeze.
+void MapSelect(Importer& im, jit::Node* n) {
+  const std::string x = GraphIn(im, n, 0);
+  const int64_t axis = NormDim(im.Int(n, 1), im.Rank(x));
+  int64_t index = im.Int(n, 2);
+  const int64_t size0 = im.Shape(x, 0)[axis], size1 = im.Shape(x, im.NumLanes() - 1)[axis];
+  if (index < 0) {
+    if (size0 != size1) throw Unmappable{"a negative index into the batch dim"};
+    index += size0;
+  }
+  std::string s = im.Emit1(n, "Slice", {x, im.Int64s(n, "starts", {index}),
+                                        im.Int64s(n, "ends", {index + 1}),
+                                        im.Int64s(n, "axes", {axis})});
+  im.BindGraph(n->output(0), im.Emit1(n, "Squeeze", {s, im.Int64s(n, "axes", {axis})}));
+}
+
+const std::map<std::string, MapFn>& Mappers() {
+  static const std::map<std::string, MapFn> kMappers = {
+      {"aten::_convolution", MapConv},
+      {"aten::adaptive_avg_pool1d", MapAdaptiveAvgPool},
+      {"aten::adaptive_avg_pool2d", MapAdaptiveAvgPool},
+      {"aten::adaptive_avg_pool3d", MapAdaptiveAvgPool},
+      {"aten::add", MapAddSub},
+      {"aten::add_", MapAddSub},
+      {"aten::addmm", MapAddmm},
+      {"aten::alpha_dropout", MapAlias},
+      {"aten::avg_pool1d", MapAvgPool},
+      {"aten::avg_pool2d", MapAvgPool},
+      {"aten::avg_pool3d", MapAvgPool},
+      {"aten::baddbmm", MapBaddbmm},
+      {"aten::batch_norm", MapBatchNorm},
+      {"aten::bmm", MapMatMul},
+      {"aten::cat", MapCat},
+      {"aten::chunk", MapSplit},
+      {"aten::clone", MapAlias},
+      {"aten::concat", MapCat},
+      {"aten::contiguous", MapAlias},
+      {"aten::conv1d", MapConv},
+      {"aten::conv2d", MapConv},
+      {"aten::conv3d", MapConv},
+      {"aten::convolution", MapConv},
+      {"aten::detach", MapAlias},
+      {"aten::div", MapMulDiv},
+      {"aten::div_", MapMulDiv},
+      {"aten::dropout", MapAlias},
+      {"aten::dropout_", MapAlias},
+      {"aten::feature_alpha_dropout", MapAlias},
+      {"aten::feature_dropout", MapAlias},
+      {"aten::feature_dropout_", MapAlias},
+      {"aten::flatten", MapReshapeLike},
+      {"aten::gelu", MapGelu},
+      {"aten::gelu_", MapGelu},
+      {"aten::hardsigmoid", MapHardSigmoid},
+      {"aten::hardsigmoid_", MapHardSigmoid},
+      {"aten::hardswish", MapHardSwish},
+      {"aten::hardswish_", MapHardSwish},
+      {"aten::hardtanh", MapHardtanh},
+      {"aten::hardtanh_", MapHardtanh},
+      {"aten::layer_norm", MapLayerNorm},
+      {"aten::leaky_relu", MapLeakyRelu},
+      {"aten::leaky_relu_", MapLeakyRelu},
+      {"aten::linear", MapLinear},
+      {"aten::matmul", MapMatMul},
+      {"aten::max_pool1d", MapMaxPool},
+      {"aten::max_pool2d", MapMaxPool},
+      {"aten::max_pool3d", MapMaxPool},
+      {"aten::mean", MapMean},
+      {"aten::mul", MapMulDiv},
+      {"aten::mul_", MapMulDiv},
+      {"aten::permute", MapTranspose},
+      {"aten::relu", MapRelu},
+      {"aten::relu6", MapHardtanh},
+      {"aten::relu6_", MapHardtanh},
+      {"aten::relu_", MapRelu},
+      {"aten::reshape", MapReshapeLike},
+      {"aten::rsub", MapAddSub},
+      {"aten::select", MapSelect},
+      {"aten::sigmoid", MapSigmoid},
+      {"aten::sigmoid_", MapSigmoid},
+      {"aten::silu", MapSilu},
+      {"aten::silu_", MapSilu},
+      {"aten::slice", MapSlice},
+      {"aten::softmax", MapSoftmax},
+      {"aten::split", MapSplit},
+      {"aten::split_with_sizes", MapSplit},
+      {"aten::squeeze", MapSqueeze},
+      {"aten::sub", MapAddSub},
+      {"aten::sub_", MapAddSub},
+      {"aten::t", MapTranspose},
+      {"aten::tanh", MapTanh},
+      {"aten::tanh_", MapTanh},
+      {"aten::transpose", MapTranspose},
+      {"aten::unflatten", MapReshapeLike},
+      {"aten::unsafe_chunk", MapSplit},
+      {"aten::unsafe_split", MapSplit},
+      {"aten::unsqueeze", MapUnsqueeze},
+      {"aten::view", MapReshapeLike},
+  };
+  return kMappers;
+}
+
+}  // namespace
+
+// ---- entry points -------------------------------------------------------------------
+
+Graph ImportTorchScript(const std::string& path,
+                        const std::vector<std::vector<int64_t>>& input_shapes,
+                        const TorchScriptImportOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw Error(ErrorKind::kIo, path + ": no such file");
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    throw Error(ErrorKind::kIo,
+                path + ": not a readable TorchScript file (" + WhatOf(e) +
+                    "); save models with torch.jit.script(model).save(path) or "
+                    "torch.jit.trace(model, example).save(path), not torch.save");
+  }
+  torch::jit::Module frozen;
+  try {
+    module.eval();
+    frozen = torch::jit::freeze_module(module);
+  } catch (const std::exception& e) {
+    throw Error(ErrorKind::kUnsupported, path + ": cannot freeze the module: " + WhatOf(e));
+  }
+  auto method = frozen.find_method("forward");
+  if (!method) throw Error(ErrorKind::kUnsupported, path + ": the module has no forward method");
+  std::shared_ptr<jit::Graph> g = method->graph();
+
+  // forward(self, inputs...): one shape per tensor argument.
+  const size_t num_inputs = g->inputs().size() - 1;
+  std::string arg_names;
+  for (size_t i = 1; i < g->inputs().size(); ++i) {
+    arg_names += (i > 1 ? ", " : "") + SanitizeInputName(g->inputs()[i]->debugName(), i - 1);
+  }
+  if (input_shapes.size() != num_inputs) {
+    throw Error(ErrorKind::kUsage, path + ": forward takes " + std::to_string(num_inputs) +
+                                       " input" + (num_inputs == 1 ? "" : "s") + " (" + arg_names +
+                                       "), got " + std::to_string(input_shapes.size()) +
+                                       " input shape" + (input_shapes.size() == 1 ? "" : "s"));
+  }
+  std::vector<GraphArg> args;
+  GraphArg self;
+  self.kind = GraphArg::kSelf;
+  self.self = frozen._ivalue();
+  args.push_back(self);
+  for (size_t i = 0; i < num_inputs; ++i) {
+    const jit::Value* v = g->inputs()[i + 1];
+    GraphArg a;
+    a.kind = GraphArg::kInput;
+    a.shape = input_shapes[i];
+    a.name = i < options.input_names.size() ? options.input_names[i]
+                                            : SanitizeInputName(v->debugName(), i);
+    if (!v->type()->cast<c10::TensorType>()) {
+      throw Error(ErrorKind::kUnsupported, path + ": forward argument '" + a.name + "' is a " +
+                                               v->type()->str() + "; only tensor inputs are supported");
+    }
+    for (auto d : a.shape) {
+      if (d <= 0) {
+        throw Error(ErrorKind::kUsage, path + ": input '" + a.name + "' shape " +
+                                           ShapeString(a.shape) + " has a non-positive dim");
+      }
+    }
+    if (a.shape.empty()) {
+      throw Error(ErrorKind::kUsage, path + ": input '" + a.name + "' needs a shape with a batch dimension");
+    }
+    args.push_back(a);
+  }
+  Importer importer(path, options);
+  return importer.Run(*g, args);
+}
+
+Graph ImportModule(torch::nn::Module& module, const ForwardFn& forward,
+                   const std::vector<Tensor>& example_inputs,
+                   const TorchScriptImportOptions& options) {
+  const bool was_training = module.is_training();
+  module.eval();
+  // Parameters and buffers enter the trace as extra inputs, so the traced graph refers
+  // to them by position and we can name them; the forward ignores those inputs.
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) named.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) named.emplace_back(b.key(), b.value());
+  jit::Stack stack;
+  for (const auto& x : example_inputs) stack.push_back(x);
+  for (const auto& [name, t] : named) stack.push_back(t);
+  const size_t num_inputs = example_inputs.size();
+  std::shared_ptr<jit::Graph> g;
+  try {
+    auto traced = jit::tracer::trace(
+        stack,
+        [&](jit::Stack in) -> jit::Stack {
+          std::vector<Tensor> xs;
+          for (size_t i = 0; i < num_inputs; ++i) xs.push_back(in[i].toTensor());
+          jit::Stack out;
+          for (auto& y : forward(xs)) out.push_back(y);
+          return out;
+        },
+        [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/false);
+    g = traced.first->graph;
+  } catch (const Error&) {
+    if (was_training) module.train();
+    throw;
+  } catch (const std::exception& e) {
+    if (was_training) module.train();
+    throw Error(ErrorKind::kUnsupported, "tracing the module failed: " + WhatOf(e));
+  }
+  if (was_training) module.train();
+
+  std::vector<GraphArg> args;
+  for (size_t i = 0; i < g->inputs().size(); ++i) {
+    GraphArg a;
+    if (i < num_inputs) {
+      a.kind = GraphArg::kInput;
+      a.shape = example_inputs[i].sizes().vec();
+      a.name = i < options.input_names.size() ? options.input_names[i]
+                                              : (num_inputs == 1 ? "input" : "input_" + std::to_string(i));
+    } else {
+      a.kind = GraphArg::kParam;
+      a.name = named.at(i - num_inputs).first;
+      a.param = named.at(i - num_inputs).second;
+    }
+    args.push_back(a);
+  }
+  Importer importer("traced module", options);
+  return importer.Run(*g, args);
+}
+
+}  // namespace compress
