@@ -93,7 +93,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   fo.train_limit = recipe.data.train_limit;
   fo.test_limit = recipe.data.test_limit;
   const DatasetSplits data = LoadFashionMnist(fo);
-  Graph work = LoadModel(recipe.model, recipe.seed);
+  Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
   if (work.value_info.empty() && !work.inputs.empty() && work.inputs[0].shape) InferShapes(work);
   const std::string recipe_hash = RecipeHash(recipe.json);
 
@@ -120,7 +120,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   Graph teacher;
   PassContext ctx;
   if (!recipe.teacher.empty()) {
-    teacher = LoadModel(recipe.teacher, recipe.seed);
+    teacher = LoadModel(recipe.teacher, ModelLoadOptions{recipe.seed, recipe.input_shapes});
     ctx.teacher = &teacher;
   }
   ctx.data = &data;
