@@ -15,6 +15,8 @@ void AddTrainCommand(CLI::App& app, const GlobalOptions& global);
 void AddEvalCommand(CLI::App& app, const GlobalOptions& global);
 void AddInspectCommand(CLI::App& app, const GlobalOptions& global);
 void AddInferCommand(CLI::App& app, const GlobalOptions& global);
+void AddVerifyCommand(CLI::App& app, const GlobalOptions& global);
+void AddExportCommand(CLI::App& app, const GlobalOptions& global);
 // run, validate, passes, compare
 void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
 
