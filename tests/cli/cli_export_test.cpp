@@ -72,7 +72,7 @@ TEST_F(CliExport, FormatsNotSupportedYetAndBadFormat) {
     Result r = RunCli(std::string("export zoo:lenet5 --format ") + format + " -o " + Path("m"));
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_EQ(Lines(r.output), 1) << r.output;
-    EXPECT_TRUE(Has(r.output, "unsupported: export format '" + std::string(format) +
+    EXPECT_TRUE(Has(r.output, "not supported: export format '" + std::string(format) +
                                   "' is not supported yet"))
         << r.output;
     EXPECT_FALSE(fs::exists(Path("m")));

@@ -25,7 +25,7 @@
 #include "compress/verify.h"
 #include "compress/zoo.h"
 #include "pruning/magnitude.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace compress {
 namespace {
@@ -396,14 +396,17 @@ TEST(OrtCompare, Int8WithinOneStepAndTop1) {
   // Without an explicit step, the reference's range / 255 is one step.
   VerifyTolerance derived = tol;
   derived.int8_step = 0;
-  OutputCheck d = CompareOutput("y", ref, ref + 5.0 / 255, derived);
+  const Tensor refd = ref.to(torch::kDouble);  // float would round 5 + 5/255
+  OutputCheck d = CompareOutput("y", refd, refd + 5.0 / 255, derived);
   EXPECT_TRUE(d.passed) << d.failure;
   EXPECT_DOUBLE_EQ(d.scale, 5.0 / 255);
 }
 
 TEST(OrtRecipe, ExportSparseOption) {
   auto recipe = [](const nlohmann::json& ex) {
-    return nlohmann::json{{"model", "zoo:lenet5"}, {"exports", nlohmann::json::array({ex})}};
+    return nlohmann::json{{"model", "zoo:lenet5"},
+                          {"stages", nlohmann::json::array({{{"pass", "evaluate"}}})},
+                          {"exports", nlohmann::json::array({ex})}};
   };
   Recipe on = ParseRecipe(recipe({{"format", "onnx"}, {"path", "m.onnx"}}), "r.json", "");
   EXPECT_TRUE(on.exports.at(0).sparse);
