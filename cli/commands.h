@@ -16,6 +16,8 @@ void AddEvalCommand(CLI::App& app, const GlobalOptions& global);
 void AddInspectCommand(CLI::App& app, const GlobalOptions& global);
 void AddInferCommand(CLI::App& app, const GlobalOptions& global);
 void AddImportCommand(CLI::App& app, const GlobalOptions& global);
+void AddVerifyCommand(CLI::App& app, const GlobalOptions& global);
+void AddExportCommand(CLI::App& app, const GlobalOptions& global);
 // run, validate, passes, compare
 void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
 

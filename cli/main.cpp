@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   cli::AddInspectCommand(app, global);
   cli::AddInferCommand(app, global);
   cli::AddImportCommand(app, global);
+  cli::AddVerifyCommand(app, global);
+  cli::AddExportCommand(app, global);
   cli::AddRecipeCommands(app, global);
   int exit_code = 0;
   global.exit_code = &exit_code;

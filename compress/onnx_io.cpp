@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -263,6 +264,51 @@ Tensor DensifySparse(const onnx::SparseTensorProto& sp, const std::string& where
   }
   dense.view({-1}).index_put_({linear}, values);
   return dense;
+}
+
+// Adds `value` to `g` as a sparse_initializer when options allow it and it is smaller
+// than `dense`; returns whether it did. Format (ONNX IR spec, onnx.proto
+// SparseTensorProto): `values` holds the NNZ non-zero values as a 1-D tensor carrying
+// the initializer's name, `indices` their int64 linearized (row-major) indices, shape
+// [NNZ], ascending without duplicates, and `dims` the dense shape.
+bool AddSparseInitializer(const Tensor& value, const std::string& name,
+                          const onnx::TensorProto& dense, const OnnxExportOptions& options,
+                          onnx::GraphProto* g) {
+  if (!options.sparse || value.dim() == 0 || value.numel() == 0 ||
+      value.scalar_type() == at::kBool) {
+    return false;
+  }
+  const Tensor flat = value.detach().to(at::kCPU).contiguous().reshape({-1});
+  const Tensor nonzero = flat.ne(0);  // NaN counts as non-zero and is kept
+  const int64_t nnz = nonzero.sum().item<int64_t>();
+  const int64_t zeros = flat.numel() - nnz;
+  if (static_cast<double>(zeros) < options.sparse_min_zeros * static_cast<double>(flat.numel())) {
+    return false;
+  }
+  const Tensor indices = nonzero.nonzero().reshape({-1});  // ascending
+  onnx::SparseTensorProto sp;
+  for (int64_t d : value.sizes()) sp.add_dims(d);
+  const std::string what = "initializer '" + name + "'";
+  TensorToProto(flat.index_select(0, indices), name, sp.mutable_values(), what);
+  TensorToProto(indices, "", sp.mutable_indices(), what);
+  if (sp.ByteSizeLong() >= dense.ByteSizeLong()) return false;
+  *g->add_sparse_initializer() = std::move(sp);
+  return true;
+}
+
+// `m` with its sparse initializers as dense ones. ONNX 1.12's shape inference gives a
+// sparse initializer rank 0 and then rejects its consumers ("Input tensors of wrong
+// rank (0)"), so shapes are inferred and checked on this equivalent copy; the checker
+// also runs on the model as written.
+onnx::ModelProto WithDenseInitializers(const onnx::ModelProto& m, const std::string& where) {
+  onnx::ModelProto copy = m;
+  onnx::GraphProto* g = copy.mutable_graph();
+  for (const auto& sp : m.graph().sparse_initializer()) {
+    TensorToProto(DensifySparse(sp, where), sp.values().name(), g->add_initializer(),
+                  "sparse initializer '" + sp.values().name() + "'");
+  }
+  g->clear_sparse_initializer();
+  return copy;
 }
 
 // ---- attributes ----------------------------------------------------------------------
@@ -572,13 +618,32 @@ OnnxModelInfo InspectOnnx(const std::string& path) {
   return info;
 }
 
+void CheckOnnx(const std::string& path) {
+  const onnx::ModelProto m = ParseModel(ReadFile(path), path);
+  try {
+    onnx::checker::check_model(m);
+    onnx::ModelProto inferred = WithDenseInitializers(m, path);
+    onnx::shape_inference::InferShapes(inferred, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(/*check_type=*/true,
+                                                                   /*strict_mode=*/0));
+    onnx::checker::check_model(inferred);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    for (char& c : why) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    throw Error(ErrorKind::kIo, path + ": fails the ONNX checker: " + why);
+  }
+}
+
 // ---- export --------------------------------------------------------------------------
 
 std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options) {
   onnx::ModelProto m;
   m.set_ir_version(8);
   m.set_producer_name(options.producer_name);
-  if (!options.producer_version.empty()) m.set_producer_version(options.producer_version);
+  m.set_producer_version(options.producer_version.empty() ? MCOMPRESS_VERSION
+                                                         : options.producer_version);
   auto* opset = m.add_opset_import();
   opset->set_domain("");
   opset->set_version(std::max(options.opset, graph.opset));
@@ -605,7 +670,11 @@ std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options) 
     for (const auto& [key, value] : n.attrs) AttrToProto(key, value, p->add_attribute(), n.Describe());
   }
   for (const auto& [name, init] : graph.initializers) {
-    TensorToProto(init.value, name, g->add_initializer(), "initializer '" + name + "'");
+    onnx::TensorProto dense;
+    TensorToProto(init.value, name, &dense, "initializer '" + name + "'");
+    if (!AddSparseInitializer(init.value, name, dense, options, g)) {
+      *g->add_initializer() = std::move(dense);
+    }
   }
   std::set<std::string> io_names;
   for (const auto& v : graph.inputs) {
@@ -622,7 +691,9 @@ std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options) 
     named.name = name;
     ValueInfoToProto(named, g->add_value_info());
   }
-  for (const auto& [key, value] : graph.metadata) {
+  std::map<std::string, std::string> metadata = graph.metadata;
+  if (!options.recipe_hash.empty()) metadata["mcompress.recipe_hash"] = options.recipe_hash;
+  for (const auto& [key, value] : metadata) {
     auto* p = m.add_metadata_props();
     p->set_key(key);
     p->set_value(value);
@@ -630,7 +701,8 @@ std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options) 
 
   if (options.check) {
     try {
-      onnx::ModelProto inferred = m;
+      onnx::checker::check_model(m);  // as written: sparse indices sorted and in range
+      onnx::ModelProto inferred = WithDenseInitializers(m, "");
       onnx::shape_inference::InferShapes(inferred, onnx::OpSchemaRegistry::Instance(),
                                          onnx::ShapeInferenceOptions(/*check_type=*/true,
                                                                      /*strict_mode=*/1));

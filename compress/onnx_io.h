@@ -29,21 +29,35 @@ Graph ParseOnnx(const std::string& bytes, const std::string& where);
 struct OnnxExportOptions {
   int64_t opset = 13;  // default-domain opset written; never below graph.opset
   std::string producer_name = "mcompress";
-  std::string producer_version;
+  std::string producer_version;  // empty: this library's version
+  // Written as metadata_props "mcompress.recipe_hash" (over any graph.metadata entry
+  // of that key) when not empty.
+  std::string recipe_hash;
+  // Initializers with at least sparse_min_zeros of their elements zero are written as
+  // sparse_initializer (SparseTensorProto: values [NNZ] + int64 linear indices [NNZ],
+  // ONNX IR spec, onnx.proto) when that is smaller than the dense TensorProto.
+  // Tensors of rank 0 and bool tensors stay dense. Signed zeros are not kept (-0 is 0).
+  bool sparse = true;
+  double sparse_min_zeros = 0.5;
   bool check = true;  // run ONNX shape inference + checker on the result
 };
 
 // Serializes `graph` as an ONNX ModelProto (IR version 8). Initializers are written
-// as little-endian raw_data, dynamic dims as dim_param "N". The same graph always
-// gives the same bytes. With options.check, a model the ONNX checker (after strict
-// shape inference) rejects throws compress::Error(kInternal, "exported ONNX fails the
-// checker: ...").
+// as little-endian raw_data (dense, or sparse per options), dynamic dims as dim_param
+// "N". The same graph always gives the same bytes. With options.check, a model the
+// ONNX checker (after strict shape inference) rejects throws
+// compress::Error(kInternal, "exported ONNX fails the checker: ...").
 std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options = {});
 // SerializeOnnx, then writes `path` atomically (a temporary file renamed over it).
 // Throws compress::Error(kIo) naming the path when it cannot be written; never leaves
 // a partial file.
 void SaveOnnx(const Graph& graph, const std::string& path,
               const OnnxExportOptions& options = {});
+
+// Runs ONNX shape inference and the ONNX checker on a model file. Throws
+// compress::Error(kIo) naming the file with the checker's message (or the protobuf
+// parse failure).
+void CheckOnnx(const std::string& path);
 
 // A serialized TensorProto file (the ONNX backend-test format). Loading returns a CPU
 // tensor; saving writes raw_data (any device, any layout) atomically. Errors as above.

@@ -194,6 +194,9 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
         e.Read("format", spec.format, {"onnx", "onnx-qdq", "torchscript", "torchscript-int8"},
                "export format");
         e.Read("path", spec.path, {}, "file, relative to the output directory");
+        e.Read("sparse", spec.sparse,
+               "write initializers that are mostly zeros as ONNX sparse_initializer when "
+               "that makes the file smaller");
         e.Finish();
         if (!ex[i].is_object()) continue;
         if (!ex[i].contains("format")) e.AddProblem("format", "missing; expected \"onnx\"");

@@ -36,6 +36,7 @@ struct StageSpec {
 struct ExportSpec {
   std::string format;  // "onnx"
   std::string path;    // relative to the output directory
+  bool sparse = true;  // mostly-zero initializers as ONNX sparse_initializer
 };
 
 struct Recipe {

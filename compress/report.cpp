@@ -889,6 +889,13 @@ OJson ReportOrderedJson(const Report& r) {
     ej["bytes"] = e.bytes;
     ej["verified"] = e.verified;
     ej["max_abs_diff"] = NumberJson(e.max_abs_diff);
+    if (!e.verified_with.empty()) {
+      ej["verified_with"] = e.verified_with;
+      ej["verify_samples"] = e.verify_samples;
+      ej["max_rel_diff"] = NumberJson(e.max_rel_diff);
+      ej["top1_agreement"] = NumberJson(e.top1_agreement);
+    }
+    ej["sparse"] = e.sparse;
     exports.push_back(ej);
   }
   j["exports"] = exports;
@@ -1228,6 +1235,14 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
     e.bytes = rd.Int(j, p, "bytes");
     e.verified = rd.Bool(j, p, "verified");
     e.max_abs_diff = rd.Number(j, p, "max_abs_diff");
+    // Added after schema 1 shipped: optional.
+    if (j.contains("verified_with")) {
+      e.verified_with = rd.String(j, p, "verified_with");
+      e.verify_samples = rd.Int(j, p, "verify_samples", 0);
+      e.max_rel_diff = rd.Number(j, p, "max_rel_diff");
+      e.top1_agreement = rd.Number(j, p, "top1_agreement");
+    }
+    if (j.contains("sparse")) e.sparse = rd.Bool(j, p, "sparse");
     return e;
   });
   r.acceptance =

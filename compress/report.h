@@ -84,8 +84,14 @@ struct ExportReport {
   std::string format;       // "onnx", ...
   std::string path;         // relative to the output directory
   int64_t bytes = 0;
-  bool verified = false;    // re-loaded and compared with the in-memory graph
+  bool verified = false;    // run in ONNX Runtime and compared with the in-memory graph
   double max_abs_diff = kNaN;
+  // Optional in report.json (absent in older reports): how it was verified.
+  std::string verified_with;     // "onnxruntime-node 1.30.0"
+  int64_t verify_samples = 0;    // test samples run on both sides
+  double max_rel_diff = kNaN;    // max |Δ| / output scale (max |output|, at least 1)
+  double top1_agreement = kNaN;  // fraction of samples with the same arg-max
+  bool sparse = false;           // sparse initializers allowed in the file
 };
 
 struct AcceptanceCheck {

@@ -74,6 +74,13 @@ TEST(Engine, TinyRecipeEndToEnd) {
   EXPECT_EQ(r.baseline.size.parameters, 61706);
   ASSERT_EQ(r.exports.size(), 1u);
   EXPECT_TRUE(r.exports[0].verified);
+  // Verified in ONNX Runtime on the first test samples (two batches of 64).
+  EXPECT_EQ(r.exports[0].verified_with.rfind("onnxruntime-node ", 0), 0u)
+      << r.exports[0].verified_with;
+  EXPECT_EQ(r.exports[0].verify_samples, 128);
+  EXPECT_LE(r.exports[0].max_rel_diff, 1e-4);
+  EXPECT_GE(r.exports[0].top1_agreement, 0.99);
+  EXPECT_TRUE(r.exports[0].sparse);
   EXPECT_EQ(r.exports[0].bytes, static_cast<int64_t>(fs::file_size(dir / "run" / "model.onnx")));
   ASSERT_EQ(r.acceptance.size(), 1u);
   EXPECT_TRUE(r.acceptance[0].passed);

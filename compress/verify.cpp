@@ -1,0 +1,280 @@
+// Export verification (see verify.h): the ONNX checker, ONNX Runtime against our
+// executor, and the pure comparison that decides within which tolerance they agree.
+#include "compress/verify.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "compress/executor.h"
+#include "compress/onnx_io.h"
+
+namespace compress {
+
+namespace {
+
+std::string Sci(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
+  return buf;
+}
+
+std::string Value(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+// "[3,7]" for flat index 37 of shape [N,10].
+std::string IndexText(int64_t flat, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> idx(shape.size());
+  for (int64_t k = static_cast<int64_t>(shape.size()) - 1; k >= 0; --k) {
+    const int64_t d = std::max<int64_t>(shape[k], 1);
+    idx[k] = flat % d;
+    flat /= d;
+  }
+  std::string s = "[";
+  for (size_t k = 0; k < idx.size(); ++k) s += (k ? "," : "") + std::to_string(idx[k]);
+  return s + "]";
+}
+
+std::string Percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100 * v);
+  return buf;
+}
+
+}  // namespace
+
+OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
+                          const Tensor& candidate, const VerifyTolerance& tol) {
+  OutputCheck c;
+  c.name = name;
+  c.shape = reference.sizes().vec();
+  if (reference.sizes() != candidate.sizes()) {
+    c.passed = false;
+    c.failure = "shape " + ShapeString(c.shape) + " vs " +
+                ShapeString(candidate.sizes().vec());
+    return c;
+  }
+  if (reference.numel() == 0) return c;
+  const bool exact = !at::isFloatingType(reference.scalar_type()) ||
+                     !at::isFloatingType(candidate.scalar_type());
+  const Tensor ref = reference.detach().to(at::kCPU, at::kDouble).reshape({-1});
+  const Tensor cand = candidate.detach().to(at::kCPU, at::kDouble).reshape({-1});
+
+  // Step 1: |Δ| per element; equal values (same Inf, both NaN) differ by 0, and a NaN
+  // or Inf against anything else by Inf.
+  const Tensor same = ref.eq(cand).logical_or(ref.isnan().logical_and(cand.isnan()));
+  Tensor diff = (ref - cand).abs();
+  diff = at::where(same, at::zeros_like(diff), diff);
+  diff = at::where(diff.isnan(), at::full_like(diff, INFINITY), diff);
+
+  // Step 2: the scale and the tolerance of the mode.
+  const Tensor finite = ref.masked_select(ref.isfinite());
+  const double max_abs = finite.numel() ? finite.abs().max().item<double>() : 0.0;
+  if (exact) {
+    c.scale = std::max(max_abs, tol.scale_floor);
+    c.tolerance = 0;
+  } else if (tol.mode == VerifyTolerance::Mode::kFp32) {
+    c.scale = std::max(max_abs, tol.scale_floor);
+    c.tolerance = tol.rel * c.scale;
+  } else {
+    double step = tol.int8_step;
+    if (step <= 0 && finite.numel()) {
+      step = (finite.max().item<double>() - finite.min().item<double>()) / 255.0;
+    }
+    if (step <= 0) step = tol.rel * tol.scale_floor;  // a constant output
+    c.scale = step;
+    c.tolerance = step * (1 + 1e-6);  // exactly one step, allowing for rounding
+  }
+  const Tensor bad = diff.gt(c.tolerance);
+  c.max_abs_diff = diff.max().item<double>();
+  c.max_rel_diff = c.max_abs_diff / c.scale;
+  c.within_step = 1.0 - bad.to(at::kDouble).mean().item<double>();
+
+  // Step 3: top-1 agreement for logits ([rows, classes]).
+  if (reference.dim() == 2 && reference.size(1) > 1 && !exact) {
+    const Tensor a = ref.view(reference.sizes()).argmax(1);
+    const Tensor b = cand.view(reference.sizes()).argmax(1);
+    c.rows = reference.size(0);
+    c.top1_agreement = a.eq(b).to(at::kDouble).mean().item<double>();
+  }
+
+  // Step 4: the element to name, and the verdict.
+  const Tensor bad_at = bad.nonzero();
+  c.index = bad_at.numel() ? bad_at[0][0].item<int64_t>() : diff.argmax().item<int64_t>();
+  c.index_text = IndexText(c.index, c.shape);
+  c.reference_value = ref[c.index].item<double>();
+  c.candidate_value = cand[c.index].item<double>();
+  const std::string at_element = "at " + c.index_text + ": " + Value(c.reference_value) +
+                                 " vs " + Value(c.candidate_value);
+  if (exact || tol.mode == VerifyTolerance::Mode::kFp32) {
+    c.passed = bad_at.numel() == 0;
+    if (!c.passed) {
+      c.failure = at_element + " (|Δ| " + Sci(std::abs(c.reference_value - c.candidate_value)) +
+                  (exact ? ", exact match required)"
+                         : " > tolerance " + Sci(c.tolerance) + " = " + Sci(tol.rel) +
+                               " x scale " + Sci(c.scale) + ")");
+    }
+  } else {
+    constexpr double kSlack = 1e-12;  // fractions like 1 - 10/10000 are not exact
+    const bool steps_ok = c.within_step >= tol.int8_within_step - kSlack;
+    const bool top1_ok = c.top1_agreement < 0 || c.top1_agreement >= tol.int8_top1 - kSlack;
+    c.passed = steps_ok && top1_ok;
+    if (!steps_ok) {
+      c.failure = Percent(c.within_step) + " of elements within one quantization step " +
+                  Sci(c.scale) + " (" + Percent(tol.int8_within_step) + " required); first " +
+                  at_element;
+    } else if (!top1_ok) {
+      c.failure = "top-1 agreement " + Percent(c.top1_agreement) + " of " +
+                  std::to_string(c.rows) + " rows (" + Percent(tol.int8_top1) + " required)";
+    }
+  }
+  return c;
+}
+
+VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
+                             const std::vector<Tensor>& sample_inputs,
+                             const VerifyTolerance& tol, const OrtOptions& ort) {
+  VerifyReport report;
+  report.onnx_path = onnx_path;
+  report.samples = sample_inputs.empty() || sample_inputs[0].dim() == 0
+                       ? 0 : sample_inputs[0].size(0);
+
+  // Step 1: the ONNX checker and our own importer accept the file.
+  CheckOnnx(onnx_path);
+  const Graph imported = LoadOnnx(onnx_path);
+  if (imported.outputs.size() != graph.outputs.size()) {
+    throw Error(ErrorKind::kNumeric,
+                onnx_path + ": has " + std::to_string(imported.outputs.size()) +
+                    " outputs, the graph has " + std::to_string(graph.outputs.size()));
+  }
+
+  // Step 2: ONNX Runtime, all samples in one run.
+  const auto t0 = std::chrono::steady_clock::now();
+  OrtRun run = RunOrt(onnx_path, sample_inputs, ort);
+  report.ort_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.ort_version = run.ort_version;
+
+  // Step 3: our executor on the same inputs, on the graph's device.
+  c10::Device device(c10::kCPU);
+  if (!graph.initializers.empty()) device = graph.initializers.begin()->second.value.device();
+  std::vector<Tensor> inputs;
+  for (const auto& x : sample_inputs) inputs.push_back(x.to(device));
+  std::vector<Tensor> ours;
+  {
+    at::NoGradGuard no_grad;
+    ours = Executor(graph).Run(inputs);
+  }
+
+  // Step 4: every output, in order and by name; the first failure throws.
+  if (run.outputs.size() != ours.size()) {
+    throw Error(ErrorKind::kNumeric, onnx_path + ": ONNX Runtime returned " +
+                                         std::to_string(run.outputs.size()) +
+                                         " outputs, mcompress's executor " +
+                                         std::to_string(ours.size()));
+  }
+  for (size_t k = 0; k < ours.size(); ++k) {
+    const std::string& name = graph.outputs[k].name;
+    if (run.output_names[k] != name) {
+      throw Error(ErrorKind::kNumeric, onnx_path + ": output " + std::to_string(k) +
+                                           " is '" + run.output_names[k] +
+                                           "' in ONNX Runtime, '" + name + "' in the graph");
+    }
+    OutputCheck c = CompareOutput(name, ours[k], run.outputs[k], tol);
+    if (!c.passed) {
+      const bool at_element = c.failure.rfind("at ", 0) == 0;
+      throw Error(ErrorKind::kNumeric, onnx_path + ": output '" + name +
+                                           "' differs (mcompress vs ONNX Runtime)" +
+                                           (at_element ? " " : ": ") + c.failure);
+    }
+    report.max_abs_diff = std::max(report.max_abs_diff, c.max_abs_diff);
+    report.max_rel_diff = std::max(report.max_rel_diff, c.max_rel_diff);
+    if (c.top1_agreement >= 0) {
+      report.top1_agreement = report.top1_agreement < 0
+                                  ? c.top1_agreement
+                                  : std::min(report.top1_agreement, c.top1_agreement);
+    }
+    report.outputs.push_back(std::move(c));
+  }
+  return report;
+}
+
+std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  std::vector<Tensor> inputs;
+  for (const auto& in : graph.inputs) {
+    if (!in.shape) {
+      throw Error(ErrorKind::kUnsupported,
+                  "graph input '" + in.name + "' has no shape; cannot make sample inputs");
+    }
+    std::vector<int64_t> shape = *in.shape;
+    for (auto& d : shape) {
+      if (d == kDynamicDim) d = batch;
+    }
+    if (at::isFloatingType(in.dtype)) {
+      inputs.push_back(at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(in.dtype));
+    } else {
+      inputs.push_back(at::zeros(shape, at::TensorOptions().dtype(in.dtype)));
+    }
+  }
+  return inputs;
+}
+
+VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
+                            const VerifyTolerance& tol) {
+  const Graph graph = LoadOnnx(onnx_path);
+  return VerifyOnnxInOrt(graph, onnx_path, RandomInputs(graph, samples, seed), tol);
+}
+
+VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
+                                const OnnxExportOptions& options, int64_t samples,
+                                uint64_t seed, const VerifyTolerance& tol) {
+  if (graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape) {
+    InferShapes(graph);
+  }
+  const std::string tmp = path + ".verify-" + std::to_string(::getpid());
+  try {
+    SaveOnnx(graph, tmp, options);
+    VerifyReport report = VerifyOnnxInOrt(graph, tmp, RandomInputs(graph, samples, seed), tol);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      throw Error(ErrorKind::kIo, "cannot write " + path + ": " + std::strerror(errno));
+    }
+    report.onnx_path = path;
+    return report;
+  } catch (const Error& e) {
+    std::remove(tmp.c_str());
+    // Name the file the user asked for, not the temporary one.
+    std::string msg = e.what();
+    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
+      msg.replace(at, tmp.size(), path);
+      at += path.size();
+    }
+    throw Error(e.kind(), msg);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+}
+
+std::string VerifySummary(const VerifyReport& report) {
+  std::string s;
+  for (const auto& c : report.outputs) {
+    s += c.name + " " + ShapeString(c.shape) + ": max |Δ| " + Sci(c.max_abs_diff) + " (rel " +
+         Sci(c.max_rel_diff) + ", tolerance " + Sci(c.tolerance) + ")";
+    if (c.top1_agreement >= 0) s += ", top-1 agreement " + Percent(c.top1_agreement);
+    s += "\n";
+  }
+  return s;
+}
+
+}  // namespace compress

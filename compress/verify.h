@@ -1,0 +1,101 @@
+// Proof that an exported ONNX file computes what the in-memory graph computes: the
+// ONNX checker, then ONNX Runtime and our executor on the same inputs, every output
+// compared under a named tolerance (FP32, or INT8 for quantized exports).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compress/graph.h"
+#include "compress/onnx_io.h"
+#include "compress/ort_runner.h"
+
+namespace compress {
+
+struct VerifyTolerance {
+  enum class Mode { kFp32, kInt8 };
+  Mode mode = Mode::kFp32;
+  // FP32: every element within rel * scale, scale = max(max |reference|, scale_floor).
+  double rel = 1e-4;
+  double scale_floor = 1.0;
+  // INT8: |Δ| within one quantization step (int8_step; when 0, the reference's
+  // (max - min) / 255) on at least int8_within_step of the elements, and, for 2-D
+  // outputs with more than one column (logits), the same arg-max on at least
+  // int8_top1 of the rows.
+  double int8_step = 0;
+  double int8_within_step = 0.999;
+  double int8_top1 = 0.995;
+};
+
+// How one output of the candidate (ONNX Runtime) compares with the reference (ours).
+struct OutputCheck {
+  std::string name;
+  std::vector<int64_t> shape;
+  double max_abs_diff = 0;
+  double max_rel_diff = 0;     // max_abs_diff / scale
+  double scale = 0;            // FP32: max(max |reference|, floor); INT8: the step
+  double tolerance = 0;        // FP32: largest |Δ| allowed; INT8: the step
+  double within_step = 1;      // fraction of elements with |Δ| <= tolerance
+  double top1_agreement = -1;  // fraction of rows with the same arg-max; -1 if not logits
+  int64_t rows = 0;            // rows compared for top1_agreement
+  bool passed = true;
+  // The first element beyond the tolerance (or the worst, when none is): flat index,
+  // "[i,j]" form, and both values.
+  int64_t index = -1;
+  std::string index_text;
+  double reference_value = 0, candidate_value = 0;
+  std::string failure;  // why it failed, one line; empty when passed
+};
+
+// Compares `candidate` with `reference` (same shape; any real dtype; compared in
+// double) under `tol`. NaN matches only NaN, ±Inf only itself; integer and bool
+// outputs must match exactly. A shape mismatch fails. Pure: no runtime involved.
+OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
+                          const Tensor& candidate, const VerifyTolerance& tol);
+
+struct VerifyReport {
+  std::string onnx_path;
+  std::string ort_version;
+  int64_t samples = 0;  // batch size of the inputs (first dim of the first input)
+  std::vector<OutputCheck> outputs;
+  double max_abs_diff = 0, max_rel_diff = 0;  // over all outputs
+  double top1_agreement = -1;                 // the lowest over logits outputs; -1 if none
+  double ort_seconds = 0;                     // the node process, start to finish
+};
+
+// Runs the ONNX checker on `onnx_path` (and our importer), then the file in ONNX
+// Runtime and `graph` in our executor on `sample_inputs` (graph input order; moved to
+// each side's device), and compares every output, in order and by name.
+// Throws compress::Error: kIo for a file the checker or importer rejects (naming the
+// file), kNumeric naming the first diverging output, the element and both values,
+// and RunOrt's errors (kUnsupported when node or ONNX Runtime is missing or rejects
+// the model).
+VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
+                             const std::vector<Tensor>& sample_inputs,
+                             const VerifyTolerance& tol = {}, const OrtOptions& ort = {});
+
+// Random inputs for `graph`: standard normal for floating inputs, zeros for integer
+// and bool ones; every dynamic dim is `batch`. Deterministic in `seed`. Throws
+// compress::Error(kUnsupported) naming an input with an unknown shape.
+std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t seed);
+
+// `mcompress verify`: checker, import, then VerifyOnnxInOrt of the file against its
+// own import on RandomInputs(batch = samples, seed).
+VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
+                            const VerifyTolerance& tol = {});
+
+// `mcompress export`: writes `graph` to `path` as ONNX and verifies it in ONNX Runtime
+// on RandomInputs(graph, samples, seed) before it appears under `path` (written to a
+// temporary name, renamed only when verification passes; removed otherwise). Fills
+// missing shapes first (InferShapes). Throws as SaveOnnx and VerifyOnnxInOrt, naming
+// `path`.
+VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
+                                const OnnxExportOptions& options, int64_t samples,
+                                uint64_t seed, const VerifyTolerance& tol = {});
+
+// One line per output: "logits [8,10]: max |Δ| 1.2e-06 (rel 3.1e-07, tolerance 1e-04),
+// top-1 agreement 100.00%".
+std::string VerifySummary(const VerifyReport& report);
+
+}  // namespace compress

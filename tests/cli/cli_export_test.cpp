@@ -1,0 +1,102 @@
+// `mcompress export` and `mcompress verify` end to end: a verified export, formats
+// that are not supported yet, and one-line errors for bad files.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+// `env` ("NAME=value") is set for the one command.
+Result RunCli(const std::string& args, const std::string& env = "") {
+  const std::string cmd =
+      (env.empty() ? "" : "env " + env + " ") + std::string(MCOMPRESS_CLI) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+bool Has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+class CliExport : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("mc_cli_export_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(CliExport, ExportThenVerify) {
+  const std::string out = Path("lenet5.onnx");
+  Result e = RunCli("export zoo:lenet5 --format onnx -o " + out);
+  ASSERT_EQ(e.code, 0) << e.output;
+  EXPECT_TRUE(Has(e.output, "logits [8,10]: max |Δ|")) << e.output;
+  EXPECT_TRUE(Has(e.output, "verified in ONNX Runtime")) << e.output;
+  EXPECT_TRUE(fs::exists(out));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1)
+      << "no temporary files left";
+
+  Result v = RunCli("verify " + out + " --samples 3 --seed 5");
+  ASSERT_EQ(v.code, 0) << v.output;
+  EXPECT_TRUE(Has(v.output, "logits [3,10]: max |Δ|")) << v.output;
+  EXPECT_TRUE(Has(v.output, "ONNX checker passed")) << v.output;
+
+  Result dense = RunCli("export " + out + " -o " + Path("dense.onnx") + " --no-sparse --samples 2");
+  EXPECT_EQ(dense.code, 0) << dense.output;
+}
+
+TEST_F(CliExport, FormatsNotSupportedYetAndBadFormat) {
+  for (const char* format : {"onnx-qdq", "torchscript", "torchscript-int8"}) {
+    Result r = RunCli(std::string("export zoo:lenet5 --format ") + format + " -o " + Path("m"));
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+    EXPECT_TRUE(Has(r.output, "not supported: export format '" + std::string(format) +
+                                  "' is not supported yet"))
+        << r.output;
+    EXPECT_FALSE(fs::exists(Path("m")));
+  }
+  EXPECT_EQ(RunCli("export zoo:lenet5 --format tflite -o " + Path("m")).code, 2);
+}
+
+TEST_F(CliExport, VerifyBadFileIsOneLineExitOne) {
+  {
+    std::ofstream f(Path("junk.onnx"), std::ios::binary);
+    f << "definitely not protobuf";
+  }
+  Result r = RunCli("verify " + Path("junk.onnx"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_TRUE(Has(r.output, "junk.onnx")) << r.output;
+}
+
+TEST_F(CliExport, MissingNodeLeavesNoFile) {
+  Result r = RunCli("export zoo:lenet5 -o " + Path("x.onnx"), "MCOMPRESS_NODE=/nonexistent/node");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_TRUE(Has(r.output, "run `make deps`")) << r.output;
+  EXPECT_TRUE(fs::is_empty(dir_)) << "no output or temporary file";
+}
+
+}  // namespace

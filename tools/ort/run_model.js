@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// Runs an ONNX model in ONNX Runtime (onnxruntime-node, CPU execution provider) on
+// tensors read from raw files, and writes the outputs the same way. mcompress spawns it
+// to verify exports (compress/ort_runner.cpp); benchmarks use --bench.
+//
+// Usage: node run_model.js MODEL.onnx INPUTS.json OUT_DIR [--threads T]
+//          [--opt disabled|basic|extended|layout|all] [--bench N --warmup W]
+//
+// INPUTS.json: {"inputs": [{"name": "input" (optional; else by position),
+//   "dtype": "float32", "shape": [2,1,28,28], "file": "input_0.bin"}, ...]}; files are
+// raw little-endian element data, relative to INPUTS.json's folder.
+// OUT_DIR/outputs.json: {"ort_version": "...", "outputs": [{name, dtype, shape, file}]}
+// with one raw little-endian file per output; with --bench also
+// "bench": {runs, warmup, median_ms, mean_ms, min_ms, max_ms, p90_ms, latencies_ms}.
+// Exit codes: 0 ok, 1 ONNX Runtime or input error (one line on stderr), 2 bad usage,
+// 3 onnxruntime-node is not installed.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+
+const kArrays = {
+  float32: Float32Array, float64: Float64Array, int8: Int8Array, uint8: Uint8Array,
+  int16: Int16Array, uint16: Uint16Array, int32: Int32Array, uint32: Uint32Array,
+  int64: BigInt64Array, uint64: BigUint64Array, bool: Uint8Array, float16: Uint16Array,
+};
+
+function fail(code, message) {
+  process.stderr.write(String(message).replace(/\s+/g, ' ').trim() + '\n');
+  process.exit(code);
+}
+
+function parseArgs(argv) {
+  const positional = [];
+  const opts = { threads: 1, opt: 'all', bench: 0, warmup: 0 };
+  for (let i = 0; i < argv.length; ++i) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) fail(2, `run_model.js: ${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--threads') opts.threads = Number(value());
+    else if (a === '--opt') opts.opt = value();
+    else if (a === '--bench') opts.bench = Number(value());
+    else if (a === '--warmup') opts.warmup = Number(value());
+    else if (a.startsWith('--')) fail(2, `run_model.js: unknown option ${a}`);
+    else positional.push(a);
+  }
+  if (positional.length !== 3) {
+    fail(2, 'usage: run_model.js MODEL.onnx INPUTS.json OUT_DIR [--threads T] [--opt LEVEL] ' +
+            '[--bench N --warmup W]');
+  }
+  for (const k of ['threads', 'bench', 'warmup']) {
+    if (!Number.isInteger(opts[k]) || opts[k] < 0) fail(2, `run_model.js: --${k} must be a non-negative integer`);
+  }
+  if (!['disabled', 'basic', 'extended', 'layout', 'all'].includes(opts.opt)) {
+    fail(2, `run_model.js: --opt ${opts.opt} is not one of disabled, basic, extended, layout, all`);
+  }
+  [opts.model, opts.inputs, opts.out] = positional;
+  return opts;
+}
+
+function loadOrt() {
+  try {
+    return require('onnxruntime-node');
+  } catch (e) {
+    fail(3, `cannot load onnxruntime-node: ${e.message}`);
+  }
+}
+
+function readInputs(ort, manifestPath) {
+  const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
+  const dir = path.dirname(manifestPath);
+  return manifest.inputs.map((spec, k) => {
+    const Arr = kArrays[spec.dtype];
+    if (!Arr) throw new Error(`input ${k}: unsupported dtype ${spec.dtype}`);
+    const bytes = fs.readFileSync(path.join(dir, spec.file));
+    const count = spec.shape.reduce((a, b) => a * b, 1);
+    if (bytes.length !== count * Arr.BYTES_PER_ELEMENT) {
+      throw new Error(`input ${k}: ${spec.file} has ${bytes.length} bytes, ` +
+                      `expected ${count * Arr.BYTES_PER_ELEMENT} for ${spec.dtype} [${spec.shape}]`);
+    }
+    // Copy into a fresh, aligned buffer (Buffer slices may be unaligned).
+    const data = new Arr(count);
+    new Uint8Array(data.buffer).set(bytes);
+    return { name: spec.name, tensor: new ort.Tensor(spec.dtype, data, spec.shape) };
+  });
+}
+
+function median(sorted) {
+  const n = sorted.length;
+  return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const ort = loadOrt();
+  let session;
+  try {
+    session = await ort.InferenceSession.create(opts.model, {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: opts.threads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: opts.opt,
+    });
+  } catch (e) {
+    fail(1, `ONNX Runtime cannot load ${opts.model}: ${e.message}`);
+  }
+  const inputs = readInputs(ort, opts.inputs);
+  if (inputs.length !== session.inputNames.length) {
+    fail(1, `${opts.model} has ${session.inputNames.length} inputs ` +
+            `(${session.inputNames.join(', ')}), ${inputs.length} given`);
+  }
+  const feeds = {};
+  inputs.forEach((inp, k) => { feeds[inp.name || session.inputNames[k]] = inp.tensor; });
+
+  let results;
+  try {
+    results = await session.run(feeds);
+  } catch (e) {
+    fail(1, `ONNX Runtime failed to run ${opts.model}: ${e.message}`);
+  }
+
+  const out = { ort_version: require('onnxruntime-node/package.json').version, outputs: [] };
+  if (opts.bench > 0) {
+    for (let i = 0; i < opts.warmup; ++i) await session.run(feeds);
+    const ms = [];
+    for (let i = 0; i < opts.bench; ++i) {
+      const t0 = process.hrtime.bigint();
+      await session.run(feeds);
+      ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    const sorted = [...ms].sort((a, b) => a - b);
+    out.bench = {
+      runs: opts.bench, warmup: opts.warmup, median_ms: median(sorted),
+      mean_ms: ms.reduce((a, b) => a + b, 0) / ms.length, min_ms: sorted[0],
+      max_ms: sorted[sorted.length - 1],
+      p90_ms: sorted[Math.min(sorted.length - 1, Math.ceil(0.9 * sorted.length) - 1)],
+      latencies_ms: ms,
+    };
+  }
+
+  fs.mkdirSync(opts.out, { recursive: true });
+  session.outputNames.forEach((name, k) => {
+    const t = results[name];
+    const file = `output_${k}.bin`;
+    const d = t.data;
+    fs.writeFileSync(path.join(opts.out, file), Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+    out.outputs.push({ name, dtype: t.type, shape: t.dims.map(Number), file });
+  });
+  // Written last: the caller treats a missing outputs.json as a failed run.
+  fs.writeFileSync(path.join(opts.out, 'outputs.json'), JSON.stringify(out));
+  if (out.bench) process.stdout.write(JSON.stringify(out.bench) + '\n');
+}
+
+main().catch((e) => fail(1, e && e.message ? e.message : e));
