@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (`make bench`): prints the machine, each command, and its results.
+# Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
+# training accuracy, executor overhead, and the pruning recipes (bench/prune.sh).
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
 # Exit status: non-zero when an accuracy target is missed or outputs differ.
@@ -40,4 +41,6 @@ run "$BIN/bench_train" ${BENCH_TRAIN_ARGS:-}
 echo "## Executor overhead vs hand-written LibTorch modules"
 # shellcheck disable=SC2086
 run "$BIN/bench_overhead" ${BENCH_OVERHEAD_ARGS:-}
+echo "## Pruning (recipes in bench/recipes/prune_*.json; baselines cached in $BUILD_DIR/cache)"
+run bash bench/prune.sh "$BUILD_DIR"
 exit $status
