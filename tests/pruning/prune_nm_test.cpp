@@ -102,14 +102,20 @@ DatasetSplits TinyData(int64_t n) {
   return d;
 }
 
-TEST(PruneNM, GradualStepsEndInTheFullPatternThroughFineTuning) {
-  Graph g = BuildZoo("mlp-300-100");
-  DatasetSplits data = TinyData(256);
+// A context whose training re-applies masks after each step, as the engine's does.
+PassContext TrainingContext(const DatasetSplits* data) {
   PassContext ctx;
-  ctx.data = &data;
+  ctx.data = data;
   ctx.batch_size = 64;
   ctx.progress = "quiet";
   ctx.after_step = [](Graph& graph) { graph.ApplyMasks(); };
+  return ctx;
+}
+
+TEST(PruneNM, GradualStepsEndInTheFullPatternThroughFineTuning) {
+  Graph g = BuildZoo("mlp-300-100");
+  DatasetSplits data = TinyData(256);
+  PassContext ctx = TrainingContext(&data);
   std::vector<std::string> log;
   ctx.log = [&](const std::string& line) { log.push_back(line); };
   PassResult r = RunPassFromJson(
@@ -130,11 +136,7 @@ TEST(PruneNM, GradualStepsEndInTheFullPatternThroughFineTuning) {
 TEST(PruneMagnitude, GradualReachesTheExactFinalSparsity) {
   Graph g = BuildZoo("mlp-300-100");
   DatasetSplits data = TinyData(256);
-  PassContext ctx;
-  ctx.data = &data;
-  ctx.batch_size = 64;
-  ctx.progress = "quiet";
-  ctx.after_step = [](Graph& graph) { graph.ApplyMasks(); };
+  PassContext ctx = TrainingContext(&data);
   PassResult r = RunPassFromJson(
       "prune-magnitude", g,
       {{"sparsity", 0.9}, {"scope", "global"}, {"gradual", {{"steps", 4}, {"initial", 0.1}}}}, ctx);
