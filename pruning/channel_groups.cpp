@@ -390,7 +390,7 @@ class Analyzer {
     for (const auto& in : n.inputs) {
       const Layout* l = Get(in);
       auto shape = Shape(in);
-      if (l && l->block == 1) {
+      if (l && l->block == 1 && l->axis == axis) {
         out.segs.insert(out.segs.end(), l->segs.begin(), l->segs.end());
       } else if (!l && shape && axis < static_cast<int64_t>(shape->size()) && (*shape)[axis] > 0) {
         // Channels from outside any prunable layer stay; they still take their range.
@@ -398,7 +398,7 @@ class Analyzer {
         BlockLayout(fixed, "channels of '" + in + "' are not written by a prunable layer");
         out.segs.insert(out.segs.end(), fixed.segs.begin(), fixed.segs.end());
       } else {
-        BlockInputs(n, n.Describe() + " has an input of unknown channel count");
+        BlockInputs(n, n.Describe() + " joins an input whose channels cannot be placed");
         return;
       }
     }
