@@ -190,6 +190,18 @@ class Analyzer {
     BlockInputs(n, n.Describe() + " is not channel-transparent");
   }
 
+  // The layout of `n`'s first input when its channels are on axis 1, unflattened (as
+  // Conv, BatchNormalization and pools read them). Otherwise blocks them ("<node>
+  // <what>") and returns nullptr; nullptr also when the input carries no channels.
+  const Layout* ChannelInput(const Node& n, const std::string& what) {
+    const Layout* x = Get(n.inputs[0]);
+    if (x && (x->axis != 1 || x->block != 1)) {
+      BlockLayout(*x, n.Describe() + " " + what);
+      return nullptr;
+    }
+    return x;
+  }
+
   void BlockInputs(const Node& n, const std::string& reason) {
     for (const auto& in : n.inputs) {
       if (const Layout* l = Get(in)) BlockLayout(*l, reason);
@@ -198,19 +210,15 @@ class Analyzer {
 
   void VisitConv(int idx) {
     const Node& n = g_.nodes[idx];
-    const Layout* x = Get(n.inputs[0]);
     if (!n.HasInput(1) || !g_.IsInitializer(n.inputs[1])) {
       BlockInputs(n, n.Describe() + " has a non-constant weight");
       return;
     }
+    const Layout* x = ChannelInput(n, "reads channels on an unexpected axis");
     const std::string& w = n.inputs[1];
     const Tensor& weight = g_.Weight(w);
     const int64_t out = weight.size(0), group = n.GetInt("group", 1);
     const int64_t in = weight.size(1) * group;
-    if (x && (x->axis != 1 || x->block != 1)) {
-      BlockLayout(*x, n.Describe() + " reads channels on an unexpected axis");
-      x = nullptr;
-    }
     if (group > 1 && group == in && out == in && x) {
       // Depthwise: output channel c is input channel c filtered; the filters and the
       // group count shrink with the channels.
@@ -290,12 +298,8 @@ class Analyzer {
 
   void VisitBatchNorm(int idx) {
     const Node& n = g_.nodes[idx];
-    const Layout* x = Get(n.inputs[0]);
+    const Layout* x = ChannelInput(n, "normalizes an unexpected axis");
     if (!x) return;
-    if (x->axis != 1 || x->block != 1) {
-      BlockLayout(*x, n.Describe() + " normalizes an unexpected axis");
-      return;
-    }
     for (size_t i = 1; i < 5 && i < n.inputs.size(); ++i) {
       if (g_.IsInitializer(n.inputs[i])) {
         AddCut(n.inputs[i], 0, *x, ChannelCut::Role::kFollower, idx);
@@ -354,12 +358,8 @@ class Analyzer {
 
   void VisitPool(int idx) {
     const Node& n = g_.nodes[idx];
-    const Layout* x = Get(n.inputs[0]);
+    const Layout* x = ChannelInput(n, "pools an unexpected axis");
     if (!x) return;
-    if (x->axis != 1 || x->block != 1) {
-      BlockLayout(*x, n.Describe() + " pools an unexpected axis");
-      return;
-    }
     Set(n.outputs[0], *x);
   }
 
