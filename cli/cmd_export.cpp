@@ -1,5 +1,5 @@
-// `mcompress export`: writes a model as ONNX and proves the file in ONNX Runtime before
-// it appears. Other formats are accepted names that are not implemented yet.
+// `mcompress export`: writes a model as ONNX (FP32 or INT8 QDQ) and proves the file in
+// ONNX Runtime before it appears.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -8,6 +8,7 @@
 #include "compress/model_source.h"
 #include "compress/runtime_config.h"
 #include "compress/verify.h"
+#include "quantization/qdq.h"
 
 namespace cli {
 
@@ -22,8 +23,9 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "export", "Write a model as ONNX, verified in ONNX Runtime (written only if it passes)");
   cmd->add_option("model", args->model, "model.onnx or zoo:<name>")->required();
-  cmd->add_option("--format", args->format, "onnx (onnx-qdq, torchscript, torchscript-int8: "
-                                            "not supported yet)")
+  cmd->add_option("--format", args->format, "onnx (FP32; a quantized model without its Q/DQ) or onnx-qdq (a "
+                                            "quantized model as INT8 QDQ); torchscript and "
+                                            "torchscript-int8: not supported yet")
       ->check(CLI::IsMember({"onnx", "onnx-qdq", "torchscript", "torchscript-int8"}))
       ->capture_default_str();
   cmd->add_option("-o,--out", args->out, "output file")->required();
@@ -35,17 +37,31 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--seed", args->seed, "seed of the random verification inputs")
       ->capture_default_str();
   cmd->callback([args, &global] {
-    if (args->format != "onnx") {
+    if (args->format == "torchscript" || args->format == "torchscript-int8") {
       throw compress::Error(compress::ErrorKind::kUnsupported,
                             "export format '" + args->format +
-                                "' is not supported yet; use --format onnx");
+                                "' is not supported yet; use --format onnx or onnx-qdq");
     }
     compress::ConfigureThreads(global.threads);
     compress::Graph graph = compress::LoadModel(args->model);
+    compress::VerifyTolerance tol;
+    const bool quantized = compress::HasQuantization(graph);
+    if (args->format == "onnx-qdq") {
+      if (!quantized) {
+        throw compress::Error(compress::ErrorKind::kUsage,
+                              args->model + " has no QuantizeLinear/DequantizeLinear nodes; "
+                              "--format onnx-qdq writes a quantized model (run a recipe with a "
+                              "\"quantize\" stage first)");
+      }
+      tol.mode = compress::VerifyTolerance::Mode::kInt8;
+    } else if (quantized) {
+      // --format onnx is FP32: the Q/DQ nodes go, weights keep their quantized values.
+      compress::StripQuantization(graph);
+    }
     compress::OnnxExportOptions options;
     options.sparse = !args->no_sparse;
     const compress::VerifyReport r = compress::ExportOnnxVerified(
-        std::move(graph), args->out, options, args->samples, args->seed);
+        std::move(graph), args->out, options, args->samples, args->seed, tol);
     std::cout << compress::VerifySummary(r);
     std::printf("wrote %s (%lld bytes); verified in ONNX Runtime %s on %lld random samples\n",
                 args->out.c_str(),

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "compress/data.h"
@@ -19,6 +20,7 @@
 #include "compress/onnx_io.h"
 #include "compress/runtime_config.h"
 #include "compress/verify.h"
+#include "quantization/qdq.h"
 
 namespace compress {
 
@@ -221,11 +223,31 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   onnx_options.recipe_hash = recipe_hash;
   const Tensor verify_inputs =
       recipe.exports.empty() ? Tensor() : VerifySamples(data, recipe.data.batch_size);
+  const bool quantized = HasQuantization(final_cpu);
+  std::optional<Graph> float_copy;  // a quantized model's FP32 equivalent, made on demand
   for (const auto& ex : recipe.exports) {
     const fs::path file = tmp / ex.path;
     fs::create_directories(file.parent_path(), ec);
     onnx_options.sparse = ex.sparse;
-    SaveOnnx(final_cpu, file.string(), onnx_options);
+    // "onnx" is always FP32 (a quantized model is written without its Q/DQ, weights
+    // dequantized); "onnx-qdq" is the QDQ graph, compared under the INT8 rule.
+    const Graph* exported = &final_cpu;
+    VerifyTolerance tol;
+    if (ex.format == "onnx-qdq") {
+      if (!quantized) {
+        throw Error(ErrorKind::kRecipe, "export " + ex.path + ": format onnx-qdq needs a quantized "
+                                        "model; the model has no QuantizeLinear/DequantizeLinear "
+                                        "(add a \"quantize\" stage)");
+      }
+      tol.mode = VerifyTolerance::Mode::kInt8;
+    } else if (quantized) {
+      if (!float_copy) {
+        float_copy = final_cpu.Clone();
+        StripQuantization(*float_copy);
+      }
+      exported = &*float_copy;
+    }
+    SaveOnnx(*exported, file.string(), onnx_options);
     ExportReport er;
     er.format = ex.format;
     er.path = ex.path;
@@ -233,7 +255,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     er.bytes = static_cast<int64_t>(fs::file_size(file));
     VerifyReport v;
     try {
-      v = VerifyOnnxInOrt(final_cpu, file.string(), {verify_inputs});
+      v = VerifyOnnxInOrt(*exported, file.string(), {verify_inputs}, tol);
     } catch (const Error& e) {
       throw Error(e.kind(), "export " + ex.path + ": " + e.what());
     }

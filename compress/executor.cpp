@@ -43,9 +43,29 @@ Executor::Executor(const Graph& graph) : graph_(graph) {
   for (const auto& [name, init] : graph.initializers) {
     constants_.emplace_back(new_slot(name), init.value);
   }
+  // A DequantizeLinear of an integer initializer (a quantized weight or bias) yields the
+  // same tensor on every run, and nothing trains its inputs (integer tensors; Q/DQ
+  // scales are not trainable): compute it once here, as a constant.
+  auto constant_dequantize = [&](const Node& node) {
+    if (node.op_type != "DequantizeLinear" || node.outputs.size() != 1) return false;
+    for (const auto& in : node.inputs) {
+      if (!in.empty() && !graph.IsInitializer(in)) return false;
+    }
+    return !at::isFloatingType(graph.initializers.at(node.inputs[0]).value.scalar_type());
+  };
   std::vector<int> last_use;
   for (size_t i = 0; i < graph.nodes.size(); ++i) {
     const Node& node = graph.nodes[i];
+    if (constant_dequantize(node)) {
+      torch::NoGradGuard no_grad;
+      std::vector<Tensor> args;
+      for (const auto& in : node.inputs) {
+        args.push_back(in.empty() ? Tensor() : graph.initializers.at(in).value);
+      }
+      KernelContext ctx{node, args, graph.opset, false};
+      constants_.emplace_back(new_slot(node.outputs[0]), FindOp(node.op_type)->run(ctx).at(0));
+      continue;
+    }
     Step step;
     step.node = &node;
     step.op = FindOp(node.op_type);

@@ -19,7 +19,9 @@ class Executor {
   // Plans execution of `graph`: resolves every node's kernel and value slots, and
   // captures the initializer tensors (sharing storage with the graph). The graph must
   // outlive the executor. Build a new executor after a pass changes the graph's
-  // structure or replaces initializer tensors (in-place updates are seen).
+  // structure or replaces initializer tensors (in-place updates are seen, except of
+  // integer initializers read through DequantizeLinear — quantized weights and
+  // biases — which are dequantized once, here).
   // Throws compress::Error (kUnsupported) listing every op without a kernel.
   explicit Executor(const Graph& graph);
 

@@ -18,6 +18,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Whether the model can hold Q/DQ nodes when the exports run: a stage quantizes it, or
+// it is an ONNX file (which may already be in QDQ form; checked again at export).
+bool ModelMayBeQuantized(const Recipe& recipe) {
+  for (const auto& st : recipe.stages) {
+    if (st.pass == "quantize") return true;
+  }
+  return !IsTorchScriptPath(recipe.model) && recipe.model.rfind("zoo:", 0) != 0;
+}
+
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -168,6 +177,10 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
                                                  (near.empty() ? "" : " (did you mean \"" + near + "\"?)")});
         continue;
       }
+      std::vector<std::string> earlier;
+      for (const auto& prev : recipe.stages) earlier.push_back(prev.pass);
+      const std::string order = StageOrderProblem(name, earlier);
+      if (!order.empty()) problems->push_back({path + ".pass", order});
       OptionReader opts(st, path, problems);
       opts.Allow("pass");
       StageSpec spec;
@@ -200,9 +213,13 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
         e.Finish();
         if (!ex[i].is_object()) continue;
         if (!ex[i].contains("format")) e.AddProblem("format", "missing; expected \"onnx\"");
-        if (spec.format != "onnx" && !spec.format.empty()) {
+        if (spec.format == "torchscript" || spec.format == "torchscript-int8") {
           e.AddProblem("format", "format \"" + spec.format + "\" is not supported yet; "
-                                 "expected \"onnx\"");
+                                 "expected \"onnx\" or \"onnx-qdq\"");
+        }
+        if (spec.format == "onnx-qdq" && !ModelMayBeQuantized(recipe)) {
+          e.AddProblem("format", "\"onnx-qdq\" needs a quantized model: add a \"quantize\" "
+                                 "stage (or start from a QDQ .onnx model)");
         }
         if (spec.path.empty()) {
           e.AddProblem("path", "missing; expected a file name such as \"model.onnx\"");

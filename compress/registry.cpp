@@ -9,6 +9,8 @@
 #include "pruning/prune_magnitude.h"
 #include "pruning/prune_nm.h"
 #include "pruning/prune_sensitivity.h"
+#include "quantization/fold_batchnorm.h"
+#include "quantization/quantize.h"
 
 namespace compress {
 
@@ -16,6 +18,8 @@ namespace {
 
 const std::vector<PassEntry> kPasses = {
     {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
+    {"fold-batchnorm", "Fold BatchNormalization into the preceding Conv/Gemm (inference form)",
+     FoldBatchNormPass::Create},
     {"prune-channels",
      "Structured channel pruning over dependency groups, physically shrinking every tensor",
      PruneChannelsPass::Create},
@@ -26,6 +30,9 @@ const std::vector<PassEntry> kPasses = {
     {"prune-sensitivity",
      "Per-layer pruning sensitivity scan on the validation split; optionally applies derived targets",
      PruneSensitivityPass::Create},
+    {"quantize",
+     "Post-training INT8 quantization: BN folding, calibration, QDQ with per-channel int8 weights",
+     QuantizePass::Create},
     {"train", "Train or fine-tune on the training split with the Core trainer", TrainPass::Create},
 };
 
@@ -38,6 +45,20 @@ const PassEntry* FindPass(const std::string& name) {
     if (name == e.name) return &e;
   }
   return nullptr;
+}
+
+std::string StageOrderProblem(const std::string& pass, const std::vector<std::string>& earlier) {
+  // After `quantize` the weights are int8 initializers and nothing trains them
+  // (quantization-aware training is not implemented): every pass that changes weights
+  // must come before it. Measuring and BN folding (a no-op by then) may follow.
+  for (const auto& e : earlier) {
+    if (e == "quantize" && pass != "evaluate" && pass != "fold-batchnorm") {
+      return "\"" + pass + "\" cannot follow \"quantize\": the quantized model holds int8 "
+             "weights that no later pass may change (quantization-aware training is not "
+             "supported); move this stage before \"quantize\"";
+    }
+  }
+  return "";
 }
 
 std::vector<std::string> PassNames() {

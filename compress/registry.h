@@ -23,6 +23,10 @@ const std::vector<PassEntry>& PassRegistry();
 const PassEntry* FindPass(const std::string& name);
 std::vector<std::string> PassNames();
 
+// Why `pass` may not run after the passes `earlier` (in recipe order); empty when it may.
+// The ordering rules live here, each with its reason.
+std::string StageOrderProblem(const std::string& pass, const std::vector<std::string>& earlier);
+
 // `mcompress passes`: every pass with its doc and options (type, default, doc).
 std::string DescribePasses();
 

@@ -1,5 +1,6 @@
 // `mcompress export` and `mcompress verify` end to end: a verified export, formats
-// that are not supported yet, and one-line errors for bad files.
+// that are not supported yet, and one-line errors for bad files. (QDQ exports of
+// quantized models: tests/quantization/quantize_test.cpp.)
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -68,7 +69,7 @@ TEST_F(CliExport, ExportThenVerify) {
 }
 
 TEST_F(CliExport, FormatsNotSupportedYetAndBadFormat) {
-  for (const char* format : {"onnx-qdq", "torchscript", "torchscript-int8"}) {
+  for (const char* format : {"torchscript", "torchscript-int8"}) {
     Result r = RunCli(std::string("export zoo:lenet5 --format ") + format + " -o " + Path("m"));
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_EQ(Lines(r.output), 1) << r.output;
@@ -78,6 +79,12 @@ TEST_F(CliExport, FormatsNotSupportedYetAndBadFormat) {
     EXPECT_FALSE(fs::exists(Path("m")));
   }
   EXPECT_EQ(RunCli("export zoo:lenet5 --format tflite -o " + Path("m")).code, 2);
+  // A float model has nothing to write as QDQ: a usage error that says what to do.
+  Result q = RunCli("export zoo:lenet5 --format onnx-qdq -o " + Path("m"));
+  EXPECT_EQ(q.code, 2) << q.output;
+  EXPECT_EQ(Lines(q.output), 1) << q.output;
+  EXPECT_TRUE(Has(q.output, "has no QuantizeLinear/DequantizeLinear nodes")) << q.output;
+  EXPECT_FALSE(fs::exists(Path("m")));
 }
 
 TEST_F(CliExport, VerifyBadFileIsOneLineExitOne) {

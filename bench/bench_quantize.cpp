@@ -1,0 +1,70 @@
+// Quantizes a model for the latency benchmarks when no recipe fits its input (e.g. an
+// imported torchvision resnet18 at 3x224x224): calibrates `quantize` (default options)
+// on seeded standard-normal inputs of the model's shape, writes fp32.onnx and int8.onnx
+// (QDQ) into OUTDIR, and checks int8.onnx in ONNX Runtime under the INT8 rule.
+// Usage: bench_quantize MODEL OUTDIR [--input-shape 1,3,224,224] [--samples 64]
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "compress/error.h"
+#include "compress/model_source.h"
+#include "compress/onnx_io.h"
+#include "compress/registry.h"
+#include "compress/runtime_config.h"
+#include "compress/verify.h"
+
+int main(int argc, char** argv) {
+  CLI::App app("Quantize a model on synthetic calibration data and write FP32 + QDQ ONNX");
+  std::string model, out, shape;
+  int64_t samples = 64;
+  app.add_option("model", model, "zoo:<name>, .onnx or .pt")->required();
+  app.add_option("outdir", out, "output folder")->required();
+  app.add_option("--input-shape", shape, "input shape for .pt models, e.g. 1,3,224,224");
+  app.add_option("--samples", samples, "calibration samples")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    compress::ConfigureThreads(0);
+    compress::ModelLoadOptions lo;
+    if (!shape.empty()) lo.input_shapes = {compress::ParseShape(shape)};
+    compress::Graph g = compress::LoadModel(model, lo);
+    std::filesystem::create_directories(out);
+    compress::SaveOnnx(g, out + "/fp32.onnx");
+
+    std::vector<int64_t> dims = *g.inputs.at(0).shape;
+    dims[0] = samples;
+    torch::manual_seed(0);
+    compress::DatasetSplits data;
+    data.train.inputs = torch::randn(dims);
+    data.train.targets = torch::zeros({samples}, torch::kLong);
+    compress::PassContext ctx;
+    ctx.data = &data;
+    ctx.calibration_samples = samples;
+    ctx.batch_size = 16;
+    std::vector<compress::Problem> problems;
+    compress::OptionReader reader(nlohmann::json::object(), "quantize", &problems);
+    auto pass = compress::FindPass("quantize")->create(reader);
+    const auto t0 = std::chrono::steady_clock::now();
+    const compress::PassResult r = pass->Run(g, ctx);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("quantize: %g layers int8, %g activations, output rel error %.4f, %.1f s\n",
+                r.stats.at("layers_quantized"), r.stats.at("activations_quantized"),
+                r.stats.at("output_rel_error"), secs);
+    for (const auto& s : r.skipped) std::printf("  skipped %s: %s\n", s.layer.c_str(), s.reason.c_str());
+    compress::VerifyTolerance tol;
+    tol.mode = compress::VerifyTolerance::Mode::kInt8;
+    const auto v = compress::ExportOnnxVerified(g, out + "/int8.onnx", {}, 8, 1, tol);
+    std::cout << compress::VerifySummary(v);
+    std::printf("wrote %s/fp32.onnx (%lld bytes) and %s/int8.onnx (%lld bytes)\n", out.c_str(),
+                static_cast<long long>(std::filesystem::file_size(out + "/fp32.onnx")), out.c_str(),
+                static_cast<long long>(std::filesystem::file_size(out + "/int8.onnx")));
+  } catch (const compress::Error& e) {
+    std::fprintf(stderr, "bench_quantize: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,74 @@
+// QDQ form of a quantized graph, the layout ONNX Runtime and TensorRT fuse into integer
+// kernels (ONNX Runtime docs, "Quantize ONNX models": QDQ format; the QLinearConv /
+// QGemm / QLinearAdd fusions match DequantizeLinear -> op -> QuantizeLinear):
+//   - each quantized activation value v gets QuantizeLinear -> DequantizeLinear right
+//     after its producer (per-tensor scale and zero point, uint8 or int8); every
+//     consumer reads the dequantized value;
+//   - a quantized layer's weight is held as an int8 initializer (same name) read through
+//     DequantizeLinear with per-channel scales (axis 0 for Conv and Gemm transB=1, the
+//     output-column axis otherwise) and zero point 0;
+//   - its bias is an int32 initializer (same name) read through DequantizeLinear with
+//     scale input_scale * weight_scale and zero point 0;
+//   - a layer's output is quantized after the Relu/Clip that follows it (so the runtime
+//     fuses the activation), except graph outputs, which stay float.
+// Our executor runs this graph as written: that is the fake-quant reference every
+// integer runtime is compared with.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compress/graph.h"
+#include "compress/report.h"
+#include "pruning/layer_select.h"
+#include "quantization/quant_math.h"
+
+namespace compress {
+
+// One activation value to quantize. `share` names an earlier planned value whose
+// parameters it reuses (outputs of MaxPool, Flatten, Reshape, Transpose, Squeeze,
+// Unsqueeze: order-preserving ops whose output range is the input's), else empty and
+// the value is calibrated itself.
+struct PlannedActivation {
+  std::string value;
+  std::string share;
+};
+
+struct QdqPlan {
+  std::vector<WeightedLayer> layers;           // layers whose weights are quantized
+  std::vector<PlannedActivation> activations;  // in node order
+  std::vector<SkippedLayer> skipped;           // weighted layers left in float, with why
+};
+
+// Decides, from structure only, which layers and values are quantized. Layers are
+// Conv, Gemm (transA=0, alpha=beta=1) and MatMul with a floating-point weight
+// initializer, filtered by `filter`; Add of two quantized values and Global/Average
+// pools of a quantized value quantize their outputs too, so residual blocks stay in
+// integers. Values that are graph outputs are never quantized.
+QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter);
+
+struct QdqOptions {
+  at::ScalarType activation_type = at::kByte;  // kByte (uint8) or kChar (int8)
+  bool per_channel = true;                     // weights: per output channel or per tensor
+};
+
+// Rewrites `graph` into QDQ form following `plan`, with `params` holding the calibrated
+// parameters of every planned value whose `share` is empty. Pruning masks are applied
+// and dropped (zeros stay exact: the weight zero point is 0). Returns the number of
+// Q/DQ nodes inserted. Throws compress::Error(kInternal) when a planned value has no
+// parameters, kNumeric when a bias cannot be represented.
+int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
+                 const std::map<std::string, AffineParams>& params, const QdqOptions& options);
+
+// Whether the graph holds any QuantizeLinear or DequantizeLinear node.
+bool HasQuantization(const Graph& graph);
+
+// The float equivalent of a QDQ graph: weights and biases read through
+// DequantizeLinear become float initializers holding the dequantized values (so the
+// model keeps the rounding it was quantized with), and activation Q->DQ pairs are
+// removed. Throws compress::Error(kUnsupported) naming a QuantizeLinear whose output is
+// read by something other than DequantizeLinear.
+void StripQuantization(Graph& graph);
+
+}  // namespace compress
