@@ -449,6 +449,16 @@ struct Int8Layer {
   int64_t out_zp = 0;
 };
 
+// Ops between two real QuantizeLinear nodes that LibTorch runs on quantized tensors
+// as they are: DQ(q) -> MaxPool/Flatten/Reshape/Relu... -> Q.
+struct QuantizedChain {
+  int source_q = -1;     // the real QuantizeLinear whose tensor enters the chain
+  std::vector<int> ops;  // the passthrough nodes, in order
+  bool requantize = false;
+  double scale = 0;      // the end QuantizeLinear's parameters
+  int64_t zp = 0;
+};
+
 class Exporter {
  public:
   Exporter(const Graph& graph, const TorchScriptExportOptions& options)
@@ -487,6 +497,8 @@ class Exporter {
   std::string MatchInt8(int index, Int8Layer* layer);
   std::string PackLayer(const Int8Layer& layer);
   std::string QuantizedOf(int q_node);
+  void PlanChains();
+  bool Passthrough(const Node& node) const;
 
   const Graph& graph_;
   const TorchScriptExportOptions& options_;
@@ -505,6 +517,7 @@ class Exporter {
   std::map<int, std::string> quantized_var_;       // real Q node -> its quantized tensor
   std::map<int, std::string> packed_attr_;         // INT8 layer node -> packed weights
   std::set<int> absorbed_dq_;                      // DQ nodes only INT8 layers read
+  std::map<int, QuantizedChain> chain_at_q_;       // end Q node -> its chain
   jit::Module packer_{c10::QualifiedName("__torch__.mcompress.Packer")};
   bool packer_ready_ = false;
 };
@@ -1235,6 +1248,65 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
       if (all_int8) absorbed_dq_.insert(d);
     }
   }
+  PlanChains();
+}
+
+// Ops that give the same values on a quantized tensor (max and reshapes commute with
+// the monotonic dequantization), with the attributes LibTorch's quantized kernels take.
+bool Exporter::Passthrough(const Node& node) const {
+  if (node.op_type == "Relu" || node.op_type == "Flatten") return true;
+  if (node.op_type == "Reshape") return Static(node.inputs[1]).has_value();
+  if (node.op_type != "MaxPool" || node.outputs.size() > 1) return false;
+  const std::vector<int64_t> kernel = node.GetInts("kernel_shape");
+  if (kernel.size() != 2) return false;
+  const StaticWindow w = WindowOf(node, 2);
+  return w.auto_pad != 1 && w.auto_pad != 2 && w.Symmetric(kernel, true);
+}
+
+// Finds DQ(real Q) -> passthrough ops -> real Q chains whose intermediate values have
+// no other reader: the end Q's tensor is computed from the source Q's tensor without
+// leaving the quantized domain (re-quantized only when the parameters differ).
+void Exporter::PlanChains() {
+  const Graph& g = graph_;
+  for (int q : std::set<int>(real_q_)) {
+    for (int d : g.ConsumerIndices(g.nodes[q].outputs[0])) {
+      const Node& dq = g.nodes[d];
+      if (dq.op_type != "DequantizeLinear" || absorbed_dq_.count(d)) continue;
+      Tensor qs, qz, ds, dz;
+      if (!PerTensorParams(g, g.nodes[q], &qs, &qz).empty() ||
+          !PerTensorParams(g, dq, &ds, &dz).empty() || !SameTensor(qs, ds) || !SameTensor(qz, dz)) {
+        continue;
+      }
+      QuantizedChain chain;
+      chain.source_q = q;
+      std::string value = dq.outputs[0];
+      int end = -1;
+      while (true) {
+        std::vector<int> readers = g.ConsumerIndices(value);
+        if (readers.size() != 1 || IsGraphOutput(g, value)) break;
+        const Node& next = g.nodes[readers[0]];
+        if (next.inputs[0] != value) break;
+        if (next.op_type == "QuantizeLinear") {
+          if (real_q_.count(readers[0]) && !layer_at_q_out_.count(readers[0]) && !chain.ops.empty()) {
+            end = readers[0];
+          }
+          break;
+        }
+        if (!Passthrough(next)) break;
+        chain.ops.push_back(readers[0]);
+        value = next.outputs[0];
+      }
+      if (end < 0 || chain_at_q_.count(end)) continue;
+      Tensor es, ez;
+      PerTensorParams(g, g.nodes[end], &es, &ez);
+      chain.scale = es.to(torch::kCPU).item<float>();
+      chain.zp = ez.to(torch::kCPU).item<int64_t>();
+      chain.requantize = !SameTensor(es, qs) || !SameTensor(ez, qz);
+      skipped_.insert(d);
+      skipped_.insert(chain.ops.begin(), chain.ops.end());
+      chain_at_q_[end] = chain;
+    }
+  }
 }
 
 jit::Module Exporter::Run(TorchScriptExportResult* result) {
@@ -1291,8 +1363,11 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
                             [&](const std::string& o) { return needed.count(o) != 0; });
       if (!live[i]) continue;
       auto layer = layer_at_q_out_.find(i);
+      auto chain = chain_at_q_.find(i);
       if (layer != layer_at_q_out_.end()) {
         needed.insert(g.nodes[layer->second.q_in].outputs[0]);  // its quantized tensor
+      } else if (chain != chain_at_q_.end()) {
+        needed.insert(g.nodes[chain->second.source_q].outputs[0]);
       } else {
         needed.insert(node.inputs.begin(), node.inputs.end());
       }
@@ -1317,6 +1392,34 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
                                 : (l.relu >= 0 ? "quantized.linear_relu" : "quantized.linear");
         Emit(qy + " = " + call + "(" + qx + ", self." + packed_attr_.at(l.node) + ", " +
              FloatLit(l.out_scale) + ", " + IntLit(l.out_zp) + ")");
+      } else if (auto chain = chain_at_q_.find(i); chain != chain_at_q_.end()) {
+        const QuantizedChain& c = chain->second;
+        std::string t = QuantizedOf(c.source_q);
+        for (int k : c.ops) {
+          const Node& op = g.nodes[k];
+          const std::string next = FreshIdent(op.outputs[0] + "_q", "q", local_names_);
+          if (op.op_type == "Relu") {
+            Emit(next + " = torch.relu(" + t + ")");
+          } else if (op.op_type == "Flatten") {
+            Emit(next + " = " + Use("_mc_flatten") + "(" + t + ", " + IntLit(op.GetInt("axis", 1)) + ")");
+          } else if (op.op_type == "Reshape") {
+            Emit(next + " = " + Use("_mc_reshape") + "(" + t + ", " + IntsArg(op, 1) + ", " +
+                 BoolLit(op.GetInt("allowzero", 0) != 0) + ")");
+          } else {  // MaxPool
+            const StaticWindow w = WindowOf(op, 2);
+            Emit(next + " = torch.max_pool2d(" + t + ", " + IntsLit(op.GetInts("kernel_shape")) + ", " +
+                 IntsLit(w.strides) + ", " + IntsLit(w.begin) + ", " + IntsLit(w.dilations) + ", " +
+                 BoolLit(op.GetInt("ceil_mode", 0) != 0) + ")");
+          }
+          t = next;
+        }
+        if (c.requantize) {
+          const std::string next = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
+          Emit(next + " = torch.quantize_per_tensor(torch.dequantize(" + t + "), " + FloatLit(c.scale) +
+               ", " + IntLit(c.zp) + ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
+          t = next;
+        }
+        quantized_var_[i] = t;
       } else {
         Tensor s, z;
         PerTensorParams(g, node, &s, &z);

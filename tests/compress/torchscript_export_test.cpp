@@ -450,6 +450,19 @@ TEST(TorchScriptExport, RealInt8RunsQuantizedKernelsWithinInt8Tolerance) {
     EXPECT_TRUE(in_memory.hasattr("fc_packed"));
     EXPECT_FALSE(in_memory.hasattr("conv1_weight_q"));
     EXPECT_FALSE(in_memory.hasattr("fc_bias_q"));
+    // Quantized from the input to the logits: pool and flatten run on the quantized
+    // tensor (no float detour), uint8 values are read once, for the output's DQ.
+    const std::string ir = in_memory.get_method("forward").graph()->toString();
+    auto count = [&](const std::string& what) {
+      int n = 0;
+      for (size_t at = ir.find(what); at != std::string::npos; at = ir.find(what, at + 1)) ++n;
+      return n;
+    };
+    EXPECT_EQ(count("aten::quantize_per_tensor"), 1) << ir;
+    EXPECT_EQ(count("quantized::conv2d_relu"), 1) << ir;
+    EXPECT_EQ(count("quantized::linear"), 1) << ir;
+    EXPECT_EQ(count("aten::int_repr"), 1) << ir;
+    EXPECT_EQ(count("aten::convolution"), 0) << ir;
   }
   // The loader selects the engine the weights were packed for.
   const at::QEngine previous = at::globalContext().qEngine();
