@@ -345,6 +345,12 @@ def _mc_along(self, p: Tensor, axis: int, x: Tensor) -> Tensor:
     shape[axis] = p.numel()
     return p.reshape(shape)
 )"},
+      {"_mc_qparam", {"_mc_along"}, R"(
+def _mc_qparam(self, p: Tensor, scale: Tensor, axis: int, x: Tensor) -> Tensor:
+    if scale.dim() == 1 and scale.numel() > 1:
+        return self._mc_along(p, axis, x)
+    return p
+)"},
   };
   return kHelpers;
 }
@@ -423,7 +429,7 @@ std::string FreshIdent(const std::string& name, const std::string& fallback,
   return candidate;
 }
 
-// The first line of an exception message without LibTorch's backtrace.
+// An exception's message without LibTorch's C++ backtrace.
 std::string WhatOf(const std::exception& e) {
   if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
   return e.what();
@@ -979,13 +985,14 @@ void Exporter::EmitGemm(const Node& node) {
 }
 
 // A Q/DQ parameter broadcast along `axis` of x when the scale is 1-D with several
-// entries (ops.cpp's QParams), decided at export when the scale is static.
+// entries (ops.cpp's QParams): decided at export when the scale is static, else at
+// run time.
 std::string Exporter::PerAxis(const Node& node, const std::string& param, const std::string& x) {
   std::optional<Tensor> scale = Static(node.inputs[1]);
   const std::string axis = IntLit(node.GetInt("axis", 1));
   if (scale && !(scale->dim() == 1 && scale->numel() > 1)) return param;
   if (scale) return Use("_mc_along") + "(" + param + ", " + axis + ", " + x + ")";
-  Unsupported(node, "a run-time scale (scale must be an initializer or Constant)");
+  return Use("_mc_qparam") + "(" + param + ", " + Ref(node.inputs[1]) + ", " + axis + ", " + x + ")";
 }
 
 void Exporter::EmitQuantize(const Node& node) {

@@ -19,6 +19,7 @@ struct TorchScriptExportOptions {
   // weight), DequantizeLinear(int32 bias)) -> [Relu] -> QuantizeLinear pattern with
   // uint8 activations becomes quantized::conv2d[_relu] / quantized::linear[_relu] on
   // weights packed once at export; consecutive INT8 layers pass quantized tensors.
+  // MaxPool/Flatten/Reshape/Relu between two such layers run on the quantized tensor.
   // Everything else stays fake-quant (float math, bit-exact with the Executor).
   bool real_int8 = false;
   // Quantized engine used to pack the weights: "onednn" or "qnnpack". Packed weights

@@ -420,6 +420,21 @@ TEST(TorchScriptExport, FakeQuantQdqGraphMatchesExecutor) {
     std::printf("fake-quant %-5s max |diff| / scale = %.2e\n", DtypeName(act).c_str(), rel);
     EXPECT_LE(rel, kRelTol);
   }
+  {
+    // Per-channel parameters computed at run time (not initializers): the broadcast
+    // along `axis` is decided by the module.
+    GraphBuilder b("runtime_qparams", 0);
+    const std::string x = b.Input("input", {kDynamicDim, 3, 4});
+    b.Constant("scale", torch::tensor({0.05f, 0.1f, 0.2f}));
+    b.Constant("zero_point", torch::tensor({0, -3, 5}, torch::kChar));
+    const std::string s = b.Op1("Identity", {"scale"}, {}, "scale_id");
+    const std::string z = b.Op1("Identity", {"zero_point"}, {}, "zp_id");
+    const std::string q = b.Op1("QuantizeLinear", {x, s, z}, {{"axis", int64_t{1}}}, "q");
+    b.Output(b.Op1("DequantizeLinear", {q, s, z}, {{"axis", int64_t{1}}}, "dq"));
+    const double rel = SaveLoadCompare(b.Build(), dir / "runtime_qparams.pt");
+    std::printf("fake-quant run-time per-channel parameters max |diff| / scale = %.2e\n", rel);
+    EXPECT_LE(rel, kRelTol);
+  }
   // Quantized values keep their dtypes in the module.
   torch::jit::Module m = GraphToTorchScript(QdqConvnet(at::kByte, 0, nullptr));
   EXPECT_EQ(m.attr("conv1_weight_q").toTensor().scalar_type(), at::kChar);
