@@ -465,6 +465,14 @@ struct QuantizedChain {
   int64_t zp = 0;
 };
 
+// An Add of two quantized tensors run by quantized::add[_relu]: DQ(qa) + DQ(qb) ->
+// [Relu] -> Q, with qa and qb real QuantizeLinear nodes.
+struct QuantizedAdd {
+  int node = -1, relu = -1, qa = -1, qb = -1, q_out = -1;
+  double scale = 0;
+  int64_t zp = 0;
+};
+
 class Exporter {
  public:
   Exporter(const Graph& graph, const TorchScriptExportOptions& options)
@@ -504,6 +512,8 @@ class Exporter {
   std::string PackLayer(const Int8Layer& layer);
   std::string QuantizedOf(int q_node);
   void PlanChains();
+  void PlanAdds(TorchScriptExportResult* result);
+  int RealSource(const std::string& value) const;
   bool Passthrough(const Node& node) const;
 
   const Graph& graph_;
@@ -524,6 +534,7 @@ class Exporter {
   std::map<int, std::string> packed_attr_;         // INT8 layer node -> packed weights
   std::set<int> absorbed_dq_;                      // DQ nodes only INT8 layers read
   std::map<int, QuantizedChain> chain_at_q_;       // end Q node -> its chain
+  std::map<int, QuantizedAdd> add_at_q_out_;       // q_out node -> quantized Add
   jit::Module packer_{c10::QualifiedName("__torch__.mcompress.Packer")};
   bool packer_ready_ = false;
 };
@@ -1237,25 +1248,84 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
     real_q_.insert(layer.q_in);
     real_q_.insert(layer.q_out);
   }
-  // DequantizeLinear nodes whose only readers are INT8 layers (as their activation)
-  // are not computed at all.
-  std::set<int> int8_nodes;
-  for (const auto& [q, layer] : layer_at_q_out_) int8_nodes.insert(layer.node);
+  PlanAdds(result);
+  std::map<std::string, size_t> position;
+  for (size_t i = 0; i < g.nodes.size(); ++i) position[g.nodes[i].name] = i;
+  std::sort(result->int8_layers.begin(), result->int8_layers.end(),
+            [&](const std::string& a, const std::string& b) { return position[a] < position[b]; });
+  // DequantizeLinear nodes whose only readers are INT8 nodes, reading them where they
+  // take a quantized tensor (a layer's activation, an Add's operands), are not
+  // computed at all.
+  std::map<int, size_t> quantized_operands;  // INT8 node -> how many leading inputs
+  for (const auto& [q, layer] : layer_at_q_out_) quantized_operands[layer.node] = 1;
+  for (const auto& [q, add] : add_at_q_out_) quantized_operands[add.node] = 2;
   for (int q : real_q_) {
     for (int d : g.ConsumerIndices(g.nodes[q].outputs[0])) {
       const Node& dq = g.nodes[d];
       if (dq.op_type != "DequantizeLinear" || IsGraphOutput(g, dq.outputs[0])) continue;
       bool all_int8 = true;
       for (int c : g.ConsumerIndices(dq.outputs[0])) {
-        if (!int8_nodes.count(c) || g.nodes[c].inputs[0] != dq.outputs[0]) all_int8 = false;
-        for (size_t k = 1; k < g.nodes[c].inputs.size(); ++k) {
-          if (g.nodes[c].inputs[k] == dq.outputs[0]) all_int8 = false;
+        auto it = quantized_operands.find(c);
+        for (size_t k = 0; k < g.nodes[c].inputs.size(); ++k) {
+          if (g.nodes[c].inputs[k] != dq.outputs[0]) continue;
+          if (it == quantized_operands.end() || k >= it->second) all_int8 = false;
         }
       }
       if (all_int8) absorbed_dq_.insert(d);
     }
   }
   PlanChains();
+}
+
+// The real QuantizeLinear whose tensor `value` dequantizes (same per-tensor
+// parameters), or -1.
+int Exporter::RealSource(const std::string& value) const {
+  const Node* dq = ProducerOf(graph_, value, "DequantizeLinear");
+  if (!dq) return -1;
+  int q = -1;
+  if (!ProducerOf(graph_, dq->inputs[0], "QuantizeLinear", &q) || !real_q_.count(q)) return -1;
+  Tensor qs, qz, ds, dz;
+  if (!PerTensorParams(graph_, graph_.nodes[q], &qs, &qz).empty() ||
+      !PerTensorParams(graph_, *dq, &ds, &dz).empty() || !SameTensor(qs, ds) || !SameTensor(qz, dz)) {
+    return -1;
+  }
+  return q;
+}
+
+// Adds whose operands are both quantized tensors already (outputs of INT8 layers or
+// of earlier quantized Adds, or quantized inputs of them), in graph order so residual
+// blocks chain.
+void Exporter::PlanAdds(TorchScriptExportResult* result) {
+  const Graph& g = graph_;
+  auto only_reader = [&](const std::string& value) -> int {
+    std::vector<int> c = g.ConsumerIndices(value);
+    return c.size() == 1 && !IsGraphOutput(g, value) ? c[0] : -1;
+  };
+  for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
+    const Node& node = g.nodes[i];
+    if (node.op_type != "Add") continue;
+    QuantizedAdd add;
+    add.node = i;
+    add.qa = RealSource(node.inputs[0]);
+    add.qb = RealSource(node.inputs[1]);
+    if (add.qa < 0 || add.qb < 0) continue;
+    int next = only_reader(node.outputs[0]);
+    if (next >= 0 && g.nodes[next].op_type == "Relu") {
+      add.relu = next;
+      next = only_reader(g.nodes[next].outputs[0]);
+    }
+    if (next < 0 || g.nodes[next].op_type != "QuantizeLinear" || real_q_.count(next)) continue;
+    Tensor s, z;
+    if (!PerTensorParams(g, g.nodes[next], &s, &z).empty() || z.scalar_type() != at::kByte) continue;
+    add.q_out = next;
+    add.scale = s.to(torch::kCPU).item<float>();
+    add.zp = z.to(torch::kCPU).item<int64_t>();
+    add_at_q_out_[next] = add;
+    skipped_.insert(i);
+    if (add.relu >= 0) skipped_.insert(add.relu);
+    real_q_.insert(next);
+    result->int8_layers.push_back(node.name);
+  }
 }
 
 // Ops that give the same values on a quantized tensor (max and reshapes commute with
@@ -1375,6 +1445,9 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
         needed.insert(g.nodes[layer->second.q_in].outputs[0]);  // its quantized tensor
       } else if (chain != chain_at_q_.end()) {
         needed.insert(g.nodes[chain->second.source_q].outputs[0]);
+      } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
+        needed.insert(g.nodes[add->second.qa].outputs[0]);
+        needed.insert(g.nodes[add->second.qb].outputs[0]);
       } else {
         needed.insert(node.inputs.begin(), node.inputs.end());
       }
@@ -1399,6 +1472,13 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
                                 : (l.relu >= 0 ? "quantized.linear_relu" : "quantized.linear");
         Emit(qy + " = " + call + "(" + qx + ", self." + packed_attr_.at(l.node) + ", " +
              FloatLit(l.out_scale) + ", " + IntLit(l.out_zp) + ")");
+      } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
+        const QuantizedAdd& a = add->second;
+        const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
+        quantized_var_[i] = qy;
+        Emit(qy + " = " + (a.relu >= 0 ? "quantized.add_relu(" : "quantized.add(") +
+             QuantizedOf(a.qa) + ", " + QuantizedOf(a.qb) + ", " + FloatLit(a.scale) + ", " +
+             IntLit(a.zp) + ")");
       } else if (auto chain = chain_at_q_.find(i); chain != chain_at_q_.end()) {
         const QuantizedChain& c = chain->second;
         std::string t = QuantizedOf(c.source_q);

@@ -31,7 +31,8 @@ struct TorchScriptExportOptions {
 };
 
 struct TorchScriptExportResult {
-  // Layers (node names) that run with real INT8 kernels, in graph order.
+  // Nodes that run with real INT8 kernels, in graph order: Conv/Gemm layers, and Adds
+  // of two quantized tensors (DQ(a) + DQ(b) -> [Relu] -> Q: quantized::add[_relu]).
   std::vector<std::string> int8_layers;
   // {layer, reason}: quantized layers (a weight read through DequantizeLinear) kept as
   // fake-quant, in graph order. Always empty without real_int8. Callers print these.

@@ -506,6 +506,76 @@ TEST(TorchScriptExport, RealInt8RunsQuantizedKernelsWithinInt8Tolerance) {
   fs::remove_all(dir);
 }
 
+// A residual block in QDQ form: relu(conv2(relu(conv1(x))) + x), uint8 activations.
+Graph QdqResidual() {
+  GraphBuilder fb("residual_fp32", 4);
+  {
+    const std::string x = fb.Input("input", {kDynamicDim, 8, 8, 8});
+    std::string y = fb.Op1("Relu", {fb.Conv(x, 8, 8, 3, 1, 1, 1, true, "conv1")}, {}, "relu1");
+    y = fb.Conv(y, 8, 8, 3, 1, 1, 1, true, "conv2");
+    fb.Output("out", fb.Op1("Relu", {fb.Op1("Add", {y, x}, {}, "add")}, {}, "relu2"));
+  }
+  const Graph fg = fb.Build();
+  std::map<std::string, Tensor> seen;
+  {
+    Executor exec(fg);
+    exec.SetObserver({"input", "relu1", "conv2", "out"},
+                     [&](const std::string& v, const Tensor& t) { seen[v] = t.detach().clone(); });
+    torch::NoGradGuard no_grad;
+    exec.Run(RandomInputs(fg, 64, 5));
+  }
+  GraphBuilder b("residual_qdq", 4);
+  auto qdq = [&](const std::string& stat, const std::string& value) {
+    const ActQuant q = Calibrate(seen.at(stat), at::kByte);
+    const std::string s = b.Constant(stat + ".scale", torch::scalar_tensor(q.scale, torch::kFloat));
+    const std::string z = b.Constant(stat + ".zero_point", torch::scalar_tensor(q.zp, torch::kByte));
+    const std::string qv = b.Op1("QuantizeLinear", {value, s, z}, {}, stat + ".quantize");
+    return std::make_pair(b.Op1("DequantizeLinear", {qv, s, z}, {}, stat + ".dequantize"), q.scale);
+  };
+  auto conv = [&](const std::string& layer, const std::string& x, float x_scale) {
+    auto [wq, ws] = QuantizeWeight(fg.Weight(layer + ".weight"));
+    b.Constant(layer + ".wq", wq);
+    b.Constant(layer + ".ws", ws);
+    const std::string w = b.Op1("DequantizeLinear", {layer + ".wq", layer + ".ws"}, {{"axis", int64_t{0}}}, layer + ".wdq");
+    Tensor bs = ws * x_scale;
+    b.Constant(layer + ".bq", torch::round(fg.Weight(layer + ".bias") / bs).to(torch::kInt));
+    b.Constant(layer + ".bs", bs);
+    const std::string bias = b.Op1("DequantizeLinear", {layer + ".bq", layer + ".bs"}, {{"axis", int64_t{0}}}, layer + ".bdq");
+    return b.Op1("Conv", {x, w, bias}, {{"kernel_shape", Ints{3, 3}}, {"pads", Ints{1, 1, 1, 1}}}, layer);
+  };
+  const std::string x = b.Input("input", {kDynamicDim, 8, 8, 8});
+  auto [x0, s0] = qdq("input", x);
+  auto [x1, s1] = qdq("relu1", b.Op1("Relu", {conv("conv1", x0, s0)}, {}, "relu1"));
+  auto [x2, s2] = qdq("conv2", conv("conv2", x1, s1));
+  auto [y, sy] = qdq("out", b.Op1("Relu", {b.Op1("Add", {x2, x0}, {}, "add")}, {}, "relu2"));
+  b.Output("out", y);
+  return b.Build();
+}
+
+TEST(TorchScriptExport, RealInt8ResidualAddRunsQuantized) {
+  const Graph g = QdqResidual();
+  TorchScriptExportOptions options;
+  options.real_int8 = true;
+  TorchScriptExportResult result;
+  torch::jit::Module m = GraphToTorchScript(g, options, &result);
+  EXPECT_EQ(result.int8_layers, (std::vector<std::string>{"conv1", "conv2", "add"}));
+  EXPECT_TRUE(result.fallback_layers.empty());
+  const std::string ir = m.get_method("forward").graph()->toString();
+  EXPECT_NE(ir.find("quantized::add_relu"), std::string::npos) << ir;
+  EXPECT_EQ(ir.find("aten::add("), std::string::npos) << ir;
+  for (int64_t batch : {1, 16}) {
+    const std::vector<Tensor> inputs = RandomInputs(g, batch, 40 + batch);
+    const OutputCheck check = CompareOutput("out", RunExecutor(g, inputs)[0], RunModule(m, inputs)[0], Int8Tolerance());
+    std::printf("real int8 residual batch %-2lld max |diff| %.3g (step %.3g), within one step %.4f\n",
+                static_cast<long long>(batch), check.max_abs_diff, check.tolerance, check.within_step);
+    EXPECT_TRUE(check.passed) << check.failure;
+  }
+  // Fake-quant export of the same graph stays bit-exact.
+  torch::jit::Module fake = GraphToTorchScript(g);
+  const std::vector<Tensor> inputs = RandomInputs(g, 3, 8);
+  EXPECT_LE(RelDiff(RunModule(fake, inputs)[0], RunExecutor(g, inputs)[0]), kRelTol);
+}
+
 TEST(TorchScriptExport, RealInt8FallsBackWithReasons) {
   TorchScriptExportOptions options;
   options.real_int8 = true;
