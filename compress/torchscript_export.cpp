@@ -447,6 +447,7 @@ bool SameTensor(const Tensor& a, const Tensor& b) {
 struct Int8Layer {
   int node = -1;     // the Conv/Gemm
   int relu = -1;     // fused Relu, or -1
+  int bias_add = -1; // MatMul only: the Add of its bias, or -1
   int q_in = -1;     // QuantizeLinear whose DequantizeLinear feeds the layer
   int q_out = -1;    // QuantizeLinear of the layer's (or Relu's) output
   Tensor qweight;    // quantized weight (per-channel or per-tensor)
@@ -509,6 +510,7 @@ class Exporter {
   // -- real INT8
   void PlanInt8(TorchScriptExportResult* result);
   std::string MatchInt8(int index, Int8Layer* layer);
+  std::string BiasOf(const std::string& value, Tensor* bias) const;
   std::string PackLayer(const Int8Layer& layer);
   std::string QuantizedOf(int q_node);
   void PlanChains();
@@ -1077,10 +1079,35 @@ std::string PerTensorParams(const Graph& g, const Node& qdq, Tensor* scale, Tens
   return "";
 }
 
+// A static 1-D bias as float: an initializer, or DequantizeLinear of initializers
+// (computed as the DequantizeLinear kernel does). Returns why not, or "".
+std::string Exporter::BiasOf(const std::string& value, Tensor* bias) const {
+  const Graph& g = graph_;
+  if (const Node* dq_b = ProducerOf(g, value, "DequantizeLinear")) {
+    for (size_t i = 0; i < dq_b->inputs.size(); ++i) {
+      if (dq_b->HasInput(i) && !g.IsInitializer(dq_b->inputs[i])) {
+        return "bias quantization parameters are not initializers";
+      }
+    }
+    const Tensor bq = g.Weight(dq_b->inputs[0]).to(torch::kCPU);
+    const Tensor bs = g.Weight(dq_b->inputs[1]).to(torch::kCPU);
+    Tensor bz = dq_b->HasInput(2) ? g.Weight(dq_b->inputs[2]).to(torch::kCPU) : torch::zeros_like(bs);
+    *bias = (bq.to(bs.scalar_type()) - bz.to(bs.scalar_type())) * bs;
+  } else if (g.IsInitializer(value)) {
+    *bias = g.Weight(value).to(torch::kCPU);
+  } else {
+    return "bias is computed at run time";
+  }
+  if (bias->dim() != 1) return "bias is not 1-D";
+  *bias = bias->to(torch::kFloat).contiguous();
+  return "";
+}
+
 std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   const Graph& g = graph_;
   const Node& node = g.nodes[index];
   const bool conv = node.op_type == "Conv";
+  const bool matmul = node.op_type == "MatMul";
   layer->node = index;
   // Weight: DequantizeLinear of an int8 initializer with zero zero points.
   const Node* dq_w = ProducerOf(g, node.inputs[1], "DequantizeLinear");
@@ -1095,10 +1122,15 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   Tensor w_zp = dq_w->HasInput(2) ? g.Weight(dq_w->inputs[2]).to(torch::kCPU) : torch::zeros_like(w_scale, torch::kChar);
   if (w_zp.ne(0).any().item<bool>()) return "weight zero point is not zero (the INT8 kernels need symmetric weights)";
   const bool per_channel = w_scale.dim() == 1 && w_scale.numel() > 1;
+  // Output channels: dim 0 of Conv/Gemm weights, dim 1 of MatMul's [K, N].
+  const int64_t channel_axis = matmul ? 1 : 0;
   if (per_channel) {
-    const int64_t axis = dq_w->GetInt("axis", 1);
-    if (axis != 0 && axis != -wq.dim()) return "weight is quantized along axis " + std::to_string(axis) + ", not 0";
-    if (w_scale.numel() != wq.size(0)) return "weight scale count does not match the output channels";
+    int64_t axis = dq_w->GetInt("axis", 1);
+    if (axis < 0) axis += wq.dim();
+    if (axis != channel_axis) {
+      return "weight is quantized along axis " + std::to_string(axis) + ", not " + std::to_string(channel_axis);
+    }
+    if (w_scale.numel() != wq.size(channel_axis)) return "weight scale count does not match the output channels";
   }
   // Layer attributes the quantized kernels cover.
   if (conv) {
@@ -1107,6 +1139,8 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
     if (w.auto_pad == 1 || w.auto_pad == 2) return "auto_pad SAME";
     std::vector<int64_t> kernel(wq.sizes().begin() + 2, wq.sizes().end());
     if (!w.Symmetric(kernel, false)) return "asymmetric padding";
+  } else if (matmul) {
+    if (wq.dim() != 2) return "weight is not 2-D";
   } else {
     if (node.GetInt("transA", 0) != 0 || node.GetInt("transB", 0) != 1 ||
         node.GetFloat("alpha", 1.0) != 1.0 || node.GetFloat("beta", 1.0) != 1.0) {
@@ -1131,24 +1165,9 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   }
   layer->q_in = q_in;
   // Bias: float, or DequantizeLinear of int32 (per channel or per tensor).
-  if (node.HasInput(2)) {
-    if (const Node* dq_b = ProducerOf(g, node.inputs[2], "DequantizeLinear")) {
-      for (size_t i = 0; i < dq_b->inputs.size(); ++i) {
-        if (dq_b->HasInput(i) && !g.IsInitializer(dq_b->inputs[i])) return "bias quantization parameters are not initializers";
-      }
-      const Tensor bq = g.Weight(dq_b->inputs[0]).to(torch::kCPU);
-      const Tensor bs = g.Weight(dq_b->inputs[1]).to(torch::kCPU);
-      Tensor bz = dq_b->HasInput(2) ? g.Weight(dq_b->inputs[2]).to(torch::kCPU) : torch::zeros_like(bs);
-      if (bq.dim() != 1) return "bias is not 1-D";
-      // As the DequantizeLinear kernel computes it.
-      layer->bias = (bq.to(bs.scalar_type()) - bz.to(bs.scalar_type())) * bs;
-    } else if (g.IsInitializer(node.inputs[2])) {
-      layer->bias = g.Weight(node.inputs[2]).to(torch::kCPU);
-      if (layer->bias.dim() != 1) return "bias is not 1-D";
-    } else {
-      return "bias is computed at run time";
-    }
-    layer->bias = layer->bias.to(torch::kFloat).contiguous();
+  if (node.HasInput(2) && !matmul) {
+    why = BiasOf(node.inputs[2], &layer->bias);
+    if (!why.empty()) return why;
   }
   // Output: [Relu] then QuantizeLinear, nothing else reading the float values.
   auto only_consumer = [&](const std::string& value) -> int {
@@ -1158,6 +1177,17 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   };
   int next = only_consumer(node.outputs[0]);
   if (next < 0) return "output is read by more than a QuantizeLinear";
+  if (matmul && g.nodes[next].op_type == "Add") {
+    // MatMul + bias, as a fully connected layer is often written.
+    const Node& add = g.nodes[next];
+    const std::string other = add.inputs[0] == node.outputs[0] ? add.inputs[1] : add.inputs[0];
+    why = BiasOf(other, &layer->bias);
+    if (!why.empty()) return "MatMul's Add: " + why;
+    if (layer->bias.size(0) != wq.size(1)) return "MatMul's Add is not a bias per output channel";
+    layer->bias_add = next;
+    next = only_consumer(add.outputs[0]);
+    if (next < 0) return "output is read by more than a QuantizeLinear";
+  }
   if (g.nodes[next].op_type == "Relu") {
     layer->relu = next;
     next = only_consumer(g.nodes[next].outputs[0]);
@@ -1171,8 +1201,8 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   layer->q_out = next;
   layer->out_scale = ys.to(torch::kCPU).item<float>();
   layer->out_zp = yz.to(torch::kCPU).item<int64_t>();
-  // The quantized weight.
-  const Tensor w_int8 = wq.to(torch::kCPU).contiguous();
+  // The quantized weight, [out, in...] as the kernels take it.
+  const Tensor w_int8 = (matmul ? wq.t() : wq).to(torch::kCPU).contiguous();
   if (per_channel) {
     layer->qweight = at::_make_per_channel_quantized_tensor(
         w_int8, w_scale.to(torch::kDouble), w_zp.to(torch::kLong), 0);
@@ -1226,8 +1256,7 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
     // Only quantized layers (weight read through DequantizeLinear) are candidates.
     if (!ProducerOf(g, node.inputs[1], "DequantizeLinear")) continue;
     Int8Layer layer;
-    std::string why = node.op_type == "MatMul" ? "MatMul has no INT8 kernel mapping here"
-                                                : MatchInt8(i, &layer);
+    std::string why = MatchInt8(i, &layer);
     if (why.empty()) {
       // Packing is the engine's verdict on what it supports (e.g. some grouped convs).
       try {
@@ -1245,6 +1274,7 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
     layer_at_q_out_[layer.q_out] = layer;
     skipped_.insert(layer.node);
     if (layer.relu >= 0) skipped_.insert(layer.relu);
+    if (layer.bias_add >= 0) skipped_.insert(layer.bias_add);
     real_q_.insert(layer.q_in);
     real_q_.insert(layer.q_out);
   }

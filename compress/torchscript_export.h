@@ -17,8 +17,10 @@ namespace compress {
 struct TorchScriptExportOptions {
   // "torchscript-int8": each DequantizeLinear(x) -> Conv/Gemm(DequantizeLinear(int8
   // weight), DequantizeLinear(int32 bias)) -> [Relu] -> QuantizeLinear pattern with
-  // uint8 activations becomes quantized::conv2d[_relu] / quantized::linear[_relu] on
-  // weights packed once at export; consecutive INT8 layers pass quantized tensors.
+  // uint8 activations and symmetric weights becomes quantized::conv2d[_relu] /
+  // quantized::linear[_relu] on weights packed once at export (MatMul with a [K,N]
+  // weight, optionally followed by an Add of its bias, maps to linear too);
+  // consecutive INT8 layers pass quantized tensors.
   // MaxPool/Flatten/Reshape/Relu between two such layers run on the quantized tensor.
   // Everything else stays fake-quant (float math, bit-exact with the Executor).
   bool real_int8 = false;

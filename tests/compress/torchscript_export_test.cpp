@@ -576,6 +576,56 @@ TEST(TorchScriptExport, RealInt8ResidualAddRunsQuantized) {
   EXPECT_LE(RelDiff(RunModule(fake, inputs)[0], RunExecutor(g, inputs)[0]), kRelTol);
 }
 
+// x -> MatMul(int8 [K,N] weight, per-channel on axis 1) -> Add(int32 bias) -> Relu,
+// in QDQ form, for inputs of rank `rank` (2: [N,16], 3: [N,5,16]).
+Graph QdqMatMul(int rank) {
+  torch::manual_seed(12);
+  const Tensor w = torch::randn({16, 12}) * 0.25;
+  const Tensor bias = torch::randn({12}) * 0.1;
+  const std::vector<int64_t> shape = rank == 2 ? Ints{kDynamicDim, 16} : Ints{kDynamicDim, 5, 16};
+  const float x_scale = 8.0f / 255, y_scale = 6.0f / 255;
+  GraphBuilder b("matmul_qdq", 0);
+  const std::string x = b.Input("input", shape);
+  b.Constant("x.scale", torch::scalar_tensor(x_scale));
+  b.Constant("x.zp", torch::scalar_tensor(128, torch::kByte));
+  const std::string xq = b.Op1("QuantizeLinear", {x, "x.scale", "x.zp"}, {}, "x.q");
+  const std::string xdq = b.Op1("DequantizeLinear", {xq, "x.scale", "x.zp"}, {}, "x.dq");
+  auto [wq_t, ws] = QuantizeWeight(w.t().contiguous());  // per output column
+  b.Constant("w.q", wq_t.t().contiguous());
+  b.Constant("w.scale", ws);
+  const std::string wdq = b.Op1("DequantizeLinear", {"w.q", "w.scale"}, {{"axis", int64_t{1}}}, "w.dq");
+  b.Constant("b.q", torch::round(bias / (ws * x_scale)).to(torch::kInt));
+  b.Constant("b.scale", ws * x_scale);
+  const std::string bdq = b.Op1("DequantizeLinear", {"b.q", "b.scale"}, {{"axis", int64_t{0}}}, "b.dq");
+  std::string y = b.Op1("MatMul", {xdq, wdq}, {}, "matmul");
+  y = b.Op1("Relu", {b.Op1("Add", {y, bdq}, {}, "bias_add")}, {}, "relu");
+  b.Constant("y.scale", torch::scalar_tensor(y_scale));
+  b.Constant("y.zp", torch::scalar_tensor(0, torch::kByte));
+  const std::string yq = b.Op1("QuantizeLinear", {y, "y.scale", "y.zp"}, {}, "y.q");
+  b.Output("out", b.Op1("DequantizeLinear", {yq, "y.scale", "y.zp"}, {}, "y.dq"));
+  return b.Build();
+}
+
+TEST(TorchScriptExport, RealInt8MatMulWithBiasRunsQuantizedLinear) {
+  TorchScriptExportOptions options;
+  options.real_int8 = true;
+  for (int rank : {2, 3}) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    const Graph g = QdqMatMul(rank);
+    TorchScriptExportResult result;
+    torch::jit::Module m = GraphToTorchScript(g, options, &result);
+    EXPECT_EQ(result.int8_layers, std::vector<std::string>{"matmul"});
+    EXPECT_TRUE(result.fallback_layers.empty());
+    const std::string ir = m.get_method("forward").graph()->toString();
+    EXPECT_NE(ir.find("quantized::linear_relu"), std::string::npos) << ir;
+    const std::vector<Tensor> inputs = RandomInputs(g, 6, 2);
+    const OutputCheck check = CompareOutput("out", RunExecutor(g, inputs)[0], RunModule(m, inputs)[0], Int8Tolerance());
+    std::printf("real int8 matmul rank %d max |diff| %.3g (step %.3g), within one step %.4f\n", rank,
+                check.max_abs_diff, check.tolerance, check.within_step);
+    EXPECT_TRUE(check.passed) << check.failure;
+  }
+}
+
 TEST(TorchScriptExport, RealInt8FallsBackWithReasons) {
   TorchScriptExportOptions options;
   options.real_int8 = true;
