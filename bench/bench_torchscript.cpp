@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
       const auto result = compress::SaveTorchScript(qdq, int8_pt, options);
       std::cerr << "int8 layers:";
       for (const auto& l : result.int8_layers) std::cerr << " " << l;
-      std::cerr << "\n";
+      std::cerr << (result.int8_layers.empty() ? " (none: the INT8 file runs as fake-quant)\n" : "\n");
       for (const auto& [layer, why] : result.fallback_layers) {
         std::cerr << "warning: " << layer << " stays fake-quant: " << why << "\n";
       }
