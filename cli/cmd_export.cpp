@@ -1,12 +1,15 @@
-// `mcompress export`: writes a model as ONNX (FP32 or INT8 QDQ) and proves the file in
-// ONNX Runtime before it appears.
+// `mcompress export`: writes a model as ONNX (FP32 or INT8 QDQ) or TorchScript (FP32 /
+// fake-quant, or real INT8) and proves the file in ONNX Runtime or LibTorch before it
+// appears.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "compress/model_source.h"
+#include "compress/executor.h"
 #include "compress/runtime_config.h"
+#include "compress/torchscript_export.h"
 #include "compress/verify.h"
 #include "quantization/qdq.h"
 
@@ -21,11 +24,13 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand(
-      "export", "Write a model as ONNX, verified in ONNX Runtime (written only if it passes)");
+      "export", "Write a model as ONNX or TorchScript, verified in ONNX Runtime / LibTorch "
+                "(written only if it passes)");
   cmd->add_option("model", args->model, "model.onnx or zoo:<name>")->required();
-  cmd->add_option("--format", args->format, "onnx (FP32; a quantized model without its Q/DQ) or onnx-qdq (a "
-                                            "quantized model as INT8 QDQ); torchscript and "
-                                            "torchscript-int8: not supported yet")
+  cmd->add_option("--format", args->format, "onnx (FP32; a quantized model without its Q/DQ), onnx-qdq (a "
+                                            "quantized model as INT8 QDQ), torchscript (the "
+                                            "model as is: FP32 or fake-quant) or "
+                                            "torchscript-int8 (LibTorch INT8 kernels, ONEDNN)")
       ->check(CLI::IsMember({"onnx", "onnx-qdq", "torchscript", "torchscript-int8"}))
       ->capture_default_str();
   cmd->add_option("-o,--out", args->out, "output file")->required();
@@ -37,36 +42,53 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--seed", args->seed, "seed of the random verification inputs")
       ->capture_default_str();
   cmd->callback([args, &global] {
-    if (args->format == "torchscript" || args->format == "torchscript-int8") {
-      throw compress::Error(compress::ErrorKind::kUnsupported,
-                            "export format '" + args->format +
-                                "' is not supported yet; use --format onnx or onnx-qdq");
-    }
     compress::ConfigureThreads(global.threads);
     compress::Graph graph = compress::LoadModel(args->model);
     compress::VerifyTolerance tol;
     const bool quantized = compress::HasQuantization(graph);
-    if (args->format == "onnx-qdq") {
+    const bool int8 = args->format == "onnx-qdq" || args->format == "torchscript-int8";
+    if (int8) {
       if (!quantized) {
         throw compress::Error(compress::ErrorKind::kUsage,
                               args->model + " has no QuantizeLinear/DequantizeLinear nodes; "
-                              "--format onnx-qdq writes a quantized model (run a recipe with a "
-                              "\"quantize\" stage first)");
+                              "--format " + args->format + " writes a quantized model (run a "
+                              "recipe with a \"quantize\" stage first)");
       }
       tol.mode = compress::VerifyTolerance::Mode::kInt8;
-    } else if (quantized) {
+    } else if (quantized && args->format == "onnx") {
       // --format onnx is FP32: the Q/DQ nodes go, weights keep their quantized values.
       compress::StripQuantization(graph);
     }
-    compress::OnnxExportOptions options;
-    options.sparse = !args->no_sparse;
-    const compress::VerifyReport r = compress::ExportOnnxVerified(
-        std::move(graph), args->out, options, args->samples, args->seed, tol);
+    compress::VerifyReport r;
+    if (args->format == "torchscript" || args->format == "torchscript-int8") {
+      if (graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape) {
+        compress::InferShapes(graph);
+      }
+      compress::TorchScriptExportOptions options;
+      options.real_int8 = args->format == "torchscript-int8";
+      compress::TorchScriptExportResult result;
+      r = compress::ExportTorchScriptVerified(graph, args->out, options, args->samples,
+                                              args->seed, tol, &result);
+      if (options.real_int8) {
+        std::printf("INT8 kernels (%s engine): %zu layers", options.qengine.c_str(),
+                    result.int8_layers.size());
+        for (const auto& l : result.int8_layers) std::printf(" %s", l.c_str());
+        std::printf("\n");
+      }
+      for (const auto& [layer, why] : result.fallback_layers) {
+        std::fprintf(stderr, "warning: %s stays fake-quant: %s\n", layer.c_str(), why.c_str());
+      }
+    } else {
+      compress::OnnxExportOptions options;
+      options.sparse = !args->no_sparse;
+      r = compress::ExportOnnxVerified(std::move(graph), args->out, options, args->samples,
+                                       args->seed, tol);
+    }
     std::cout << compress::VerifySummary(r);
-    std::printf("wrote %s (%lld bytes); verified in ONNX Runtime %s on %lld random samples\n",
+    std::printf("wrote %s (%lld bytes); verified in %s on %lld random samples\n",
                 args->out.c_str(),
                 static_cast<long long>(std::filesystem::file_size(args->out)),
-                r.ort_version.c_str(), static_cast<long long>(r.samples));
+                r.runtime.c_str(), static_cast<long long>(r.samples));
   });
 }
 

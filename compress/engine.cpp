@@ -19,6 +19,7 @@
 #include "compress/model_source.h"
 #include "compress/onnx_io.h"
 #include "compress/runtime_config.h"
+#include "compress/torchscript_export.h"
 #include "compress/verify.h"
 #include "quantization/qdq.h"
 
@@ -215,7 +216,8 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     }
   }
 
-  // Step 5: exports, each run in ONNX Runtime and compared with the in-memory graph.
+  // Step 5: exports, each run in its runtime (ONNX Runtime, LibTorch) and compared with
+  // the in-memory graph.
   Graph final_cpu = work.Clone();
   final_cpu.To(c10::Device(c10::kCPU));
   OnnxExportOptions onnx_options;
@@ -231,43 +233,62 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     onnx_options.sparse = ex.sparse;
     // "onnx" is always FP32 (a quantized model is written without its Q/DQ, weights
     // dequantized); "onnx-qdq" is the QDQ graph, compared under the INT8 rule.
+    // "torchscript" is the graph as it is (FP32, or fake-quant for a quantized model:
+    // bit-exact with our executor); "torchscript-int8" runs quantized layers with
+    // LibTorch's INT8 kernels (ONEDNN), the others fake-quant, under the INT8 rule.
+    const bool int8_format = ex.format == "onnx-qdq" || ex.format == "torchscript-int8";
+    const bool torchscript = ex.format == "torchscript" || ex.format == "torchscript-int8";
+    if (int8_format && !quantized) {
+      throw Error(ErrorKind::kRecipe, "export " + ex.path + ": format " + ex.format +
+                                          " needs a quantized model; the model has no "
+                                          "QuantizeLinear/DequantizeLinear (add a \"quantize\" stage)");
+    }
     const Graph* exported = &final_cpu;
-    VerifyTolerance tol;
-    if (ex.format == "onnx-qdq") {
-      if (!quantized) {
-        throw Error(ErrorKind::kRecipe, "export " + ex.path + ": format onnx-qdq needs a quantized "
-                                        "model; the model has no QuantizeLinear/DequantizeLinear "
-                                        "(add a \"quantize\" stage)");
-      }
-      tol.mode = VerifyTolerance::Mode::kInt8;
-    } else if (quantized) {
+    if (ex.format == "onnx" && quantized) {
       if (!float_copy) {
         float_copy = final_cpu.Clone();
         StripQuantization(*float_copy);
       }
       exported = &*float_copy;
     }
-    SaveOnnx(*exported, file.string(), onnx_options);
-    ExportReport er;
-    er.format = ex.format;
-    er.path = ex.path;
-    er.sparse = ex.sparse;
-    er.bytes = static_cast<int64_t>(fs::file_size(file));
+    VerifyTolerance tol;
+    if (int8_format) tol.mode = VerifyTolerance::Mode::kInt8;
     VerifyReport v;
     try {
-      v = VerifyOnnxInOrt(*exported, file.string(), {verify_inputs}, tol);
+      if (torchscript) {
+        TorchScriptExportOptions ts;
+        ts.real_int8 = ex.format == "torchscript-int8";
+        const TorchScriptExportResult r = SaveTorchScript(*exported, file.string(), ts);
+        if (!r.fallback_layers.empty()) {
+          std::string layers;
+          for (const auto& [layer, why] : r.fallback_layers) {
+            layers += (layers.empty() ? "" : "; ") + layer + " (" + why + ")";
+          }
+          log("warning: " + ex.path + ": " + std::to_string(r.fallback_layers.size()) +
+              " quantized layers stay fake-quant in TorchScript: " + layers);
+        }
+        v = VerifyTorchScriptFile(*exported, file.string(), {verify_inputs}, tol, ts.qengine);
+      } else {
+        SaveOnnx(*exported, file.string(), onnx_options);
+        v = VerifyOnnxInOrt(*exported, file.string(), {verify_inputs}, tol);
+      }
     } catch (const Error& e) {
       throw Error(e.kind(), "export " + ex.path + ": " + e.what());
     }
+    ExportReport er;
+    er.format = ex.format;
+    er.path = ex.path;
+    er.sparse = ex.sparse && !torchscript;
+    er.bytes = static_cast<int64_t>(fs::file_size(file));
     er.verified = true;
-    er.verified_with = "onnxruntime-node " + v.ort_version;
+    er.verified_with = v.runtime;
     er.verify_samples = v.samples;
     er.max_abs_diff = v.max_abs_diff;
     er.max_rel_diff = v.max_rel_diff;
     er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
     report.exports.push_back(er);
-    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in ONNX "
-        "Runtime on " + std::to_string(v.samples) + " test samples, max |diff| " +
+    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in " +
+        v.runtime + " on " + std::to_string(v.samples) + " test samples, max |diff| " +
         std::to_string(v.max_abs_diff) + ")");
   }
 

@@ -213,13 +213,10 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
         e.Finish();
         if (!ex[i].is_object()) continue;
         if (!ex[i].contains("format")) e.AddProblem("format", "missing; expected \"onnx\"");
-        if (spec.format == "torchscript" || spec.format == "torchscript-int8") {
-          e.AddProblem("format", "format \"" + spec.format + "\" is not supported yet; "
-                                 "expected \"onnx\" or \"onnx-qdq\"");
-        }
-        if (spec.format == "onnx-qdq" && !ModelMayBeQuantized(recipe)) {
-          e.AddProblem("format", "\"onnx-qdq\" needs a quantized model: add a \"quantize\" "
-                                 "stage (or start from a QDQ .onnx model)");
+        if ((spec.format == "onnx-qdq" || spec.format == "torchscript-int8") &&
+            !ModelMayBeQuantized(recipe)) {
+          e.AddProblem("format", "\"" + spec.format + "\" needs a quantized model: add a "
+                                 "\"quantize\" stage (or start from a QDQ .onnx model)");
         }
         if (spec.path.empty()) {
           e.AddProblem("path", "missing; expected a file name such as \"model.onnx\"");

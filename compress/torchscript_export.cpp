@@ -1176,6 +1176,9 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
     return c[0];
   };
   int next = only_consumer(node.outputs[0]);
+  if (next < 0 && IsGraphOutput(g, node.outputs[0])) {
+    return "its output is a graph output, kept float (no output scale to requantize to)";
+  }
   if (next < 0) return "output is read by more than a QuantizeLinear";
   if (matmul && g.nodes[next].op_type == "Add") {
     // MatMul + bias, as a fully connected layer is often written.
@@ -1432,27 +1435,9 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
   signature += ")";
 
   // Step 2: the plan of real INT8 layers (packs their weights).
-  at::QEngine previous_engine = at::globalContext().qEngine();
-  struct RestoreEngine {
-    at::QEngine engine;
-    ~RestoreEngine() { at::globalContext().setQEngine(engine); }
-  } restore{previous_engine};
+  std::optional<ScopedQEngine> engine;
   if (options_.real_int8) {
-    at::QEngine engine;
-    if (options_.qengine == "onednn") {
-      engine = at::QEngine::ONEDNN;
-    } else if (options_.qengine == "qnnpack") {
-      engine = at::QEngine::QNNPACK;
-    } else {
-      throw Error(ErrorKind::kUnsupported, "TorchScript export: unknown quantized engine '" +
-                                               options_.qengine + "' (onednn or qnnpack)");
-    }
-    const auto& supported = at::globalContext().supportedQEngines();
-    if (std::find(supported.begin(), supported.end(), engine) == supported.end()) {
-      throw Error(ErrorKind::kUnsupported, "TorchScript export: this LibTorch lacks the '" +
-                                               options_.qengine + "' quantized engine");
-    }
-    at::globalContext().setQEngine(engine);
+    engine.emplace(options_.qengine);
     PlanInt8(result);
   }
 
@@ -1582,6 +1567,26 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
 }
 
 }  // namespace
+
+ScopedQEngine::ScopedQEngine(const std::string& name) : previous_(at::globalContext().qEngine()) {
+  at::QEngine engine;
+  if (name == "onednn") {
+    engine = at::QEngine::ONEDNN;
+  } else if (name == "qnnpack") {
+    engine = at::QEngine::QNNPACK;
+  } else {
+    throw Error(ErrorKind::kUnsupported,
+                "TorchScript: unknown quantized engine '" + name + "' (onednn or qnnpack)");
+  }
+  const auto& supported = at::globalContext().supportedQEngines();
+  if (std::find(supported.begin(), supported.end(), engine) == supported.end()) {
+    throw Error(ErrorKind::kUnsupported,
+                "TorchScript: this LibTorch lacks the '" + name + "' quantized engine");
+  }
+  at::globalContext().setQEngine(engine);
+}
+
+ScopedQEngine::~ScopedQEngine() { at::globalContext().setQEngine(previous_); }
 
 torch::jit::Module GraphToTorchScript(const Graph& graph, const TorchScriptExportOptions& options,
                                       TorchScriptExportResult* result) {

@@ -55,6 +55,20 @@ struct TorchScriptExportResult {
 // Dropout, MaxPool Indices output, dilated AveragePool, unsupported Constant forms,
 // ops of other domains) or an unknown qengine; kInternal if LibTorch rejects the
 // generated code (a bug here).
+// Selects the quantized engine `name` ("onednn" or "qnnpack") for its lifetime and
+// restores the previous one. Throws compress::Error(kUnsupported) for an unknown name or
+// an engine this LibTorch lacks.
+class ScopedQEngine {
+ public:
+  explicit ScopedQEngine(const std::string& name);
+  ~ScopedQEngine();
+  ScopedQEngine(const ScopedQEngine&) = delete;
+  ScopedQEngine& operator=(const ScopedQEngine&) = delete;
+
+ private:
+  at::QEngine previous_;
+};
+
 torch::jit::Module GraphToTorchScript(const Graph& graph,
                                       const TorchScriptExportOptions& options = {},
                                       TorchScriptExportResult* result = nullptr);

@@ -3,6 +3,7 @@
 #include "compress/verify.h"
 
 #include <ATen/ATen.h>
+#include <torch/script.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <unistd.h>
@@ -15,6 +16,7 @@
 
 #include "compress/executor.h"
 #include "compress/onnx_io.h"
+#include "compress/torchscript_export.h"
 
 namespace compress {
 
@@ -49,6 +51,85 @@ std::string Percent(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.2f%%", 100 * v);
   return buf;
+}
+
+// Our executor on `sample_inputs` (moved to the graph's device), outputs on the CPU.
+std::vector<Tensor> RunOurs(const Graph& graph, const std::vector<Tensor>& sample_inputs) {
+  c10::Device device(c10::kCPU);
+  if (!graph.initializers.empty()) device = graph.initializers.begin()->second.value.device();
+  std::vector<Tensor> inputs;
+  for (const auto& x : sample_inputs) inputs.push_back(x.to(device));
+  at::NoGradGuard no_grad;
+  std::vector<Tensor> outs = Executor(graph).Run(inputs);
+  for (auto& o : outs) o = o.cpu();
+  return outs;
+}
+
+// Compares `theirs` (the runtime's outputs, named `their_names` when the runtime names
+// them) with our executor's, output by output; the first failure throws kNumeric naming
+// `file`, the output, the element and both values. Fills `report`.
+void CompareWithExecutor(const Graph& graph, const std::vector<Tensor>& sample_inputs,
+                         const std::vector<Tensor>& theirs,
+                         const std::vector<std::string>& their_names, const VerifyTolerance& tol,
+                         const std::string& file, const std::string& runtime,
+                         VerifyReport& report) {
+  const std::vector<Tensor> ours = RunOurs(graph, sample_inputs);
+  if (theirs.size() != ours.size()) {
+    throw Error(ErrorKind::kNumeric, file + ": " + runtime + " returned " +
+                                         std::to_string(theirs.size()) +
+                                         " outputs, mcompress's executor " +
+                                         std::to_string(ours.size()));
+  }
+  for (size_t k = 0; k < ours.size(); ++k) {
+    const std::string& name = graph.outputs[k].name;
+    if (k < their_names.size() && their_names[k] != name) {
+      throw Error(ErrorKind::kNumeric, file + ": output " + std::to_string(k) + " is '" +
+                                           their_names[k] + "' in " + runtime + ", '" + name +
+                                           "' in the graph");
+    }
+    OutputCheck c = CompareOutput(name, ours[k], theirs[k], tol);
+    if (!c.passed) {
+      const bool at_element = c.failure.rfind("at ", 0) == 0;
+      throw Error(ErrorKind::kNumeric, file + ": output '" + name + "' differs (mcompress vs " +
+                                           runtime + ")" + (at_element ? " " : ": ") + c.failure);
+    }
+    report.max_abs_diff = std::max(report.max_abs_diff, c.max_abs_diff);
+    report.max_rel_diff = std::max(report.max_rel_diff, c.max_rel_diff);
+    if (c.top1_agreement >= 0) {
+      report.top1_agreement = report.top1_agreement < 0
+                                  ? c.top1_agreement
+                                  : std::min(report.top1_agreement, c.top1_agreement);
+    }
+    report.outputs.push_back(std::move(c));
+  }
+}
+
+// Writes a file with `write(tmp)` under a temporary name beside `path`, runs
+// `verify(tmp)`, and renames it to `path` only when both succeed (removed otherwise).
+// Errors name `path`, not the temporary file.
+template <typename Write, typename Verify>
+VerifyReport WriteVerified(const std::string& path, Write write, Verify verify) {
+  const std::string tmp = path + ".verify-" + std::to_string(::getpid());
+  try {
+    write(tmp);
+    VerifyReport report = verify(tmp);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      throw Error(ErrorKind::kIo, "cannot write " + path + ": " + std::strerror(errno));
+    }
+    report.onnx_path = path;
+    return report;
+  } catch (const Error& e) {
+    std::remove(tmp.c_str());
+    std::string msg = e.what();
+    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
+      msg.replace(at, tmp.size(), path);
+      at += path.size();
+    }
+    throw Error(e.kind(), msg);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
 }
 
 }  // namespace
@@ -164,48 +245,11 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
   report.ort_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.ort_version = run.ort_version;
+  report.runtime = "onnxruntime-node " + run.ort_version;
 
-  // Step 3: our executor on the same inputs, on the graph's device.
-  c10::Device device(c10::kCPU);
-  if (!graph.initializers.empty()) device = graph.initializers.begin()->second.value.device();
-  std::vector<Tensor> inputs;
-  for (const auto& x : sample_inputs) inputs.push_back(x.to(device));
-  std::vector<Tensor> ours;
-  {
-    at::NoGradGuard no_grad;
-    ours = Executor(graph).Run(inputs);
-  }
-
-  // Step 4: every output, in order and by name; the first failure throws.
-  if (run.outputs.size() != ours.size()) {
-    throw Error(ErrorKind::kNumeric, onnx_path + ": ONNX Runtime returned " +
-                                         std::to_string(run.outputs.size()) +
-                                         " outputs, mcompress's executor " +
-                                         std::to_string(ours.size()));
-  }
-  for (size_t k = 0; k < ours.size(); ++k) {
-    const std::string& name = graph.outputs[k].name;
-    if (run.output_names[k] != name) {
-      throw Error(ErrorKind::kNumeric, onnx_path + ": output " + std::to_string(k) +
-                                           " is '" + run.output_names[k] +
-                                           "' in ONNX Runtime, '" + name + "' in the graph");
-    }
-    OutputCheck c = CompareOutput(name, ours[k], run.outputs[k], tol);
-    if (!c.passed) {
-      const bool at_element = c.failure.rfind("at ", 0) == 0;
-      throw Error(ErrorKind::kNumeric, onnx_path + ": output '" + name +
-                                           "' differs (mcompress vs ONNX Runtime)" +
-                                           (at_element ? " " : ": ") + c.failure);
-    }
-    report.max_abs_diff = std::max(report.max_abs_diff, c.max_abs_diff);
-    report.max_rel_diff = std::max(report.max_rel_diff, c.max_rel_diff);
-    if (c.top1_agreement >= 0) {
-      report.top1_agreement = report.top1_agreement < 0
-                                  ? c.top1_agreement
-                                  : std::min(report.top1_agreement, c.top1_agreement);
-    }
-    report.outputs.push_back(std::move(c));
-  }
+  // Steps 3 and 4: our executor on the same inputs; every output, in order and by name.
+  CompareWithExecutor(graph, sample_inputs, run.outputs, run.output_names, tol, onnx_path,
+                      "ONNX Runtime", report);
   return report;
 }
 
@@ -242,28 +286,69 @@ VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
   if (graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape) {
     InferShapes(graph);
   }
-  const std::string tmp = path + ".verify-" + std::to_string(::getpid());
+  return WriteVerified(
+      path, [&](const std::string& tmp) { SaveOnnx(graph, tmp, options); },
+      [&](const std::string& tmp) {
+        return VerifyOnnxInOrt(graph, tmp, RandomInputs(graph, samples, seed), tol);
+      });
+}
+
+VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
+                                   const std::vector<Tensor>& sample_inputs,
+                                   const VerifyTolerance& tol, const std::string& qengine) {
+  VerifyReport report;
+  report.onnx_path = path;
+  report.runtime = std::string("LibTorch ") + TORCH_VERSION + " (torch::jit::load)";
+  report.samples = sample_inputs.empty() || sample_inputs[0].dim() == 0 ? 0 : sample_inputs[0].size(0);
+  ScopedQEngine engine(qengine);  // packed INT8 weights are unpacked for this engine
+  torch::jit::Module module;
   try {
-    SaveOnnx(graph, tmp, options);
-    VerifyReport report = VerifyOnnxInOrt(graph, tmp, RandomInputs(graph, samples, seed), tol);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      throw Error(ErrorKind::kIo, "cannot write " + path + ": " + std::strerror(errno));
-    }
-    report.onnx_path = path;
-    return report;
-  } catch (const Error& e) {
-    std::remove(tmp.c_str());
-    // Name the file the user asked for, not the temporary one.
-    std::string msg = e.what();
-    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
-      msg.replace(at, tmp.size(), path);
-      at += path.size();
-    }
-    throw Error(e.kind(), msg);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
+    module = torch::jit::load(path, c10::Device(c10::kCPU));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    throw Error(ErrorKind::kIo, path + ": torch::jit::load failed: " + what.substr(0, what.find('\n')));
   }
+  module.eval();
+  std::vector<torch::jit::IValue> args;
+  for (const auto& x : sample_inputs) args.emplace_back(x.cpu());
+  std::vector<Tensor> theirs;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    at::NoGradGuard no_grad;
+    torch::jit::IValue out;
+    try {
+      out = module.forward(args);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      throw Error(ErrorKind::kNumeric, path + ": the TorchScript module failed: " +
+                                           what.substr(0, what.find('\n')));
+    }
+    if (out.isTuple()) {
+      for (const auto& v : out.toTupleRef().elements()) theirs.push_back(v.toTensor());
+    } else {
+      theirs.push_back(out.toTensor());
+    }
+  }
+  report.ort_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CompareWithExecutor(graph, sample_inputs, theirs, {}, tol, path, "TorchScript", report);
+  return report;
+}
+
+VerifyReport ExportTorchScriptVerified(const Graph& graph, const std::string& path,
+                                       const TorchScriptExportOptions& options,
+                                       int64_t samples, uint64_t seed,
+                                       const VerifyTolerance& tol,
+                                       TorchScriptExportResult* result) {
+  return WriteVerified(
+      path,
+      [&](const std::string& tmp) {
+        TorchScriptExportResult r = SaveTorchScript(graph, tmp, options);
+        if (result) *result = std::move(r);
+      },
+      [&](const std::string& tmp) {
+        return VerifyTorchScriptFile(graph, tmp, RandomInputs(graph, samples, seed), tol,
+                                     options.qengine);
+      });
 }
 
 std::string VerifySummary(const VerifyReport& report) {

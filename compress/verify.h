@@ -55,8 +55,9 @@ OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
                           const Tensor& candidate, const VerifyTolerance& tol);
 
 struct VerifyReport {
-  std::string onnx_path;
-  std::string ort_version;
+  std::string onnx_path;    // the verified file (ONNX or TorchScript)
+  std::string ort_version;  // ONNX Runtime's version (ONNX files)
+  std::string runtime;      // what ran the file: "onnxruntime-node 1.30.0", "LibTorch 1.13.1 ..."
   int64_t samples = 0;  // batch size of the inputs (first dim of the first input)
   std::vector<OutputCheck> outputs;
   double max_abs_diff = 0, max_rel_diff = 0;  // over all outputs
@@ -93,6 +94,29 @@ VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint6
 VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
                                 const OnnxExportOptions& options, int64_t samples,
                                 uint64_t seed, const VerifyTolerance& tol = {});
+
+struct TorchScriptExportOptions;
+struct TorchScriptExportResult;
+
+// Loads the TorchScript file at `path` with torch::jit::load (quantized engine `qengine`
+// selected for the load and the run, as INT8 files need), runs forward on
+// `sample_inputs` on the CPU and compares every output with `graph` in our executor
+// under `tol`. Throws compress::Error: kIo when the file does not load, kNumeric naming
+// the first diverging output (or when forward fails).
+VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
+                                   const std::vector<Tensor>& sample_inputs,
+                                   const VerifyTolerance& tol = {},
+                                   const std::string& qengine = "onednn");
+
+// `mcompress export --format torchscript[-int8]`: SaveTorchScript to a temporary name,
+// VerifyTorchScriptFile on RandomInputs(graph, samples, seed), then renamed to `path`
+// (removed when anything fails). `result` (optional) receives the INT8 layers and the
+// fallbacks.
+VerifyReport ExportTorchScriptVerified(const Graph& graph, const std::string& path,
+                                       const TorchScriptExportOptions& options,
+                                       int64_t samples, uint64_t seed,
+                                       const VerifyTolerance& tol = {},
+                                       TorchScriptExportResult* result = nullptr);
 
 // One line per output: "logits [8,10]: max |Δ| 1.2e-06 (rel 3.1e-07, tolerance 1e-04),
 // top-1 agreement 100.00%".

@@ -164,7 +164,7 @@ TEST(CliRecipe, RunThenCompareAndAcceptanceExitCode) {
   ASSERT_EQ(a.code, 0) << a.output;
   EXPECT_NE(a.output.find("outputs: " + (dir / "a").string()), std::string::npos) << a.output;
   Result b = RunCli("--threads 2 run " + recipe + quick +
-                    "--set acceptance.min_compression=4 --out " + (dir / "b").string());
+                    "--set acceptance.min_compression=100 --out " + (dir / "b").string());
   EXPECT_EQ(b.code, 3) << b.output;
   EXPECT_NE(b.output.find("acceptance criterion not met: min_compression"), std::string::npos)
       << b.output;

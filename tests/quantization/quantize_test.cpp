@@ -407,7 +407,9 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
       {"pass": "quantize"},
       {"pass": "evaluate"}
     ],
-    "exports": [{"format": "onnx", "path": "fp32.onnx"}, {"format": "onnx-qdq", "path": "int8.onnx"}],
+    "exports": [{"format": "onnx", "path": "fp32.onnx"}, {"format": "onnx-qdq", "path": "int8.onnx"},
+                {"format": "torchscript", "path": "fake_quant.pt"},
+                {"format": "torchscript-int8", "path": "int8.pt"}],
     "report": {"formats": ["json"], "latency": false}
   })");
   RunOptions o;
@@ -416,8 +418,13 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
   Recipe recipe = ParseRecipe(j, "qdq.json", "");
   const RunOutcome out = RunRecipe(recipe, o);
   ASSERT_EQ(out.exit_code, 0);
-  ASSERT_EQ(out.report.exports.size(), 2u);
+  ASSERT_EQ(out.report.exports.size(), 4u);
   EXPECT_GE(out.report.exports[1].top1_agreement, 0.995);
+  // TorchScript: fake-quant is bit-exact with our executor; real INT8 (ONEDNN) within
+  // the INT8 rule.
+  EXPECT_EQ(out.report.exports[2].verified_with.rfind("LibTorch ", 0), 0u);
+  EXPECT_EQ(out.report.exports[2].max_abs_diff, 0.0);
+  EXPECT_GE(out.report.exports[3].top1_agreement, 0.995);
   // FP32 export of the quantized model has no Q/DQ; the INT8 one is smaller.
   EXPECT_EQ(CountOp(LoadOnnx((dir / "run" / "fp32.onnx").string()), "QuantizeLinear"), 0);
   EXPECT_LT(fs::file_size(dir / "run" / "int8.onnx") * 3, fs::file_size(dir / "run" / "fp32.onnx"));
@@ -450,15 +457,24 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
               c.top1_agreement, c.within_step, c.max_abs_diff, c.tolerance);
 
   // The CLI re-exports the QDQ file as QDQ (INT8 rule) and as FP32 (Q/DQ removed).
-  for (const std::string format : {"onnx-qdq", "onnx"}) {
-    const std::string target = (dir / ("cli-" + format + ".onnx")).string();
+  for (const std::string format : {"onnx-qdq", "onnx", "torchscript-int8"}) {
+    const std::string target = (dir / ("cli-" + format + ".model")).string();
     const std::string cmd = std::string(MCOMPRESS_CLI) + " export " + qdq + " --format " + format +
                             " -o " + target + " --samples 16 2>&1";
     FILE* pipe = popen(cmd.c_str(), "r");
     std::string text(4096, '\0');
     text.resize(fread(text.data(), 1, text.size(), pipe));
     EXPECT_EQ(pclose(pipe), 0) << cmd << "\n" << text;
-    EXPECT_NE(text.find("verified in ONNX Runtime"), std::string::npos) << text;
+    if (format == "torchscript-int8") {
+      // conv1, conv2 and fc1 run the INT8 kernels; fc2 writes the float logits (no
+      // output scale), so it stays fake-quant, and the warning says why.
+      EXPECT_NE(text.find("INT8 kernels (onednn engine): 3 layers conv1 conv2 fc1\n"),
+                std::string::npos) << text;
+      EXPECT_NE(text.find("warning: fc2 stays fake-quant: its output is a graph output"),
+                std::string::npos) << text;
+      continue;
+    }
+    EXPECT_NE(text.find("verified in onnxruntime-node"), std::string::npos) << text;
     EXPECT_EQ(CountOp(LoadOnnx(target), "QuantizeLinear") > 0, format == "onnx-qdq") << format;
   }
   fs::remove_all(dir);
