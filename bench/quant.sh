@@ -2,9 +2,9 @@
 # INT8 benchmarks (issue 3): ONNX Runtime latency of FP32 vs INT8 QDQ exports for the
 # zoo convnet (quantized by bench/recipes/quant_convnet_ptq.json on full Fashion-MNIST,
 # accuracy in its report) and torchvision resnet18 (random weights, imported from
-# TorchScript, calibrated on seeded noise by bench_quantize), batch 1 and 32, median of
-# 5 repetitions of 50-run medians (bench/ort_latency.js). Then LibTorch: FP32 vs real
-# INT8 (ONEDNN) TorchScript when bench_torchscript is built.
+# TorchScript, calibrated on seeded noise by bench_quantize), batch 1 and 32, medians
+# of repeated runs (bench/ort_latency.js; convnet 5 x 50 runs, resnet18 3 x 10). Then
+# LibTorch: FP32 vs real-INT8 (ONEDNN) TorchScript of the same pairs (bench_torchscript).
 # Usage: bench/quant.sh [BUILD_DIR]
 set -u
 BUILD_DIR=${1:-build}
@@ -28,19 +28,23 @@ echo "\$ $BUILD_DIR/bench/bench_quantize $FIX/resnet18.pt $OUT/quant_resnet18 --
 "$BUILD_DIR/bench/bench_quantize" "$FIX/resnet18.pt" "$OUT/quant_resnet18" \
   --input-shape 1,3,224,224 || status=1
 
+# resnet18 at batch 32 takes ~1-2 s per FP32 run here: fewer runs and repetitions.
+ort_args() { [[ $1 == quant_resnet18 ]] && echo "--runs 10 --warmup 2" || echo "--runs 50 --warmup 10"; }
+ort_reps() { [[ $1 == quant_resnet18 ]] && echo 3 || echo 5; }
 for m in quant_convnet quant_resnet18; do
-  for rep in 1 2 3 4 5; do
-    node bench/ort_latency.js --batch 1,32 --runs 50 --warmup 10 \
+  for rep in $(seq 1 "$(ort_reps $m)"); do
+    # shellcheck disable=SC2046
+    node bench/ort_latency.js --batch 1,32 $(ort_args $m) \
       "$OUT/$m/fp32.onnx" "$OUT/$m/int8.onnx" > "$OUT.$m.ort.$rep.md" || status=1
   done
-  echo "### ORT latency, $m (5 repetitions)"
+  echo "### ORT latency, $m ($(ort_reps $m) repetitions; rows of the later ones below the table)"
   cat "$OUT.$m.ort.1.md"
-  for rep in 2 3 4 5; do grep -E '^\| .*int8' "$OUT.$m.ort.$rep.md"; done
+  for rep in $(seq 2 "$(ort_reps $m)"); do grep -E '^\| .*int8' "$OUT.$m.ort.$rep.md"; done
 done
 
-if [[ -x "$BUILD_DIR/bench/bench_torchscript" ]]; then
-  for m in quant_convnet quant_resnet18; do
-    "$BUILD_DIR/bench/bench_torchscript" "$OUT/$m/int8.onnx" || status=1
-  done
-fi
+echo "### LibTorch TorchScript FP32 vs real INT8 (ONEDNN)"
+"$BUILD_DIR/bench/bench_torchscript" --onnx "$OUT/quant_convnet/fp32.onnx" \
+  --onnx-int8 "$OUT/quant_convnet/int8.onnx" --name convnet || status=1
+"$BUILD_DIR/bench/bench_torchscript" --onnx "$OUT/quant_resnet18/fp32.onnx" \
+  --onnx-int8 "$OUT/quant_resnet18/int8.onnx" --name resnet18 --reps 5 --runs 3 --warmup 1 || status=1
 exit $status

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
-# training accuracy, executor overhead, and the pruning recipes (bench/prune.sh).
+# training accuracy, executor overhead, the pruning recipes (bench/prune.sh) and INT8
+# quantization (bench/quant.sh).
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
 # Exit status: non-zero when an accuracy target is missed or outputs differ.
 set -u
 BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bench"
-for b in bench_train bench_overhead; do
+for b in bench_train bench_overhead bench_quantize bench_torchscript; do
   if [[ ! -x "$BIN/$b" ]]; then
     echo "run.sh: $BIN/$b not found; build first (cmake --build $BUILD_DIR --target $b)" >&2
     exit 2
@@ -43,4 +44,6 @@ echo "## Executor overhead vs hand-written LibTorch modules"
 run "$BIN/bench_overhead" ${BENCH_OVERHEAD_ARGS:-}
 echo "## Pruning (recipes in bench/recipes/prune_*.json; baselines cached in $BUILD_DIR/cache)"
 run bash bench/prune.sh "$BUILD_DIR"
+echo "## INT8 quantization: accuracy, ONNX Runtime and LibTorch latency FP32 vs INT8 (bench/quant.sh)"
+run bash bench/quant.sh "$BUILD_DIR"
 exit $status

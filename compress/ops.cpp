@@ -585,15 +585,20 @@ Outputs QuantizeLinear(const KernelContext& ctx) {
     case at::kChar: lo = -128; hi = 127; break;
     default: Fail(ctx, "QuantizeLinear to " + DtypeName(out_type) + " is not supported");
   }
-  // Round half to even (torch::round), then saturate: the spec's formula.
-  Tensor q = at::round(x / scale) + zp.to(x.scalar_type());
-  return {at::clamp(q, lo, hi).to(out_type)};
+  // Round half to even (torch::round), then saturate: the spec's formula (x / scale,
+  // a division, as ONNX Runtime computes it). In place on the one temporary: these
+  // tensors are activation-sized and the ops memory-bound.
+  Tensor q = x / scale;
+  q.round_().add_(zp.to(q.scalar_type())).clamp_(lo, hi);
+  return {q.to(out_type)};
 }
 
 Outputs DequantizeLinear(const KernelContext& ctx) {
   const Tensor& x = In(ctx, 0);
   auto [scale, zp] = QParams(ctx, x, x.scalar_type());
-  return {(x.to(scale.scalar_type()) - zp.to(scale.scalar_type())) * scale};
+  Tensor y = x.to(scale.scalar_type());
+  if (x.scalar_type() == scale.scalar_type()) y = y.clone();  // never write the input
+  return {y.sub_(zp.to(scale.scalar_type())).mul_(scale)};
 }
 
 constexpr int kMany = 1 << 20;

@@ -1145,7 +1145,10 @@ SizeStats ComputeSize(const Graph& graph) {
     s.nonzeros += nnz;
     s.bytes_fp32 += n * elem;
     s.bytes_int8 += is_weight ? n : n * elem;
-    s.bytes_sparse += std::min(n * elem, nnz * (elem + 8));
+    // As stored (sparse where COO pays off), each tensor at its own element size: a
+    // quantized weight's int8 bytes, so a quantized model's stored size is real.
+    const int64_t stored = static_cast<int64_t>(init.value.element_size());
+    s.bytes_sparse += std::min(n * stored, nnz * (stored + 8));
   }
   return s;
 }

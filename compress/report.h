@@ -27,8 +27,9 @@ struct Metrics {
 
 // Storage of the graph's initializers. bytes_int8 counts 1 byte per element of
 // weights with quantization parameters (or that would be quantized: Conv/Gemm/MatMul
-// weights) and 4 bytes for the rest; bytes_sparse stores each tensor in the smaller of
-// dense FP32 or COO (4-byte value + 8-byte index per non-zero).
+// weights) and 4 bytes for the rest; bytes_sparse stores each tensor as it is held
+// (its own element size: int8 for a quantized weight) in the smaller of dense or COO
+// (value + 8-byte index per non-zero).
 struct SizeStats {
   int64_t parameters = 0, nonzeros = 0;
   int64_t bytes_fp32 = 0, bytes_int8 = 0, bytes_sparse = 0;

@@ -82,7 +82,8 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
 std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t seed);
 
 // `mcompress verify`: checker, import, then VerifyOnnxInOrt of the file against its
-// own import on RandomInputs(batch = samples, seed).
+// own import on RandomInputs(batch = samples, seed). A file with QuantizeLinear nodes
+// (QDQ) is compared under the INT8 rule (tol with mode kInt8).
 VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
                             const VerifyTolerance& tol = {});
 

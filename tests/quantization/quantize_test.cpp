@@ -456,15 +456,23 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
               "max |diff| %.4g (step %.4g)\n",
               c.top1_agreement, c.within_step, c.max_abs_diff, c.tolerance);
 
-  // The CLI re-exports the QDQ file as QDQ (INT8 rule) and as FP32 (Q/DQ removed).
-  for (const std::string format : {"onnx-qdq", "onnx", "torchscript-int8"}) {
+  // The CLI verifies the QDQ file (INT8 rule, chosen from the file) and re-exports it as
+  // QDQ, as FP32 (Q/DQ removed) and as real-INT8 TorchScript.
+  for (const std::string format : {"verify", "onnx-qdq", "onnx", "torchscript-int8"}) {
     const std::string target = (dir / ("cli-" + format + ".model")).string();
-    const std::string cmd = std::string(MCOMPRESS_CLI) + " export " + qdq + " --format " + format +
-                            " -o " + target + " --samples 16 2>&1";
+    const std::string cmd =
+        std::string(MCOMPRESS_CLI) +
+        (format == "verify" ? " verify " + qdq
+                            : " export " + qdq + " --format " + format + " -o " + target) +
+        " --samples 16 2>&1";
     FILE* pipe = popen(cmd.c_str(), "r");
     std::string text(4096, '\0');
     text.resize(fread(text.data(), 1, text.size(), pipe));
     EXPECT_EQ(pclose(pipe), 0) << cmd << "\n" << text;
+    if (format == "verify") {
+      EXPECT_NE(text.find("ONNX checker passed"), std::string::npos) << text;
+      continue;
+    }
     if (format == "torchscript-int8") {
       // conv1, conv2 and fc1 run the INT8 kernels; fc2 writes the float logits (no
       // output scale), so it stays fake-quant, and the warning says why.
