@@ -5,16 +5,11 @@
 
 #include <set>
 
+#include "quantization/qdq.h"
+
 namespace compress {
 
 namespace {
-
-bool IsGraphOutput(const Graph& graph, const std::string& value) {
-  for (const auto& o : graph.outputs) {
-    if (o.name == value) return true;
-  }
-  return false;
-}
 
 bool UsedOnce(const Graph& graph, const std::string& value) {
   return graph.ConsumerIndices(value).size() == 1 && !IsGraphOutput(graph, value);

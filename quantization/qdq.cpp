@@ -10,14 +10,14 @@
 
 namespace compress {
 
-namespace {
-
 bool IsGraphOutput(const Graph& graph, const std::string& value) {
   for (const auto& o : graph.outputs) {
     if (o.name == value) return true;
   }
   return false;
 }
+
+namespace {
 
 // Ops whose output keeps the input's quantization grid (order-preserving selections and
 // reshapes): the output reuses the input's scale and zero point.

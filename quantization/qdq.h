@@ -61,6 +61,9 @@ struct QdqOptions {
 int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
                  const std::map<std::string, AffineParams>& params, const QdqOptions& options);
 
+// Whether `value` is one of the graph's outputs.
+bool IsGraphOutput(const Graph& graph, const std::string& value);
+
 // Whether the graph holds any QuantizeLinear or DequantizeLinear node.
 bool HasQuantization(const Graph& graph);
 
