@@ -14,10 +14,12 @@ void AddEvalCommand(CLI::App& app, const GlobalOptions& global) {
     std::string model, data_root = "/usr/share/datasets/fashion-mnist", device = "auto";
     int64_t batch_size = 256, test_limit = 0;
     bool latency = false;
+    std::vector<std::string> shapes;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("eval", "Evaluate a model on the Fashion-MNIST test set");
-  cmd->add_option("--model,model", args->model, "model.onnx or zoo:<name>")->required();
+  cmd->add_option("--model,model", args->model, "model.onnx, model.pt or zoo:<name>")->required();
+  AddInputShapeOption(cmd, args->shapes);
   cmd->add_option("--batch-size", args->batch_size, "batch size")->capture_default_str();
   cmd->add_option("--data-root", args->data_root, "Fashion-MNIST folder")->capture_default_str();
   cmd->add_option("--test-limit", args->test_limit, "evaluate the first N test samples");
@@ -26,7 +28,7 @@ void AddEvalCommand(CLI::App& app, const GlobalOptions& global) {
   cmd->callback([args, &global] {
     compress::ConfigureThreads(global.threads);
     const c10::Device device = compress::ResolveDevice(args->device);
-    compress::Graph graph = compress::LoadModel(args->model);
+    compress::Graph graph = LoadCliModel(args->model, args->shapes);
     compress::FashionMnistOptions data_options;
     data_options.root = args->data_root;
     data_options.test_limit = args->test_limit;

@@ -18,6 +18,7 @@ namespace cli {
 void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   struct Args {
     std::string model, format = "onnx", out;
+    std::vector<std::string> shapes;
     bool no_sparse = false;
     int64_t samples = 8;
     uint64_t seed = 0;
@@ -26,7 +27,8 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "export", "Write a model as ONNX or TorchScript, verified in ONNX Runtime / LibTorch "
                 "(written only if it passes)");
-  cmd->add_option("model", args->model, "model.onnx or zoo:<name>")->required();
+  cmd->add_option("model", args->model, "model.onnx, model.pt or zoo:<name>")->required();
+  AddInputShapeOption(cmd, args->shapes);
   cmd->add_option("--format", args->format, "onnx (FP32; a quantized model without its Q/DQ), onnx-qdq (a "
                                             "quantized model as INT8 QDQ), torchscript (the "
                                             "model as is: FP32 or fake-quant) or "
@@ -43,7 +45,7 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   cmd->callback([args, &global] {
     compress::ConfigureThreads(global.threads);
-    compress::Graph graph = compress::LoadModel(args->model);
+    compress::Graph graph = LoadCliModel(args->model, args->shapes);
     compress::VerifyTolerance tol;
     const bool quantized = compress::HasQuantization(graph);
     const bool int8 = args->format == "onnx-qdq" || args->format == "torchscript-int8";

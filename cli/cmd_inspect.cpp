@@ -10,12 +10,17 @@
 namespace cli {
 
 void AddInspectCommand(CLI::App& app, const GlobalOptions& global) {
-  auto model = std::make_shared<std::string>();
+  struct Args {
+    std::string model;
+    std::vector<std::string> shapes;
+  };
+  auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("inspect", "Print a model's graph and parameter summary");
-  cmd->add_option("model", *model, "model.onnx or zoo:<name>")->required();
-  cmd->callback([model, &global] {
+  cmd->add_option("model", args->model, "model.onnx, model.pt or zoo:<name>")->required();
+  AddInputShapeOption(cmd, args->shapes);
+  cmd->callback([args, &global] {
     compress::ConfigureThreads(global.threads);
-    compress::Graph graph = compress::LoadModel(*model);
+    compress::Graph graph = LoadCliModel(args->model, args->shapes);
     std::cout << graph.Dump();
     std::map<std::string, int> op_counts;
     for (const auto& node : graph.nodes) ++op_counts[node.op_type];

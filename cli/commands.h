@@ -4,6 +4,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compress/graph.h"
+
 namespace cli {
 
 struct GlobalOptions {
@@ -20,5 +26,11 @@ void AddVerifyCommand(CLI::App& app, const GlobalOptions& global);
 void AddExportCommand(CLI::App& app, const GlobalOptions& global);
 // run, validate, passes, compare
 void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
+
+// --input-shape for commands that take a model (TorchScript files need it), and the
+// matching load: LoadModel with the parsed shapes.
+void AddInputShapeOption(CLI::App* cmd, std::vector<std::string>& shapes);
+compress::Graph LoadCliModel(const std::string& spec, const std::vector<std::string>& shapes,
+                             uint64_t seed = 0);
 
 }  // namespace cli

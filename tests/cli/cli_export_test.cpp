@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -84,6 +85,30 @@ TEST_F(CliExport, TorchScriptAndBadFormats) {
     EXPECT_TRUE(Has(q.output, "has no QuantizeLinear/DequantizeLinear nodes")) << q.output;
     EXPECT_FALSE(fs::exists(Path("m")));
   }
+}
+
+// TorchScript files need their input shape: inspect, export (and eval/infer) take
+// --input-shape like import does.
+TEST_F(CliExport, TorchScriptModelsTakeInputShape) {
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 missing";
+  const std::string pt = Path("small.pt");
+  const std::string script =
+      "import torch; torch.manual_seed(0); "
+      "m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), "
+      "torch.nn.Linear(4 * 26 * 26, 10)).eval(); "
+      "torch.jit.trace(m, torch.randn(1, 1, 28, 28)).save('" + pt + "')";
+  ASSERT_EQ(std::system(("/usr/bin/python3 -c \"" + script + "\"").c_str()), 0);
+  Result i = RunCli("inspect " + pt + " --input-shape 1,1,28,28");
+  EXPECT_EQ(i.code, 0) << i.output;
+  EXPECT_TRUE(Has(i.output, "Conv x1, Flatten x1, Gemm x1, Relu x1")) << i.output;
+  Result e = RunCli("export " + pt + " --input-shape 1,1,28,28 --format torchscript -o " +
+                    Path("back.pt") + " --samples 3");
+  EXPECT_EQ(e.code, 0) << e.output;
+  EXPECT_TRUE(Has(e.output, "verified in LibTorch")) << e.output;
+  Result missing = RunCli("inspect " + pt);
+  EXPECT_EQ(missing.code, 2) << missing.output;
+  EXPECT_EQ(Lines(missing.output), 1) << missing.output;
+  EXPECT_TRUE(Has(missing.output, "needs the shape of each input")) << missing.output;
 }
 
 TEST_F(CliExport, VerifyBadFileIsOneLineExitOne) {
