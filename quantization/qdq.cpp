@@ -89,8 +89,8 @@ void Rewire(Graph& graph, const std::string& from, const std::string& to) {
   }
 }
 
-Tensor ScalarOf(double v, at::ScalarType type) {
-  return torch::scalar_tensor(v, torch::dtype(type));
+Tensor ScalarOf(double v, at::ScalarType type, const c10::Device& device) {
+  return torch::scalar_tensor(v, torch::dtype(type).device(device));
 }
 
 }  // namespace
@@ -150,6 +150,10 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
   const std::vector<Node> original = graph.nodes;  // names as planned, before rewiring
   const at::ScalarType act = options.activation_type;
   RangeOf(act);  // throws for an unsupported type
+  // New initializers live where the graph's do (device-agnostic: CPU or CUDA).
+  const c10::Device device = graph.initializers.empty()
+                                 ? c10::Device(c10::kCPU)
+                                 : graph.initializers.begin()->second.value.device();
 
   // Scale / zero-point initializers of each calibrated value; shared values reuse them.
   std::map<std::string, std::pair<std::string, std::string>> qparam_names;
@@ -164,8 +168,10 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
         throw Error(ErrorKind::kInternal, "quantize: no calibrated parameters for " + a.value);
       }
       qp = {names.Fresh(a.value + "_scale"), names.Fresh(a.value + "_zero_point")};
-      graph.initializers[qp.first].value = ScalarOf(static_cast<float>(it->second.scale), at::kFloat);
-      graph.initializers[qp.second].value = ScalarOf(static_cast<double>(it->second.zero_point), act);
+      graph.initializers[qp.first].value =
+          ScalarOf(static_cast<float>(it->second.scale), at::kFloat, device);
+      graph.initializers[qp.second].value =
+          ScalarOf(static_cast<double>(it->second.zero_point), act, device);
       value_params[a.value] = it->second;
     } else {
       qp = qparam_names.at(a.share);
@@ -201,7 +207,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
     const std::string s = names.Fresh(name + "_scale");
     const std::string zp = names.Fresh(name + "_zero_point");
     graph.initializers[s].value = scale.to(torch::kFloat).contiguous();
-    graph.initializers[zp].value = torch::zeros(scale.sizes(), torch::dtype(zp_type));
+    graph.initializers[zp].value = torch::zeros(scale.sizes(), scale.options().dtype(zp_type));
     const std::string out = names.Fresh(name + "_dequantized");
     Rewire(graph, name, out);
     Node dn{names.Fresh(name + "_DequantizeLinear"), "DequantizeLinear", "", {name, s, zp}, {out}, {}};
