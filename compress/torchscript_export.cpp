@@ -299,7 +299,7 @@ def _mc_softmax_2d(self, x: Tensor, axis: int) -> Tensor:
         outer *= x.size(d)
     return torch.softmax(x.reshape([outer, -1]), 1).reshape(x.size())
 )"},
-      {"_mc_layer_norm", {}, R"(
+      {"_mc_layer_norm", {"_mc_layer_norm_stats"}, R"(
 def _mc_layer_norm(self, x: Tensor, scale: Tensor, bias: Optional[Tensor], axis: int, eps: float) -> Tensor:
     if axis < 0:
         axis += x.dim()
@@ -309,12 +309,7 @@ def _mc_layer_norm(self, x: Tensor, scale: Tensor, bias: Optional[Tensor], axis:
         bias_fits = bias.size() == norm_shape
     if scale.size() == norm_shape and bias_fits:
         return torch.layer_norm(x, norm_shape, scale, bias, eps, True)
-    dims = [d for d in range(axis, x.dim())]
-    mean = x.mean(dims, True)
-    inv_std = torch.rsqrt(x.var(dims, False, True) + eps)
-    y = (x - mean) * inv_std * scale
-    if bias is not None:
-        y = y + bias
+    y, mean, inv_std = self._mc_layer_norm_stats(x, scale, bias, axis, eps)
     return y
 )"},
       {"_mc_layer_norm_stats", {}, R"(

@@ -94,15 +94,7 @@ int64_t FoldBatchNorm(Graph& graph, std::vector<SkippedLayer>* skipped) {
     remove[i] = true;
     ++folded;
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < graph.nodes.size(); ++i) {
-    if (!remove[i]) kept.push_back(std::move(graph.nodes[i]));
-  }
-  graph.nodes = std::move(kept);
-  for (const auto& name : dropped) {
-    if (graph.ConsumerIndices(name).empty()) graph.initializers.erase(name);
-  }
-  graph.Validate("fold-batchnorm");
+  RemoveNodes(graph, remove, dropped, "fold-batchnorm");
   return folded;
 }
 

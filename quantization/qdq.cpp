@@ -328,15 +328,22 @@ void StripQuantization(Graph& graph) {
     for (size_t k = 1; k < n.inputs.size(); ++k) maybe_unused.insert(n.inputs[k]);
     graph.value_info.erase(n.outputs[0]);
   }
+  RemoveNodes(graph, remove, maybe_unused, "strip quantization");
+}
+
+void RemoveNodes(Graph& graph, const std::vector<bool>& remove,
+                 const std::set<std::string>& candidates, const std::string& where) {
   std::vector<Node> kept;
   for (size_t i = 0; i < graph.nodes.size(); ++i) {
     if (!remove[i]) kept.push_back(std::move(graph.nodes[i]));
   }
   graph.nodes = std::move(kept);
-  for (const auto& name : maybe_unused) {
-    if (graph.ConsumerIndices(name).empty()) graph.initializers.erase(name);
+  for (const auto& name : candidates) {
+    if (graph.IsInitializer(name) && graph.ConsumerIndices(name).empty()) {
+      graph.initializers.erase(name);
+    }
   }
-  graph.Validate("strip quantization");
+  graph.Validate(where);
 }
 
 }  // namespace compress

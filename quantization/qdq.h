@@ -16,6 +16,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,12 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
 
 // Whether `value` is one of the graph's outputs.
 bool IsGraphOutput(const Graph& graph, const std::string& value);
+
+// Removes the nodes flagged in `remove` (one flag per node), then those of `candidates`
+// that are initializers nobody reads any more, and validates the result (errors
+// prefixed with `where`).
+void RemoveNodes(Graph& graph, const std::vector<bool>& remove,
+                 const std::set<std::string>& candidates, const std::string& where);
 
 // Whether the graph holds any QuantizeLinear or DequantizeLinear node.
 bool HasQuantization(const Graph& graph);
