@@ -24,7 +24,9 @@ demo: configure
 	$(BUILD_DIR)/bin/mcompress run recipes/fashion_mnist_demo.json --out out/demo \
 	  --cache-dir $(BUILD_DIR)/cache
 
+# The CPU line first: INT8 results depend on it (VNNI/AMX or not), and CI logs must say.
 test: build
+	@$(BUILD_DIR)/bin/mcompress cpu
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 900
 
 bench: configure

@@ -26,6 +26,8 @@
 #include "compress/onnx_io.h"
 #include "compress/runtime_config.h"
 #include "compress/torchscript_export.h"
+#include "quantization/int8_target.h"
+#include "quantization/quant_math.h"
 
 namespace {
 
@@ -82,10 +84,11 @@ std::pair<Graph, Graph> DemoGraphs() {
   auto layer = [&](const std::string& op, const std::string& name, const std::string& x,
                    float x_scale, std::map<std::string, compress::AttrValue> attrs) {
     const Tensor w = fg.Weight(name + ".weight");
-    Tensor ws = (w.abs().reshape({w.size(0), -1}).amax(1).clamp_min(1e-8) / 127.0).to(torch::kFloat);
-    Ints shape(w.dim(), 1);
-    shape[0] = w.size(0);
-    b.Constant(name + ".wq", torch::round(w / ws.reshape(shape)).clamp(-127, 127).to(torch::kChar));
+    // Portable INT8 weights (quantization/int8_target.h): right on every x86 kernel.
+    const compress::WeightQuant wq =
+        compress::QuantizeWeightSymmetric(w, 0, Tensor(), compress::kPortableWeightMax);
+    const Tensor ws = wq.scale;
+    b.Constant(name + ".wq", wq.q);
     b.Constant(name + ".ws", ws);
     b.Constant(name + ".wz", torch::zeros({w.size(0)}, torch::kChar));
     const std::string wdq = b.Op1("DequantizeLinear", {name + ".wq", name + ".ws", name + ".wz"},

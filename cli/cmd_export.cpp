@@ -1,23 +1,19 @@
-// `mcompress export`: writes a model as ONNX (FP32 or INT8 QDQ) or TorchScript (FP32 /
-// fake-quant, or real INT8) and proves the file in ONNX Runtime or LibTorch before it
-// appears.
+// `mcompress export`: writes a model in one of the export formats (compress/export.h)
+// and proves the file in ONNX Runtime or LibTorch before it appears.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "compress/export.h"
 #include "compress/model_source.h"
-#include "compress/executor.h"
 #include "compress/runtime_config.h"
-#include "compress/torchscript_export.h"
-#include "compress/verify.h"
-#include "quantization/qdq.h"
 
 namespace cli {
 
 void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
   struct Args {
-    std::string model, format = "onnx", out;
+    std::string model, format = "onnx", out, target;
     std::vector<std::string> shapes;
     bool no_sparse = false;
     int64_t samples = 8;
@@ -29,12 +25,18 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
                 "(written only if it passes)");
   cmd->add_option("model", args->model, "model.onnx, model.pt or zoo:<name>")->required();
   AddInputShapeOption(cmd, args->shapes);
-  cmd->add_option("--format", args->format, "onnx (FP32; a quantized model without its Q/DQ), onnx-qdq (a "
-                                            "quantized model as INT8 QDQ), torchscript (the "
-                                            "model as is: FP32 or fake-quant) or "
-                                            "torchscript-int8 (LibTorch INT8 kernels, ONEDNN)")
-      ->check(CLI::IsMember({"onnx", "onnx-qdq", "torchscript", "torchscript-int8"}))
+  std::string formats;
+  for (const auto& f : compress::ExportFormats()) {
+    formats += (formats.empty() ? "" : "; ") + f.name + ": " + f.doc;
+  }
+  cmd->add_option("--format", args->format, formats)
+      ->check(CLI::IsMember(compress::ExportFormatNames()))
       ->capture_default_str();
+  cmd->add_option("--target", args->target,
+                  "INT8 formats: re-quantize weights for this INT8 target first: portable "
+                  "(weights in [-64, 64], right on every CPU) or full_range ([-127, 127], "
+                  "VNNI/AMX/ARM/GPU only); default: the model's own")
+      ->check(CLI::IsMember(compress::Int8TargetNames()));
   cmd->add_option("-o,--out", args->out, "output file")->required();
   cmd->add_flag("--no-sparse", args->no_sparse,
                 "write every initializer dense (default: mostly-zero ones as sparse_initializer)");
@@ -45,52 +47,34 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   cmd->callback([args, &global] {
     compress::ConfigureThreads(global.threads);
-    compress::Graph graph = LoadCliModel(args->model, args->shapes);
-    compress::VerifyTolerance tol;
-    const bool quantized = compress::HasQuantization(graph);
-    const bool int8 = args->format == "onnx-qdq" || args->format == "torchscript-int8";
-    if (int8) {
-      if (!quantized) {
-        throw compress::Error(compress::ErrorKind::kUsage,
-                              args->model + " has no QuantizeLinear/DequantizeLinear nodes; "
-                              "--format " + args->format + " writes a quantized model (run a "
-                              "recipe with a \"quantize\" stage first)");
-      }
-      tol.mode = compress::VerifyTolerance::Mode::kInt8;
-    } else if (quantized && args->format == "onnx") {
-      // --format onnx is FP32: the Q/DQ nodes go, weights keep their quantized values.
-      compress::StripQuantization(graph);
+    const compress::ExportFormat& format = *compress::FindExportFormat(args->format);
+    if (!args->target.empty() && !format.needs_quantized) {
+      throw compress::Error(compress::ErrorKind::kUsage,
+                            "--target applies to the INT8 formats (onnx-qdq, torchscript-int8), "
+                            "not --format " + args->format);
     }
-    compress::VerifyReport r;
-    if (args->format == "torchscript" || args->format == "torchscript-int8") {
-      if (graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape) {
-        compress::InferShapes(graph);
-      }
-      compress::TorchScriptExportOptions options;
-      options.real_int8 = args->format == "torchscript-int8";
-      compress::TorchScriptExportResult result;
-      r = compress::ExportTorchScriptVerified(graph, args->out, options, args->samples,
-                                              args->seed, tol, &result);
-      if (options.real_int8) {
-        std::printf("INT8 kernels (%s engine): %zu layers", options.qengine.c_str(),
-                    result.int8_layers.size());
-        for (const auto& l : result.int8_layers) std::printf(" %s", l.c_str());
-        std::printf("\n");
-      }
-      for (const auto& [layer, why] : result.fallback_layers) {
-        std::fprintf(stderr, "warning: %s stays fake-quant: %s\n", layer.c_str(), why.c_str());
-      }
-    } else {
-      compress::OnnxExportOptions options;
-      options.sparse = !args->no_sparse;
-      r = compress::ExportOnnxVerified(std::move(graph), args->out, options, args->samples,
-                                       args->seed, tol);
+    const compress::Graph graph = LoadCliModel(args->model, args->shapes);
+    compress::ExportSettings settings;
+    settings.onnx.sparse = !args->no_sparse;
+    if (!args->target.empty()) settings.target = compress::ParseInt8Target(args->target);
+    const compress::ExportOutcome o = compress::ExportModel(
+        graph, args->out, format, settings, compress::RandomInputs(graph, args->samples, args->seed));
+    for (const auto& w : o.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (format.real_int8) {
+      std::printf("INT8 kernels (onednn engine): %zu layers", o.int8_layers.size());
+      for (const auto& l : o.int8_layers) std::printf(" %s", l.c_str());
+      std::printf("\n");
     }
-    std::cout << compress::VerifySummary(r);
+    if (!o.int8_target.empty()) {
+      std::printf("INT8 target: %s", o.int8_target.c_str());
+      if (settings.target) std::printf(" (%lld weight tensors re-quantized)", static_cast<long long>(o.retargeted));
+      std::printf("\n");
+    }
+    std::cout << compress::VerifySummary(o.verify);
     std::printf("wrote %s (%lld bytes); verified in %s on %lld random samples\n",
                 args->out.c_str(),
                 static_cast<long long>(std::filesystem::file_size(args->out)),
-                r.runtime.c_str(), static_cast<long long>(r.samples));
+                o.verify.runtime.c_str(), static_cast<long long>(o.verify.samples));
   });
 }
 

@@ -24,6 +24,7 @@ void AddInferCommand(CLI::App& app, const GlobalOptions& global);
 void AddImportCommand(CLI::App& app, const GlobalOptions& global);
 void AddVerifyCommand(CLI::App& app, const GlobalOptions& global);
 void AddExportCommand(CLI::App& app, const GlobalOptions& global);
+void AddCpuCommand(CLI::App& app, const GlobalOptions& global);
 // run, validate, passes, compare
 void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
 

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   cli::AddImportCommand(app, global);
   cli::AddVerifyCommand(app, global);
   cli::AddExportCommand(app, global);
+  cli::AddCpuCommand(app, global);
   cli::AddRecipeCommands(app, global);
   int exit_code = 0;
   global.exit_code = &exit_code;

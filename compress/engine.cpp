@@ -16,6 +16,7 @@
 #include "compress/data.h"
 #include "compress/eval.h"
 #include "compress/executor.h"
+#include "compress/export.h"
 #include "compress/model_source.h"
 #include "compress/onnx_io.h"
 #include "compress/runtime_config.h"
@@ -225,60 +226,33 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   onnx_options.recipe_hash = recipe_hash;
   const Tensor verify_inputs =
       recipe.exports.empty() ? Tensor() : VerifySamples(data, recipe.data.batch_size);
-  const bool quantized = HasQuantization(final_cpu);
-  std::optional<Graph> float_copy;  // a quantized model's FP32 equivalent, made on demand
+  ExportSettings settings;
+  settings.onnx = onnx_options;
   for (const auto& ex : recipe.exports) {
     const fs::path file = tmp / ex.path;
     fs::create_directories(file.parent_path(), ec);
-    onnx_options.sparse = ex.sparse;
-    // "onnx" is always FP32 (a quantized model is written without its Q/DQ, weights
-    // dequantized); "onnx-qdq" is the QDQ graph, compared under the INT8 rule.
-    // "torchscript" is the graph as it is (FP32, or fake-quant for a quantized model:
-    // bit-exact with our executor); "torchscript-int8" runs quantized layers with
-    // LibTorch's INT8 kernels (ONEDNN), the others fake-quant, under the INT8 rule.
-    const bool int8_format = ex.format == "onnx-qdq" || ex.format == "torchscript-int8";
-    const bool torchscript = ex.format == "torchscript" || ex.format == "torchscript-int8";
-    if (int8_format && !quantized) {
-      throw Error(ErrorKind::kRecipe, "export " + ex.path + ": format " + ex.format +
-                                          " needs a quantized model; the model has no "
-                                          "QuantizeLinear/DequantizeLinear (add a \"quantize\" stage)");
-    }
-    const Graph* exported = &final_cpu;
-    if (ex.format == "onnx" && quantized) {
-      if (!float_copy) {
-        float_copy = final_cpu.Clone();
-        StripQuantization(*float_copy);
-      }
-      exported = &*float_copy;
-    }
-    VerifyTolerance tol;
-    if (int8_format) tol.mode = VerifyTolerance::Mode::kInt8;
-    VerifyReport v;
+    settings.onnx.sparse = ex.sparse;
+    const ExportFormat* format = FindExportFormat(ex.format);
+    if (format == nullptr) throw Error(ErrorKind::kInternal, "export " + ex.path + ": no format " + ex.format);
+    ExportOutcome o;
     try {
-      if (torchscript) {
-        TorchScriptExportOptions ts;
-        ts.real_int8 = ex.format == "torchscript-int8";
-        const TorchScriptExportResult r = SaveTorchScript(*exported, file.string(), ts);
-        if (!r.fallback_layers.empty()) {
-          std::string layers;
-          for (const auto& [layer, why] : r.fallback_layers) {
-            layers += (layers.empty() ? "" : "; ") + layer + " (" + why + ")";
-          }
-          log("warning: " + ex.path + ": " + std::to_string(r.fallback_layers.size()) +
-              " quantized layers stay fake-quant in TorchScript: " + layers);
-        }
-        v = VerifyTorchScriptFile(*exported, file.string(), {verify_inputs}, tol, ts.qengine);
-      } else {
-        SaveOnnx(*exported, file.string(), onnx_options);
-        v = VerifyOnnxInOrt(*exported, file.string(), {verify_inputs}, tol);
-      }
+      o = ExportModel(final_cpu, file.string(), *format, settings, {verify_inputs});
     } catch (const Error& e) {
-      throw Error(e.kind(), "export " + ex.path + ": " + e.what());
+      // Name the file where the user will look for it, not the temporary folder.
+      std::string msg = e.what();
+      const std::string from = tmp.string(), to = out.string();
+      for (size_t at = msg.find(from); at != std::string::npos; at = msg.find(from, at + to.size())) {
+        msg.replace(at, from.size(), to);
+      }
+      throw Error(e.kind(), "export " + ex.path + ": " + msg);
     }
+    for (const auto& w : o.warnings) log("warning: " + ex.path + ": " + w);
+    const VerifyReport& v = o.verify;
     ExportReport er;
     er.format = ex.format;
     er.path = ex.path;
-    er.sparse = ex.sparse && !torchscript;
+    er.sparse = ex.sparse && !format->torchscript;
+    er.int8_target = o.int8_target;
     er.bytes = static_cast<int64_t>(fs::file_size(file));
     er.verified = true;
     er.verified_with = v.runtime;
@@ -289,7 +263,8 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     report.exports.push_back(er);
     log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in " +
         v.runtime + " on " + std::to_string(v.samples) + " test samples, max |diff| " +
-        std::to_string(v.max_abs_diff) + ")");
+        std::to_string(v.max_abs_diff) +
+        (o.int8_target.empty() ? std::string() : "; INT8 target " + o.int8_target) + ")");
   }
 
   // Step 6: final measurements and acceptance.

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "compress/export.h"
 #include "compress/model_source.h"
 #include "compress/registry.h"
 #include "compress/zoo.h"
@@ -204,8 +205,7 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
         const std::string path = "exports[" + std::to_string(i) + "]";
         OptionReader e(ex[i], path, problems);
         ExportSpec spec;
-        e.Read("format", spec.format, {"onnx", "onnx-qdq", "torchscript", "torchscript-int8"},
-               "export format");
+        e.Read("format", spec.format, ExportFormatNames(), "export format");
         e.Read("path", spec.path, {}, "file, relative to the output directory");
         e.Read("sparse", spec.sparse,
                "write initializers that are mostly zeros as ONNX sparse_initializer when "
@@ -213,8 +213,8 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
         e.Finish();
         if (!ex[i].is_object()) continue;
         if (!ex[i].contains("format")) e.AddProblem("format", "missing; expected \"onnx\"");
-        if ((spec.format == "onnx-qdq" || spec.format == "torchscript-int8") &&
-            !ModelMayBeQuantized(recipe)) {
+        const ExportFormat* format = FindExportFormat(spec.format);
+        if (format != nullptr && format->needs_quantized && !ModelMayBeQuantized(recipe)) {
           e.AddProblem("format", "\"" + spec.format + "\" needs a quantized model: add a "
                                  "\"quantize\" stage (or start from a QDQ .onnx model)");
         }

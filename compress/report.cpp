@@ -326,10 +326,10 @@ Table LatencyTable(const Report& r) {
 }
 
 Table ExportTable(const Report& r) {
-  Table t{{"format", "path", "bytes", "verified", "max |\u0394|"}, "llrlr", {}};
+  Table t{{"format", "path", "bytes", "verified", "max |\u0394|", "INT8 target"}, "llrlrl", {}};
   for (const auto& e : r.exports) {
     t.rows.push_back({e.format, e.path, Grouped(e.bytes), e.verified ? "yes" : "no",
-                      Scientific(e.max_abs_diff)});
+                      Scientific(e.max_abs_diff), e.int8_target.empty() ? "\u2014" : e.int8_target});
   }
   return t;
 }
@@ -896,6 +896,7 @@ OJson ReportOrderedJson(const Report& r) {
       ej["top1_agreement"] = NumberJson(e.top1_agreement);
     }
     ej["sparse"] = e.sparse;
+    if (!e.int8_target.empty()) ej["int8_target"] = e.int8_target;
     exports.push_back(ej);
   }
   j["exports"] = exports;
@@ -1246,6 +1247,7 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
       e.top1_agreement = rd.Number(j, p, "top1_agreement");
     }
     if (j.contains("sparse")) e.sparse = rd.Bool(j, p, "sparse");
+    if (j.contains("int8_target")) e.int8_target = rd.String(j, p, "int8_target");
     return e;
   });
   r.acceptance =

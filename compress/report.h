@@ -93,6 +93,9 @@ struct ExportReport {
   double max_rel_diff = kNaN;    // max |Δ| / output scale (max |output|, at least 1)
   double top1_agreement = kNaN;  // fraction of samples with the same arg-max
   bool sparse = false;           // sparse initializers allowed in the file
+  // INT8 formats: the INT8 target the file meets ("portable", "full_range"); empty for
+  // FP32 formats and older reports.
+  std::string int8_target;
 };
 
 struct AcceptanceCheck {

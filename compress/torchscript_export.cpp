@@ -5,6 +5,8 @@
 // stored as module attributes (they serialize through the packed classes' pickling).
 #include "compress/torchscript_export.h"
 
+#include <nlohmann/json.hpp>
+
 #include <torch/csrc/jit/frontend/resolver.h>
 #include <torch/csrc/jit/frontend/sugared_value.h>
 
@@ -1596,8 +1598,12 @@ TorchScriptExportResult SaveTorchScript(const Graph& graph, const std::string& p
   jit::Module module = GraphToTorchScript(graph, options, &result);
   namespace fs = std::filesystem;
   const std::string tmp = path + ".tmp-" + std::to_string(getpid());
+  // The graph's metadata (the INT8 target, the recipe hash) travels as an extra file,
+  // readable with torch::jit::load(path, device, extra_files) or Python's _extra_files.
+  torch::jit::ExtraFilesMap extra;
+  if (!graph.metadata.empty()) extra[kTorchScriptMetadataFile] = nlohmann::json(graph.metadata).dump();
   try {
-    module.save(tmp);
+    module.save(tmp, extra);
   } catch (const std::exception& e) {
     std::error_code ec;
     fs::remove(tmp, ec);

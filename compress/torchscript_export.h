@@ -73,8 +73,12 @@ torch::jit::Module GraphToTorchScript(const Graph& graph,
                                       const TorchScriptExportOptions& options = {},
                                       TorchScriptExportResult* result = nullptr);
 
+// Name of the extra file in a saved module holding graph.metadata as a JSON object.
+inline constexpr const char* kTorchScriptMetadataFile = "mcompress.json";
+
 // GraphToTorchScript, then writes the module to `path` atomically (a temporary file
-// beside it, renamed into place; never a half-written file). Throws as
+// beside it, renamed into place; never a half-written file), with graph.metadata in
+// the extra file kTorchScriptMetadataFile. Throws as
 // GraphToTorchScript (before anything is written), and compress::Error(kIo) naming
 // `path` when it cannot be written.
 TorchScriptExportResult SaveTorchScript(const Graph& graph, const std::string& path,

@@ -104,34 +104,6 @@ void CompareWithExecutor(const Graph& graph, const std::vector<Tensor>& sample_i
   }
 }
 
-// Writes a file with `write(tmp)` under a temporary name beside `path`, runs
-// `verify(tmp)`, and renames it to `path` only when both succeed (removed otherwise).
-// Errors name `path`, not the temporary file.
-template <typename Write, typename Verify>
-VerifyReport WriteVerified(const std::string& path, Write write, Verify verify) {
-  const std::string tmp = path + ".verify-" + std::to_string(::getpid());
-  try {
-    write(tmp);
-    VerifyReport report = verify(tmp);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      throw Error(ErrorKind::kIo, "cannot write " + path + ": " + std::strerror(errno));
-    }
-    report.onnx_path = path;
-    return report;
-  } catch (const Error& e) {
-    std::remove(tmp.c_str());
-    std::string msg = e.what();
-    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
-      msg.replace(at, tmp.size(), path);
-      at += path.size();
-    }
-    throw Error(e.kind(), msg);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-}
-
 }  // namespace
 
 OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
@@ -220,6 +192,32 @@ OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
     }
   }
   return c;
+}
+
+VerifyReport WriteVerified(const std::string& path,
+                           const std::function<void(const std::string&)>& write,
+                           const std::function<VerifyReport(const std::string&)>& verify) {
+  const std::string tmp = path + ".verify-" + std::to_string(::getpid());
+  try {
+    write(tmp);
+    VerifyReport report = verify(tmp);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      throw Error(ErrorKind::kIo, "cannot write " + path + ": " + std::strerror(errno));
+    }
+    report.onnx_path = path;
+    return report;
+  } catch (const Error& e) {
+    std::remove(tmp.c_str());
+    std::string msg = e.what();
+    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
+      msg.replace(at, tmp.size(), path);
+      at += path.size();
+    }
+    throw Error(e.kind(), msg);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
 }
 
 VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,13 @@ VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint6
 VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
                                 const OnnxExportOptions& options, int64_t samples,
                                 uint64_t seed, const VerifyTolerance& tol = {});
+
+// Runs `write(tmp)` for a temporary name beside `path`, then `verify(tmp)`, and renames
+// the file to `path` only when both succeed (removed otherwise), so `path` never holds
+// an unverified file. Errors name `path`, not the temporary file.
+VerifyReport WriteVerified(const std::string& path,
+                           const std::function<void(const std::string&)>& write,
+                           const std::function<VerifyReport(const std::string&)>& verify);
 
 struct TorchScriptExportOptions;
 struct TorchScriptExportResult;

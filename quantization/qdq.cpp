@@ -240,7 +240,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
       min_scale = BiasMinWeightScale(graph.Weight(bias), x_scale);
       if (axis < 0) min_scale = min_scale.max();
     }
-    const WeightQuant wq = QuantizeWeightSymmetric(w, axis, min_scale);
+    const WeightQuant wq = QuantizeWeightSymmetric(w, axis, min_scale, WeightQmax(options.target));
     if (!bias.empty()) {
       const Tensor bq = QuantizeBias(graph.Weight(bias), x_scale, wq.scale, node.Describe());
       const Tensor bscale = wq.scale * static_cast<float>(x_scale);
@@ -269,6 +269,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
                                           " is not produced by any node or graph input");
   }
   graph.nodes = std::move(nodes);
+  graph.metadata[kInt8TargetKey] = Int8TargetName(options.target);
   graph.Validate("quantize");
   return inserted;
 }
@@ -328,6 +329,7 @@ void StripQuantization(Graph& graph) {
     for (size_t k = 1; k < n.inputs.size(); ++k) maybe_unused.insert(n.inputs[k]);
     graph.value_info.erase(n.outputs[0]);
   }
+  graph.metadata.erase(kInt8TargetKey);
   RemoveNodes(graph, remove, maybe_unused, "strip quantization");
 }
 

@@ -23,6 +23,7 @@
 #include "compress/graph.h"
 #include "compress/report.h"
 #include "pruning/layer_select.h"
+#include "quantization/int8_target.h"
 #include "quantization/quant_math.h"
 
 namespace compress {
@@ -52,11 +53,13 @@ QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter);
 struct QdqOptions {
   at::ScalarType activation_type = at::kByte;  // kByte (uint8) or kChar (int8)
   bool per_channel = true;                     // weights: per output channel or per tensor
+  Int8Target target = Int8Target::kPortable;   // weight range: [-64, 64] or [-127, 127]
 };
 
 // Rewrites `graph` into QDQ form following `plan`, with `params` holding the calibrated
 // parameters of every planned value whose `share` is empty. Pruning masks are applied
-// and dropped (zeros stay exact: the weight zero point is 0). Returns the number of
+// and dropped (zeros stay exact: the weight zero point is 0). Weights use the range of
+// `options.target`, which is recorded in graph.metadata[kInt8TargetKey]. Returns the number of
 // Q/DQ nodes inserted. Throws compress::Error(kInternal) when a planned value has no
 // parameters, kNumeric when a bias cannot be represented.
 int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,

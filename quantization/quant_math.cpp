@@ -38,7 +38,12 @@ AffineParams AsymmetricParams(double min, double max, at::ScalarType type) {
   return p;
 }
 
-WeightQuant QuantizeWeightSymmetric(const Tensor& w, int64_t axis, const Tensor& min_scale) {
+WeightQuant QuantizeWeightSymmetric(const Tensor& w, int64_t axis, const Tensor& min_scale,
+                                    int64_t qmax) {
+  if (qmax < 1 || qmax > 127) {
+    throw Error(ErrorKind::kInternal, "QuantizeWeightSymmetric: qmax " + std::to_string(qmax) +
+                                          " outside [1, 127]");
+  }
   torch::NoGradGuard no_grad;
   const Tensor wf = w.detach().to(torch::kFloat);
   WeightQuant out;
@@ -53,7 +58,7 @@ WeightQuant QuantizeWeightSymmetric(const Tensor& w, int64_t axis, const Tensor&
   } else {
     absmax = wf.abs().max();
   }
-  Tensor scale = absmax / 127.0f;
+  Tensor scale = absmax / static_cast<float>(qmax);
   if (min_scale.defined()) scale = torch::maximum(scale, min_scale.to(scale.options()));
   scale = torch::where(scale > 0, scale, torch::ones_like(scale));
   out.scale = scale.contiguous();
@@ -64,7 +69,7 @@ WeightQuant QuantizeWeightSymmetric(const Tensor& w, int64_t axis, const Tensor&
     s = scale.reshape(shape);
   }
   // The same float32 arithmetic QuantizeLinear performs: round half to even, saturate.
-  out.q = torch::clamp(torch::round(wf / s), -127, 127).to(torch::kChar);
+  out.q = torch::clamp(torch::round(wf / s), -qmax, qmax).to(torch::kChar);
   return out;
 }
 

@@ -37,17 +37,18 @@ struct AffineParams {
 AffineParams AsymmetricParams(double min, double max, at::ScalarType type);
 
 // Symmetric int8 weight quantization per slice along `axis` (per-channel when axis >= 0,
-// one scale for the whole tensor when axis < 0): scale = max|w| / 127, zero point 0,
-// values in [-127, 127] so that negation is exact (the restricted range TensorRT uses).
-// An all-zero slice gets scale 1. `min_scale` (same length as the scales, or undefined)
-// raises individual scales, e.g. so a bias fits int32.
+// one scale for the whole tensor when axis < 0): scale = max|w| / qmax, zero point 0,
+// values in [-qmax, qmax] so that negation is exact (the restricted range TensorRT uses
+// with qmax 127; quantization/int8_target.h's portable target uses 64). An all-zero
+// slice gets scale 1. `min_scale` (same length as the scales, or undefined) raises
+// individual scales, e.g. so a bias fits int32.
 struct WeightQuant {
   Tensor q;      // int8, same shape as w
   Tensor scale;  // float32 [channels] (or [] per-tensor)
   int64_t axis = -1;
 };
 WeightQuant QuantizeWeightSymmetric(const Tensor& w, int64_t axis,
-                                    const Tensor& min_scale = Tensor());
+                                    const Tensor& min_scale = Tensor(), int64_t qmax = 127);
 
 // Bias for a quantized Conv/Gemm: int32 with scale input_scale * weight_scale (per
 // output channel) and zero point 0, as ONNX Runtime's QLinearConv/QGemm fusions expect.

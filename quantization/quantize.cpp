@@ -64,6 +64,11 @@ std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
          "weight scales (symmetric int8)");
   r.Read("fold_batchnorm", o.fold_batchnorm,
          "fold BatchNormalization into the preceding Conv/Gemm first");
+  std::string target = Int8TargetName(o.target);
+  r.Read("target", target, Int8TargetNames(),
+         "INT8 target: portable (weights in [-64, 64]: right on every x86 kernel, VNNI or "
+         "not, and ARM) or full_range ([-127, 127]: only for VNNI/AMX/ARM/GPU deployment)");
+  o.target = ParseInt8Target(target);
   ReadLayerFilter(r, o.layers);
   return std::make_unique<QuantizePass>(o);
 }
@@ -103,6 +108,7 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   QdqOptions qo;
   qo.activation_type = act;
   qo.per_channel = options_.weights == "per_channel";
+  qo.target = options_.target;
   const int64_t inserted = ApplyQdq(graph, plan, params, qo);
   const Tensor after = Executor(graph).Run({batches.front()})[0].detach();
   const double rel = (after - before).norm().item<double>() /
@@ -113,6 +119,7 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   result.stats["activations_quantized"] = static_cast<double>(plan.activations.size());
   result.stats["qdq_nodes"] = static_cast<double>(inserted);
   result.stats["calibration_samples"] = static_cast<double>(subset.size());
+  result.stats["weight_qmax"] = static_cast<double>(WeightQmax(options_.target));
   result.stats["output_rel_error"] = rel;
   if (before.dim() == 2 && before.size(1) > 1) {
     result.stats["calibration_top1_agreement"] =
@@ -120,7 +127,10 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   }
   ctx.log("quantize: " + std::to_string(plan.layers.size()) + " layers int8, " +
           std::to_string(plan.activations.size()) + " activations " + options_.activations +
-          ", calibrated (" + options_.calibration + ") on " + std::to_string(subset.size()) +
+          ", weights " + Int8TargetName(options_.target) + " [-" +
+          std::to_string(WeightQmax(options_.target)) + ", " +
+          std::to_string(WeightQmax(options_.target)) + "], calibrated (" +
+          options_.calibration + ") on " + std::to_string(subset.size()) +
           " samples; output relative error " + std::to_string(rel));
   return result;
 }

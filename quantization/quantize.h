@@ -24,6 +24,9 @@ struct QuantizeOptions {
   std::string activations = "uint8";   // uint8 | int8 (asymmetric, per tensor)
   std::string weights = "per_channel";  // per_channel | per_tensor (symmetric int8)
   bool fold_batchnorm = true;
+  // Integer range of the weights (quantization/int8_target.h): portable [-64, 64] runs
+  // right on every CPU; full_range [-127, 127] only where the kernels have dot products.
+  Int8Target target = Int8Target::kPortable;
   LayerFilter layers;                   // layers left out stay float
 };
 

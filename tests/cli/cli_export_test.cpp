@@ -12,6 +12,15 @@
 #include <fstream>
 #include <string>
 
+#include <torch/torch.h>
+
+#include "compress/cpu_info.h"
+#include "compress/onnx_io.h"
+#include "compress/zoo.h"
+#include "quantization/fold_batchnorm.h"
+#include "quantization/qdq.h"
+#include "quantization/quantize.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -128,6 +137,74 @@ TEST_F(CliExport, MissingNodeLeavesNoFile) {
   EXPECT_EQ(Lines(r.output), 1) << r.output;
   EXPECT_TRUE(Has(r.output, "run `make deps`")) << r.output;
   EXPECT_TRUE(fs::is_empty(dir_)) << "no output or temporary file";
+}
+
+
+// The zoo convnet (random weights, BN folded) quantized for `target`, calibrated on
+// seeded noise, written as QDQ ONNX.
+void WriteQdqConvnet(const std::string& path, compress::Int8Target target) {
+  using namespace compress;
+  Graph g = BuildZoo("convnet", 3);
+  FoldBatchNorm(g);
+  const QdqPlan plan = PlanQdq(g, LayerFilter{});
+  torch::manual_seed(4);
+  const auto params = Calibrate(g, plan, {torch::randn({64, 1, 28, 28})}, CalibrationMethod::kMinMax,
+                                99.99, at::kByte);
+  QdqOptions o;
+  o.target = target;
+  ApplyQdq(g, plan, params, o);
+  SaveOnnx(g, path);
+}
+
+// Full-range INT8 weights: `export --target portable` re-quantizes them; the verifiers
+// name the target, warn about full-range layers, and where the kernels saturate (here:
+// oneDNN's AVX2 kernels, forced by ONEDNN_MAX_CPU_ISA on any x86 CPU) the error names
+// the final file and the option that fixes it.
+TEST_F(CliExport, Int8TargetsAreProvedRecordedAndRetargeted) {
+  const std::string full = Path("full.onnx");
+  WriteQdqConvnet(full, compress::Int8Target::kFullRange);
+
+  Result v = RunCli("verify " + full);
+  EXPECT_TRUE(Has(v.output, "warning: full_range INT8 weights: 4 of 4 integer layers can exceed int16")) << v.output;
+  if (v.code == 0) {
+    EXPECT_TRUE(Has(v.output, "INT8 target: full_range")) << v.output;
+  } else {
+    // Only a CPU whose ONNX Runtime kernels saturate may disagree, and it must say why.
+    EXPECT_TRUE(compress::OrtInt8PairsSaturate(compress::CpuInt8())) << v.output;
+    EXPECT_TRUE(Has(v.output, "--target portable")) << v.output;
+  }
+
+  const std::string portable = Path("portable.onnx");
+  Result e = RunCli("export " + full + " --format onnx-qdq --target portable -o " + portable);
+  ASSERT_EQ(e.code, 0) << e.output;
+  EXPECT_TRUE(Has(e.output, "INT8 target: portable (4 weight tensors re-quantized)")) << e.output;
+  EXPECT_FALSE(Has(e.output, "warning")) << e.output;
+  EXPECT_EQ(compress::LoadOnnx(portable).metadata.at(compress::kInt8TargetKey), "portable");
+  Result vp = RunCli("verify " + portable);
+  EXPECT_EQ(vp.code, 0) << vp.output;
+  EXPECT_TRUE(Has(vp.output, "INT8 target: portable")) << vp.output;
+
+  // oneDNN's AVX2 kernels (what an AVX2-only CPU runs) on the full-range file.
+  const std::string avx2 = "ONEDNN_MAX_CPU_ISA=AVX2";
+  Result cpu = RunCli("cpu", avx2);
+  EXPECT_EQ(cpu.code, 0) << cpu.output;
+  EXPECT_TRUE(Has(cpu.output, "oneDNN ISA: avx2; ONEDNN_MAX_CPU_ISA=AVX2")) << cpu.output;
+  const std::string pt = Path("full.pt");
+  Result f = RunCli("export " + full + " --format torchscript-int8 -o " + pt + " --samples 32", avx2);
+  EXPECT_EQ(f.code, 1) << f.output;
+  EXPECT_TRUE(Has(f.output, "mcompress: numeric error: " + pt + ": output 'logits' differs")) << f.output;
+  EXPECT_TRUE(Has(f.output, "saturating int16")) << f.output;
+  EXPECT_TRUE(Has(f.output, "mcompress export --target portable")) << f.output;
+  EXPECT_FALSE(fs::exists(pt));
+  Result p = RunCli("export " + full + " --format torchscript-int8 --target portable -o " + pt +
+                        " --samples 32", avx2);
+  EXPECT_EQ(p.code, 0) << p.output;
+  EXPECT_TRUE(fs::exists(pt));
+
+  // --target is for INT8 formats only.
+  Result bad = RunCli("export " + full + " --format onnx --target portable -o " + Path("x.onnx"));
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_TRUE(Has(bad.output, "--target applies to the INT8 formats")) << bad.output;
 }
 
 }  // namespace

@@ -211,6 +211,8 @@ Report FullReport() {
   r.stages[0].sensitivity = {{"fc1", {0.5, 0.9}, {0.88, kNaN}, 0.5}, {"fc2", {0.5, 0.9}, {0.9, 0.7}, kNaN}};
   r.exports.push_back({"onnx", "model.onnx", 250000, true, 1.5e-6});
   r.exports.push_back({"torchscript", "model.pt", 260000, false, kNaN});
+  r.exports.push_back({"onnx-qdq", "model_int8.onnx", 70000, true, 0.01});
+  r.exports.back().int8_target = "portable";
   r.acceptance.push_back({"max_accuracy_drop", 0.02, 0.0125, true});
   r.acceptance.push_back({"min_compression", 4, 3.95, false});
   r.accepted = false;
@@ -299,6 +301,7 @@ void ExpectSameReport(const Report& a, const Report& b) {
     EXPECT_EQ(a.exports[i].bytes, b.exports[i].bytes);
     EXPECT_EQ(a.exports[i].verified, b.exports[i].verified);
     EXPECT_TRUE(SameDouble(a.exports[i].max_abs_diff, b.exports[i].max_abs_diff));
+    EXPECT_EQ(a.exports[i].int8_target, b.exports[i].int8_target);
   }
   ASSERT_EQ(a.acceptance.size(), b.acceptance.size());
   for (size_t i = 0; i < a.acceptance.size(); ++i) {
@@ -478,7 +481,7 @@ TEST(ReportMarkdown, TablesHaveTheExpectedRows) {
   ExpectLine(md, "| baseline | 0.750 | 12.500 |");
   ExpectLine(md, "| final | 0.500 | \u2014 |");
   ExpectLine(md, "| speed-up | 1.50\u00d7 | \u2014 |");
-  ExpectLine(md, "| onnx | model.onnx | 250,000 | yes | 1.50e-06 |");
+  ExpectLine(md, "| onnx | model.onnx | 250,000 | yes | 1.50e-06 | \u2014 |");
   ExpectLine(md, "| conv1 | Conv | [6,1,5,5] | 156 | 0.0 | 32 | 117,600 |");
   ExpectLine(md, "| fc1 | Gemm | [120,400] | 48,120 | 90.0 | 8 | 48,000 |");
   ExpectLine(md, "| total |  |  | 48,276 | 89.7 |  | 165,600 |");

@@ -15,12 +15,14 @@
 #include <unistd.h>
 
 #include "compress/builder.h"
+#include "compress/cpu_info.h"
 #include "compress/executor.h"
 #include "compress/onnx_io.h"
 #include "compress/ops.h"
 #include "compress/torchscript_export.h"
 #include "compress/verify.h"
 #include "compress/zoo.h"
+#include "quantization/int8_target.h"
 #include "tests/test_util.h"
 
 namespace compress {
@@ -222,7 +224,8 @@ TEST(TorchScriptExport, AllOpsGraphMatchesExecutor) {
 }
 
 // The tests of this file together use every op of the registry.
-Graph QdqConvnet(at::ScalarType activation, int64_t weight_zp, Graph* float_graph);
+Graph QdqConvnet(at::ScalarType activation, int64_t weight_zp, Graph* float_graph,
+                 int64_t weight_qmax = kPortableWeightMax);
 
 TEST(TorchScriptExport, TestsCoverEveryRegisteredOp) {
   std::set<std::string> used;
@@ -334,20 +337,23 @@ ActQuant Calibrate(const Tensor& t, at::ScalarType dtype) {
   return {scale, zp};
 }
 
-// Symmetric per-output-channel int8 weights: {w_q, scale[O]}.
-std::pair<Tensor, Tensor> QuantizeWeight(const Tensor& w) {
+// Symmetric per-output-channel int8 weights in [-qmax, qmax]: {w_q, scale[O]}. The
+// portable range by default, which every x86 INT8 kernel computes exactly
+// (quantization/int8_target.h).
+std::pair<Tensor, Tensor> QuantizeWeight(const Tensor& w, int64_t qmax = kPortableWeightMax) {
   Tensor amax = w.abs().reshape({w.size(0), -1}).amax(1).clamp_min(1e-8);
-  Tensor scale = (amax / 127.0).to(torch::kFloat);
+  Tensor scale = (amax / static_cast<double>(qmax)).to(torch::kFloat);
   std::vector<int64_t> shape(w.dim(), 1);
   shape[0] = w.size(0);
-  Tensor q = torch::round(w / scale.reshape(shape)).clamp(-127, 127).to(torch::kChar);
+  Tensor q = torch::round(w / scale.reshape(shape)).clamp(-qmax, qmax).to(torch::kChar);
   return {q, scale};
 }
 
 // conv(4->8, 3x3, pad 1) -> relu -> maxpool 2 -> flatten -> fc(512 -> 10) with QDQ
 // as the quantization pass lays it out: activations Q->DQ (uint8 or int8, calibrated
 // on a float run), per-channel int8 weights (zero points `weight_zp`), int32 biases.
-Graph QdqConvnet(at::ScalarType activation, int64_t weight_zp, Graph* float_graph) {
+Graph QdqConvnet(at::ScalarType activation, int64_t weight_zp, Graph* float_graph,
+                 int64_t weight_qmax) {
   GraphBuilder fb("convnet_fp32", 21);
   {
     const std::string x = fb.Input("input", {kDynamicDim, 4, 16, 16});
@@ -379,7 +385,7 @@ Graph QdqConvnet(at::ScalarType activation, int64_t weight_zp, Graph* float_grap
     return std::make_pair(b.Op1("DequantizeLinear", {qv, s, z}, {}, name + ".dequantize"), q);
   };
   auto weights = [&](const std::string& layer, float x_scale, int64_t axis) {
-    auto [wq, ws] = QuantizeWeight(fg.Weight(layer + ".weight"));
+    auto [wq, ws] = QuantizeWeight(fg.Weight(layer + ".weight"), weight_qmax);
     b.Constant(layer + ".weight_q", wq);
     b.Constant(layer + ".weight_scale", ws);
     b.Constant(layer + ".weight_zp", torch::full({wq.size(0)}, weight_zp, torch::kChar));
@@ -504,6 +510,33 @@ TEST(TorchScriptExport, RealInt8RunsQuantizedKernelsWithinInt8Tolerance) {
   }
   at::globalContext().setQEngine(previous);
   fs::remove_all(dir);
+}
+
+// Full-range weights (|q| up to 127) are right only where oneDNN's INT8 kernels have dot
+// products; portable ones everywhere. ctest runs this test as it is and again with
+// ONEDNN_MAX_CPU_ISA=AVX2 and =AVX512_CORE, so the saturating kernels of CPUs without
+// VNNI run (and the divergence shows) on any x86 machine.
+TEST(TorchScriptExport, RealInt8FullRangeWeightsAreRightOnlyWithDotProducts) {
+  const bool saturates = OnednnInt8PairsSaturate(CpuInt8());
+  std::printf("%s\n", CpuInt8Summary().c_str());
+  TorchScriptExportOptions options;
+  options.real_int8 = true;
+  for (int64_t qmax : {kFullRangeWeightMax, kPortableWeightMax}) {
+    SCOPED_TRACE("weights within +-" + std::to_string(qmax));
+    const Graph g = QdqConvnet(at::kByte, 0, nullptr, qmax);
+    torch::jit::Module m = GraphToTorchScript(g, options);
+    const std::vector<Tensor> inputs = RandomInputs(g, 32, 332);
+    const OutputCheck check = CompareOutput("logits", RunExecutor(g, inputs)[0], RunModule(m, inputs)[0], Int8Tolerance());
+    std::printf("oneDNN INT8, weights +-%-3lld: within one step %.4f, top-1 %.4f (%s)\n",
+                static_cast<long long>(qmax), check.within_step, check.top1_agreement,
+                check.passed ? "passes" : "fails");
+    if (qmax == kPortableWeightMax || !saturates) {
+      EXPECT_TRUE(check.passed) << check.failure;
+    } else {
+      EXPECT_FALSE(check.passed) << "full-range weights agreed although oneDNN's ISA ("
+                                 << CpuInt8().onednn_isa << ") has no dot products";
+    }
+  }
 }
 
 // A residual block in QDQ form: relu(conv2(relu(conv1(x))) + x), uint8 activations.

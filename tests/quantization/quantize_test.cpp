@@ -13,9 +13,11 @@
 #include "compress/onnx_io.h"
 #include "compress/ort_runner.h"
 #include "compress/recipe.h"
+#include "compress/torchscript_export.h"
 #include "compress/verify.h"
 #include "compress/zoo.h"
 #include "quantization/fold_batchnorm.h"
+#include "quantization/int8_target.h"
 #include "quantization/qdq.h"
 #include "quantization/quant_math.h"
 #include "tests/test_util.h"
@@ -279,7 +281,9 @@ TEST(Quantize, ConvnetBecomesQdqWithInt8WeightsAndInt32Biases) {
     ASSERT_EQ(wdq.op_type, "DequantizeLinear") << n.name;
     const Tensor& w = g.Weight(wdq.inputs[0]);
     EXPECT_EQ(w.scalar_type(), at::kChar) << n.name;
-    EXPECT_LE(w.abs().max().item<int>(), 127);
+    // The default INT8 target is portable: |q| <= 64 keeps u8*s8 pairs within int16.
+    EXPECT_LE(w.abs().max().item<int>(), kPortableWeightMax) << n.name;
+    EXPECT_EQ(w.abs().max().item<int>(), kPortableWeightMax) << n.name;
     EXPECT_EQ(wdq.GetInt("axis"), 0) << n.name;
     EXPECT_EQ(g.Weight(wdq.inputs[1]).numel(), w.size(0)) << n.name;  // per channel
     const Node& bdq = g.nodes[g.ProducerIndex(n.inputs[2])];
@@ -293,6 +297,9 @@ TEST(Quantize, ConvnetBecomesQdqWithInt8WeightsAndInt32Biases) {
     ++weights;
   }
   EXPECT_EQ(weights, 4);
+  EXPECT_EQ(g.metadata.at(kInt8TargetKey), "portable");
+  EXPECT_EQ(r.stats.at("weight_qmax"), kPortableWeightMax);
+  EXPECT_TRUE(CheckInt8Target(g, "convnet").saturating.empty());
   // The fake-quant model agrees with the float one on real test images.
   const Tensor after = Executor(g).Run({x})[0];
   const double agree = (after.argmax(1) == before.argmax(1)).to(torch::kDouble).mean().item<double>();
@@ -301,6 +308,35 @@ TEST(Quantize, ConvnetBecomesQdqWithInt8WeightsAndInt32Biases) {
   for (const auto& row : LayerTable(g)) EXPECT_EQ(row.bits, 8) << row.name;
   const SizeStats size = ComputeSize(g);
   EXPECT_LT(size.bytes_int8 * 3, size.bytes_fp32);
+}
+
+// What the portable target's lost bit costs: on a briefly trained convnet, full-range and
+// portable weights give nearly the same outputs, both close to the float model.
+TEST(Quantize, FullRangeTargetUsesAllOfInt8AndPortableCostsLittle) {
+  const Graph trained = TrainedZoo("convnet");
+  const Tensor x = SmallFashionMnist().test.inputs;
+  torch::NoGradGuard ng;
+  const Tensor fp32 = Executor(trained).Run({x})[0];
+  std::map<std::string, double> agree;
+  for (const std::string target : {"portable", "full_range"}) {
+    Graph g = trained.Clone();
+    const PassResult r = RunPassFromJson("quantize", g, {{"target", target}}, DataContext());
+    EXPECT_EQ(g.metadata.at(kInt8TargetKey), target);
+    int64_t qmax = 0;
+    for (const Int8Layer& l : FindInt8Layers(g)) {
+      qmax = std::max<int64_t>(qmax, g.Weight(l.weight).abs().max().item<int64_t>());
+    }
+    EXPECT_EQ(qmax, target == "portable" ? 64 : 127);
+    EXPECT_EQ(CheckInt8Target(g, target).saturating.empty(), target == "portable");
+    const Tensor out = Executor(g).Run({x})[0];
+    agree[target] = (out.argmax(1) == fp32.argmax(1)).to(torch::kDouble).mean().item<double>();
+    std::printf("convnet %-10s output rel error %.4f, top-1 agreement with FP32 %.4f (%lld images)\n",
+                target.c_str(), r.stats.at("output_rel_error"), agree[target],
+                static_cast<long long>(x.size(0)));
+  }
+  EXPECT_GE(agree["portable"], 0.97);
+  EXPECT_GE(agree["full_range"], 0.97);
+  EXPECT_LE(std::abs(agree["portable"] - agree["full_range"]), 0.02);
 }
 
 TEST(Quantize, PrunedZerosStayZeroAndCalibrationMethodsDiffer) {
@@ -372,6 +408,8 @@ TEST(Quantize, BadUseIsAClearError) {
               ErrorKind::kRecipe, "calibration needs the training split");
   ExpectError([&] { RunPassFromJson("quantize", g, {{"calibration", "kl"}}, DataContext()); },
               ErrorKind::kRecipe, "stages[0].calibration");
+  ExpectError([&] { RunPassFromJson("quantize", g, {{"target", "vnni"}}, DataContext()); },
+              ErrorKind::kRecipe, "stages[0].target: unknown value \"vnni\"; expected one of portable|full_range");
   RunPassFromJson("quantize", g, nlohmann::json::object(), DataContext());
   ExpectError([&] { RunPassFromJson("quantize", g, nlohmann::json::object(), DataContext()); },
               ErrorKind::kRecipe, "already holds QuantizeLinear");
@@ -420,6 +458,19 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
   ASSERT_EQ(out.exit_code, 0);
   ASSERT_EQ(out.report.exports.size(), 4u);
   EXPECT_GE(out.report.exports[1].top1_agreement, 0.995);
+  // The INT8 target is in the report, the ONNX metadata and the TorchScript file.
+  EXPECT_EQ(out.report.exports[0].int8_target, "");
+  EXPECT_EQ(out.report.exports[1].int8_target, "portable");
+  EXPECT_EQ(out.report.exports[3].int8_target, "portable");
+  EXPECT_EQ(LoadOnnx((dir / "run" / "int8.onnx").string()).metadata.at(kInt8TargetKey), "portable");
+  EXPECT_EQ(LoadOnnx((dir / "run" / "fp32.onnx").string()).metadata.count(kInt8TargetKey), 0u);
+  {
+    ScopedQEngine engine("onednn");  // the packed INT8 weights load for this engine
+    torch::jit::ExtraFilesMap extra{{kTorchScriptMetadataFile, ""}};
+    torch::jit::load((dir / "run" / "int8.pt").string(), c10::Device(c10::kCPU), extra);
+    const auto meta = nlohmann::json::parse(extra.at(kTorchScriptMetadataFile));
+    EXPECT_EQ(meta.at(kInt8TargetKey), "portable") << meta.dump();
+  }
   // TorchScript: fake-quant is bit-exact with our executor; real INT8 (ONEDNN) within
   // the INT8 rule.
   EXPECT_EQ(out.report.exports[2].verified_with.rfind("LibTorch ", 0), 0u);

@@ -1,0 +1,102 @@
+// The export table and ExportModel: prepare the graph for the format (strip Q/DQ,
+// re-quantize for a target), check the INT8 target, write, verify, rename.
+#include "compress/export.h"
+
+#include "compress/cpu_info.h"
+#include "compress/executor.h"
+#include "compress/torchscript_export.h"
+#include "quantization/qdq.h"
+
+namespace compress {
+
+const std::vector<ExportFormat>& ExportFormats() {
+  static const std::vector<ExportFormat> formats = {
+      {"onnx", false, true, false, false,
+       "FP32 ONNX (a quantized model without its Q/DQ, weights keeping their rounding), "
+       "verified in ONNX Runtime"},
+      {"onnx-qdq", true, false, false, false,
+       "a quantized model as INT8 QDQ ONNX, verified in ONNX Runtime under the INT8 rule"},
+      {"torchscript", false, false, true, false,
+       "TorchScript of the model as it is (FP32, or fake-quant bit-exact with mcompress), "
+       "verified in LibTorch"},
+      {"torchscript-int8", true, false, true, true,
+       "TorchScript running quantized layers on LibTorch's INT8 kernels (oneDNN), "
+       "verified under the INT8 rule"},
+  };
+  return formats;
+}
+
+std::vector<std::string> ExportFormatNames() {
+  std::vector<std::string> names;
+  for (const auto& f : ExportFormats()) names.push_back(f.name);
+  return names;
+}
+
+const ExportFormat* FindExportFormat(const std::string& name) {
+  for (const auto& f : ExportFormats()) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+ExportOutcome ExportModel(const Graph& graph, const std::string& path, const ExportFormat& format,
+                          const ExportSettings& settings, const std::vector<Tensor>& samples) {
+  const bool quantized = HasQuantization(graph);
+  if (format.needs_quantized && !quantized) {
+    throw Error(ErrorKind::kUsage, path + ": format " + format.name + " writes a quantized model; " +
+                                       "the model has no QuantizeLinear/DequantizeLinear nodes " +
+                                       "(run a \"quantize\" stage first)");
+  }
+  // Step 1: the graph as the format writes it (a copy only when it must change).
+  std::optional<Graph> copy;
+  const Graph* g = &graph;
+  auto edit = [&]() -> Graph& {
+    if (!copy) copy = graph.Clone();
+    g = &*copy;
+    return *copy;
+  };
+  if (format.strips_qdq && quantized) StripQuantization(edit());
+  if (g->value_info.empty() && !g->inputs.empty() && g->inputs[0].shape) InferShapes(edit());
+
+  // Step 2: INT8 formats: the target, proved on the weights before anything is written.
+  ExportOutcome out;
+  VerifyTolerance tol;
+  Int8TargetCheck check;
+  if (format.needs_quantized) {
+    tol.mode = VerifyTolerance::Mode::kInt8;
+    if (settings.target) out.retargeted = RetargetInt8(edit(), *settings.target);
+    check = CheckInt8Target(*g, path);
+    out.int8_target = Int8TargetName(check.target);
+    if (!check.saturating.empty()) out.warnings.push_back(check.Warning());
+  }
+
+  // Step 3: write, verify in the format's runtime, rename.
+  try {
+    if (format.torchscript) {
+      TorchScriptExportOptions ts;
+      ts.real_int8 = format.real_int8;
+      TorchScriptExportResult r;
+      out.verify = WriteVerified(
+          path, [&](const std::string& tmp) { r = SaveTorchScript(*g, tmp, ts); },
+          [&](const std::string& tmp) {
+            return VerifyTorchScriptFile(*g, tmp, samples, tol, ts.qengine);
+          });
+      out.int8_layers = r.int8_layers;
+      for (const auto& [layer, why] : r.fallback_layers) {
+        out.warnings.push_back(layer + " stays fake-quant: " + why);
+      }
+    } else {
+      out.verify = WriteVerified(
+          path, [&](const std::string& tmp) { SaveOnnx(*g, tmp, settings.onnx); },
+          [&](const std::string& tmp) { return VerifyOnnxInOrt(*g, tmp, samples, tol); });
+    }
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNumeric || !format.needs_quantized) throw;
+    const bool saturates = format.torchscript ? OnednnInt8PairsSaturate(CpuInt8())
+                                              : OrtInt8PairsSaturate(CpuInt8());
+    throw Error(e.kind(), e.what() + SaturationHint(check, saturates));
+  }
+  return out;
+}
+
+}  // namespace compress
