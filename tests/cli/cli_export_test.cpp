@@ -208,3 +208,35 @@ TEST_F(CliExport, Int8TargetsAreProvedRecordedAndRetargeted) {
 }
 
 }  // namespace
+
+namespace {
+
+// A recipe's INT8 export that fails verification names the final file, not the
+// temporary output folder, says why (oneDNN's AVX2 kernels, forced, saturate the
+// full-range weights of an untrained convnet by a wide margin) and leaves no output
+// folder; the portable target passes on the same kernels.
+TEST_F(CliExport, RecipeInt8ExportErrorNamesTheFinalPathAndTheFix) {
+  const std::string recipe = Path("r.json");
+  std::ofstream(recipe) << R"({
+    "model": "zoo:convnet",
+    "data": {"batch_size": 64, "validation_size": 100, "train_limit": 300, "test_limit": 200,
+             "calibration_samples": 128},
+    "device": "cpu", "seed": 0,
+    "stages": [{"pass": "quantize", "target": "full_range"}],
+    "exports": [{"format": "torchscript-int8", "path": "m.pt"}],
+    "report": {"formats": ["json"], "latency": false}
+  })";
+  const std::string out = Path("out");
+  const std::string avx2 = "ONEDNN_MAX_CPU_ISA=AVX2";
+  Result r = RunCli("run " + recipe + " --out " + out + " --progress quiet", avx2);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(Has(r.output, "export m.pt: " + out + "/m.pt: output 'logits' differs")) << r.output;
+  EXPECT_FALSE(Has(r.output, ".tmp-")) << r.output;
+  EXPECT_TRUE(Has(r.output, "quantize with \"target\": \"portable\"")) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  Result p = RunCli("run " + recipe + " --out " + out + " --progress quiet --set stages[0].target=portable", avx2);
+  EXPECT_EQ(p.code, 0) << p.output;
+  EXPECT_TRUE(fs::exists(out + "/m.pt"));
+}
+
+}  // namespace
