@@ -12,6 +12,7 @@ MC="$BUILD_DIR/bin/mcompress"
 OUT=${BENCH_OUT:-$BUILD_DIR/bench-out}
 mkdir -p "$OUT"
 status=0
+"$MC" cpu | head -1
 
 echo "\$ $MC run bench/recipes/quant_convnet_ptq.json --out $OUT/quant_convnet --cache-dir $BUILD_DIR/cache"
 "$MC" run bench/recipes/quant_convnet_ptq.json --out "$OUT/quant_convnet" \

@@ -23,6 +23,7 @@ echo "memory:   $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo
 torch_version=$(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown)
 echo "libtorch: $torch_version (Debian libtorch-dev; build type $(grep -m1 CMAKE_BUILD_TYPE: "$BUILD_DIR/CMakeCache.txt" 2>/dev/null | cut -d= -f2))"
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the runs)"
+echo "int8:     $("$BUILD_DIR/bin/mcompress" cpu | head -1)"
 echo
 
 status=0
@@ -46,4 +47,6 @@ echo "## Pruning (recipes in bench/recipes/prune_*.json; baselines cached in $BU
 run bash bench/prune.sh "$BUILD_DIR"
 echo "## INT8 quantization: accuracy, ONNX Runtime and LibTorch latency FP32 vs INT8 (bench/quant.sh)"
 run bash bench/quant.sh "$BUILD_DIR"
+echo "## INT8 targets: portable vs full-range accuracy and ONNX Runtime latency (bench/int8_targets.sh)"
+run bash bench/int8_targets.sh "$BUILD_DIR"
 exit $status
