@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "compress/error.h"
-#include "compress/executor.h"
-#include "compress/graph.h"
-#include "compress/runtime_config.h"
-#include "compress/zoo.h"
+#include "compress/base/error.h"
+#include "compress/runtime/executor.h"
+#include "compress/ir/graph.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/zoo/zoo.h"
 
 namespace {
 

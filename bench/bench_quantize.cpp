@@ -10,12 +10,13 @@
 #include <filesystem>
 #include <iostream>
 
-#include "compress/error.h"
-#include "compress/model_source.h"
-#include "compress/onnx_io.h"
-#include "compress/registry.h"
-#include "compress/runtime_config.h"
-#include "compress/verify.h"
+#include "compress/base/error.h"
+#include "compress/engine/export.h"
+#include "compress/engine/model_source.h"
+#include "compress/io/onnx_io.h"
+#include "compress/registry/registry.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/verify.h"
 
 int main(int argc, char** argv) {
   CLI::App app("Quantize a model on synthetic calibration data and write FP32 + QDQ ONNX");
@@ -55,10 +56,10 @@ int main(int argc, char** argv) {
                 r.stats.at("layers_quantized"), r.stats.at("activations_quantized"),
                 r.stats.at("output_rel_error"), secs);
     for (const auto& s : r.skipped) std::printf("  skipped %s: %s\n", s.layer.c_str(), s.reason.c_str());
-    compress::VerifyTolerance tol;
-    tol.mode = compress::VerifyTolerance::Mode::kInt8;
-    const auto v = compress::ExportOnnxVerified(g, out + "/int8.onnx", {}, 8, 1, tol);
-    std::cout << compress::VerifySummary(v);
+    const compress::ExportOutcome o =
+        compress::ExportModel(g, out + "/int8.onnx", *compress::FindExportFormat("onnx-qdq"), {},
+                              compress::RandomInputs(g, 8, 1));
+    std::cout << compress::VerifySummary(o.verify);
     std::printf("wrote %s/fp32.onnx (%lld bytes) and %s/int8.onnx (%lld bytes)\n", out.c_str(),
                 static_cast<long long>(std::filesystem::file_size(out + "/fp32.onnx")), out.c_str(),
                 static_cast<long long>(std::filesystem::file_size(out + "/int8.onnx")));

@@ -20,12 +20,12 @@
 
 #include <unistd.h>
 
-#include "compress/builder.h"
-#include "compress/error.h"
-#include "compress/executor.h"
-#include "compress/onnx_io.h"
-#include "compress/runtime_config.h"
-#include "compress/torchscript_export.h"
+#include "compress/zoo/builder.h"
+#include "compress/base/error.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/torchscript_export.h"
 #include "quantization/int8_target.h"
 #include "quantization/quant_math.h"
 

@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "compress/data.h"
-#include "compress/error.h"
-#include "compress/eval.h"
-#include "compress/runtime_config.h"
-#include "compress/train.h"
-#include "compress/zoo.h"
+#include "compress/data/data.h"
+#include "compress/base/error.h"
+#include "compress/train/eval.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/train/train.h"
+#include "compress/zoo/zoo.h"
 
 namespace {
 

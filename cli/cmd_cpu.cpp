@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "compress/cpu_info.h"
+#include "compress/runtime/cpu_info.h"
 
 namespace cli {
 

@@ -2,10 +2,10 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "compress/data.h"
-#include "compress/eval.h"
-#include "compress/model_source.h"
-#include "compress/runtime_config.h"
+#include "compress/data/data.h"
+#include "compress/train/eval.h"
+#include "compress/engine/model_source.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 

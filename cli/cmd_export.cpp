@@ -1,13 +1,13 @@
-// `mcompress export`: writes a model in one of the export formats (compress/export.h)
+// `mcompress export`: writes a model in one of the export formats (compress/engine/export.h)
 // and proves the file in ONNX Runtime or LibTorch before it appears.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/export.h"
-#include "compress/model_source.h"
-#include "compress/runtime_config.h"
+#include "compress/engine/export.h"
+#include "compress/engine/model_source.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 

@@ -2,10 +2,10 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/model_source.h"
-#include "compress/onnx_io.h"
-#include "compress/runtime_config.h"
-#include "compress/torchscript_import.h"
+#include "compress/engine/model_source.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/torchscript_import.h"
 
 namespace cli {
 

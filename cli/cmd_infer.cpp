@@ -2,8 +2,8 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/model_source.h"
-#include "compress/runtime_config.h"
+#include "compress/engine/model_source.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 

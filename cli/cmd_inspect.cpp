@@ -4,8 +4,8 @@
 #include <map>
 
 #include "cli/commands.h"
-#include "compress/model_source.h"
-#include "compress/runtime_config.h"
+#include "compress/engine/model_source.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 

@@ -4,11 +4,12 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/engine.h"
-#include "compress/recipe.h"
-#include "compress/registry.h"
-#include "compress/report.h"
-#include "compress/runtime_config.h"
+#include "compress/base/file_util.h"
+#include "compress/engine/engine.h"
+#include "compress/engine/recipe.h"
+#include "compress/registry/registry.h"
+#include "compress/report/report.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 

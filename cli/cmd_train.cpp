@@ -3,12 +3,12 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/data.h"
-#include "compress/eval.h"
-#include "compress/model_source.h"
-#include "compress/onnx_io.h"
-#include "compress/runtime_config.h"
-#include "compress/train.h"
+#include "compress/data/data.h"
+#include "compress/train/eval.h"
+#include "compress/engine/model_source.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/train/train.h"
 
 namespace cli {
 

@@ -5,10 +5,10 @@
 #include <optional>
 
 #include "cli/commands.h"
-#include "compress/cpu_info.h"
-#include "compress/onnx_io.h"
-#include "compress/runtime_config.h"
-#include "compress/verify.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/verify.h"
 #include "quantization/int8_target.h"
 #include "quantization/qdq.h"
 

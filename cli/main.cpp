@@ -4,8 +4,8 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "compress/error.h"
-#include "compress/runtime_config.h"
+#include "compress/base/error.h"
+#include "compress/runtime/runtime_config.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mcompress: compress LibTorch/ONNX models (pruning, INT8 quantization, "

@@ -1,7 +1,7 @@
 // The model argument every model-reading subcommand shares: a spec (zoo:<name>, .onnx,
 // or TorchScript .pt/.pth/.ts) plus --input-shape, which TorchScript files need.
 #include "cli/commands.h"
-#include "compress/model_source.h"
+#include "compress/engine/model_source.h"
 
 namespace cli {
 

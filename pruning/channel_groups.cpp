@@ -14,8 +14,9 @@
 #include <set>
 #include <sstream>
 
-#include "compress/error.h"
-#include "compress/executor.h"
+#include "compress/base/error.h"
+#include "compress/runtime/executor.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -33,25 +34,6 @@ struct Layout {
     return c;
   }
 };
-
-const std::set<std::string>& ChannelwiseUnaryOps() {
-  static const std::set<std::string> ops = {"Relu", "Clip", "Sigmoid", "HardSwish",
-                                            "HardSigmoid", "LeakyRelu", "Tanh", "Gelu",
-                                            "Dropout", "Identity", "Erf", "Sqrt", "Neg",
-                                            "Abs", "Exp", "Softplus", "Elu", "Selu"};
-  return ops;
-}
-
-const std::set<std::string>& ElementwiseBinaryOps() {
-  static const std::set<std::string> ops = {"Add", "Sub", "Mul", "Div"};
-  return ops;
-}
-
-const std::set<std::string>& PoolOps() {
-  static const std::set<std::string> ops = {"MaxPool", "AveragePool", "GlobalAveragePool",
-                                            "GlobalMaxPool"};
-  return ops;
-}
 
 class Analyzer {
  public:
@@ -179,9 +161,9 @@ class Analyzer {
     if (op == "Gemm") return VisitGemm(idx);
     if (op == "MatMul") return VisitMatMul(idx);
     if (op == "BatchNormalization") return VisitBatchNorm(idx);
-    if (ChannelwiseUnaryOps().count(op)) return VisitUnary(idx);
-    if (ElementwiseBinaryOps().count(op)) return VisitBinary(idx);
-    if (PoolOps().count(op)) return VisitPool(idx);
+    if (HasTrait(op, kChannelwise)) return VisitUnary(idx);
+    if (HasTrait(op, kElementwiseBinary)) return VisitBinary(idx);
+    if (HasTrait(op, kChannelPool)) return VisitPool(idx);
     if (op == "Concat") return VisitConcat(idx);
     if (op == "Split") return VisitSplit(idx);
     if (op == "Flatten" || op == "Reshape") return VisitFlatten(idx);
@@ -622,11 +604,11 @@ std::string ChannelAnalysis::Describe(const Graph& graph) const {
 }
 
 at::Tensor ChannelScores(const Graph& graph, const ChannelAnalysis& analysis, int group,
-                         const std::string& criterion) {
+                         ChannelCriterion criterion) {
   torch::NoGradGuard no_grad;
   const ChannelGroup& g = analysis.groups.at(group);
   at::Tensor total = torch::zeros({g.channels}, torch::kFloat);
-  if (criterion == "bn") {
+  if (criterion == ChannelCriterion::kBn) {
     if (g.batchnorms.empty()) return at::Tensor();
     for (int b : g.batchnorms) {
       total += graph.Weight(graph.nodes[b].inputs[1]).detach().abs().to(torch::kCPU, torch::kFloat);
@@ -639,7 +621,7 @@ at::Tensor ChannelScores(const Graph& graph, const ChannelAnalysis& analysis, in
     }
     at::Tensor w = graph.Weight(c.initializer).detach().to(torch::kCPU, torch::kFloat);
     w = w.movedim(c.dim, 0).reshape({w.size(c.dim), -1});
-    total += criterion == "l2" ? w.pow(2).sum(1).sqrt() : w.abs().sum(1);
+    total += criterion == ChannelCriterion::kL2 ? w.pow(2).sum(1).sqrt() : w.abs().sum(1);
   }
   return total;
 }
@@ -708,7 +690,7 @@ void ShrinkChannels(Graph& graph, const ChannelAnalysis& analysis, const Channel
   }
   graph.value_info.clear();
   InferShapes(graph);
-  graph.Validate("prune-channels (shrunk graph)");
+  ValidateGraph(graph, "prune-channels (shrunk graph)");
 }
 
 void ZeroRemovedChannels(Graph& graph, const ChannelAnalysis& analysis,

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -65,11 +65,14 @@ struct ChannelAnalysis {
 // Pure: the graph is not modified.
 ChannelAnalysis AnalyzeChannels(const Graph& graph);
 
-// Per-channel importance of a group: the sum over its producers of the L1 ("l1") or L2
-// ("l2") norm of each output channel's weights, or the sum of |gamma| of its
-// BatchNormalizations ("bn"; requires at least one). Pure.
+// How a channel's importance is scored (recipe names "l1", "l2", "bn").
+enum class ChannelCriterion { kL1, kL2, kBn };
+
+// Per-channel importance of a group: the sum over its producers of the L1 or L2 norm of
+// each output channel's weights, or the sum of |gamma| of its BatchNormalizations (kBn;
+// requires at least one). Pure.
 at::Tensor ChannelScores(const Graph& graph, const ChannelAnalysis& analysis, int group,
-                         const std::string& criterion);
+                         ChannelCriterion criterion);
 
 // How many channels to keep: C - round(ratio * C), rounded up to a multiple of
 // `round_to` (<= 1: no rounding), at least 1 (or round_to) and at most C. Pure.

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 

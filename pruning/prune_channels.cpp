@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <map>
 
-#include "compress/error.h"
-#include "compress/executor.h"
-#include "compress/report.h"
+#include "compress/base/error.h"
+#include "compress/runtime/executor.h"
+#include "compress/report/report.h"
 #include "pruning/channel_groups.h"
 
 namespace compress {
@@ -76,7 +76,8 @@ double RelativeOutputDifference(const Graph& a, const Graph& b, const std::vecto
 std::unique_ptr<Pass> PruneChannelsPass::Create(OptionReader& r) {
   PruneChannelsOptions o;
   r.Read("ratio", o.ratio, 0.0, 0.999999, "fraction of each group's channels removed, in [0, 1)");
-  r.Read("criterion", o.criterion, {"l1", "l2", "bn"},
+  r.ReadEnum("criterion", o.criterion,
+             {{"l1", ChannelCriterion::kL1}, {"l2", ChannelCriterion::kL2}, {"bn", ChannelCriterion::kBn}},
          "channel importance: weight L1/L2 norm, or |BatchNorm scale|");
   r.Read("round_to", o.round_to, 1, 4096, "round kept channel counts up to a multiple of this");
   ReadLayerFilter(r, o.layers, /*first_last=*/false);
@@ -106,7 +107,7 @@ PassResult PruneChannelsPass::Run(Graph& graph, PassContext& ctx) {
       result.skipped.push_back({names, "not prunable: " + group.blocked});
     } else if (!match) {
       result.skipped.push_back({names, "does not match include/exclude"});
-    } else if (options_.criterion == "bn" && group.batchnorms.empty()) {
+    } else if (options_.criterion == ChannelCriterion::kBn && group.batchnorms.empty()) {
       result.skipped.push_back({names, "criterion bn: no BatchNormalization scales these channels"});
     } else {
       selected.push_back(static_cast<int>(i));

@@ -6,16 +6,17 @@
 
 #include <memory>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "pruning/layer_select.h"
-#include "pruning/schedule.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/layer_select.h"
+#include "compress/pass/schedule.h"
+#include "pruning/channel_groups.h"
 
 namespace compress {
 
 struct PruneChannelsOptions {
   double ratio = 0.5;             // fraction of each group's channels removed, [0, 1)
-  std::string criterion = "l1";   // "l1" | "l2" | "bn"
+  ChannelCriterion criterion = ChannelCriterion::kL1;
   int64_t round_to = 1;           // kept channel counts rounded up to a multiple
   LayerFilter layers;             // include/exclude on the producing layers' names
   bool verify = true;             // compare shrunk vs zeroed original (max |Δ| <= 1e-5)

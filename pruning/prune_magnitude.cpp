@@ -37,7 +37,8 @@ std::pair<int64_t, int64_t> ApplyMagnitude(Graph& graph, const std::vector<Weigh
 std::unique_ptr<Pass> PruneMagnitudePass::Create(OptionReader& r) {
   PruneMagnitudeOptions o;
   r.Read("sparsity", o.sparsity, 0.0, 0.999999, "fraction of weights to zero, in [0, 1)");
-  r.Read("scope", o.scope, {"layer", "global"}, "per-layer target or one global ranking");
+  r.ReadEnum("scope", o.global, {{"layer", false}, {"global", true}},
+             "per-layer target or one global ranking");
   ReadLayerFilter(r, o.layers);
   ReadGradualOptions(r, o.gradual, o.sparsity);
   return std::make_unique<PruneMagnitudePass>(o);
@@ -49,7 +50,7 @@ PassResult PruneMagnitudePass::Run(Graph& graph, PassContext& ctx) {
   std::pair<int64_t, int64_t> counts{0, 0};
   RunPruneSchedule(graph, ctx, options_.gradual, options_.sparsity,
                    [&](Graph& g, double target) {
-                     counts = ApplyMagnitude(g, selected, target, options_.scope == "global");
+                     counts = ApplyMagnitude(g, selected, target, options_.global);
                    },
                    result);
   const auto [zeros, total] = counts;

@@ -6,16 +6,16 @@
 #include <memory>
 #include <string>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "pruning/layer_select.h"
-#include "pruning/schedule.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/layer_select.h"
+#include "compress/pass/schedule.h"
 
 namespace compress {
 
 struct PruneMagnitudeOptions {
   double sparsity = 0.5;      // fraction of weights zeroed, in [0, 1)
-  std::string scope = "layer";  // "layer": each layer at `sparsity`; "global": one ranking
+  bool global = false;  // recipe "scope": "layer" (each layer at `sparsity`) or "global" (one ranking)
   LayerFilter layers;         // include / exclude / skip_first_last
   GradualOptions gradual;     // AGP steps with fine-tuning; steps 0 = one-shot
 };

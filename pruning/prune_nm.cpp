@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 #include "pruning/magnitude.h"
 #include "pruning/nm.h"
 

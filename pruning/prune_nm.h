@@ -5,10 +5,10 @@
 
 #include <memory>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "pruning/layer_select.h"
-#include "pruning/schedule.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/layer_select.h"
+#include "compress/pass/schedule.h"
 
 namespace compress {
 

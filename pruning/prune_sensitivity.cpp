@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "compress/error.h"
-#include "compress/eval.h"
+#include "compress/base/error.h"
+#include "compress/train/eval.h"
 #include "pruning/magnitude.h"
 
 namespace compress {

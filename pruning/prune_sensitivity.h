@@ -7,9 +7,9 @@
 #include <memory>
 #include <vector>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "pruning/layer_select.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/layer_select.h"
 
 namespace compress {
 

@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "compress/runtime/ops.h"
 #include "quantization/qdq.h"
 
 namespace compress {
@@ -12,7 +13,7 @@ namespace compress {
 namespace {
 
 bool UsedOnce(const Graph& graph, const std::string& value) {
-  return graph.ConsumerIndices(value).size() == 1 && !IsGraphOutput(graph, value);
+  return graph.ConsumerIndices(value).size() == 1 && !graph.IsOutput(value);
 }
 
 // Why the BatchNormalization `bn` cannot be folded into its producer; empty if it can.
@@ -51,11 +52,26 @@ std::string FoldProblem(const Graph& graph, const Node& bn) {
 
 }  // namespace
 
+FoldedWeights FoldBatchNormWeights(const Tensor& w, const Tensor& b, const Tensor& gamma,
+                                   const Tensor& beta, const Tensor& mean, const Tensor& var,
+                                   double eps) {
+  torch::NoGradGuard no_grad;
+  const Tensor k = gamma.to(torch::kDouble) / torch::sqrt(var.to(torch::kDouble) + eps);
+  std::vector<int64_t> shape(w.dim(), 1);
+  shape[0] = -1;
+  FoldedWeights f;
+  f.weight = w.to(torch::kDouble) * k.reshape(shape);
+  const Tensor bias = b.defined() ? b.to(torch::kDouble) : torch::zeros_like(k);
+  f.bias = (bias - mean.to(torch::kDouble)) * k + beta.to(torch::kDouble);
+  return f;
+}
+
 int64_t FoldBatchNorm(Graph& graph, std::vector<SkippedLayer>* skipped) {
   torch::NoGradGuard no_grad;
   int64_t folded = 0;
   std::vector<bool> remove(graph.nodes.size(), false);
   std::set<std::string> dropped;
+  NameSource names(graph);
   for (size_t i = 0; i < graph.nodes.size(); ++i) {
     const Node bn = graph.nodes[i];
     if (bn.op_type != "BatchNormalization") continue;
@@ -66,25 +82,16 @@ int64_t FoldBatchNorm(Graph& graph, std::vector<SkippedLayer>* skipped) {
     }
     Node& layer = graph.nodes[graph.ProducerIndex(bn.inputs[0])];
     Tensor& w = graph.Weight(layer.inputs[1]);
-    const Tensor gamma = graph.Weight(bn.inputs[1]).to(torch::kDouble);
-    const Tensor beta = graph.Weight(bn.inputs[2]).to(torch::kDouble);
-    const Tensor mean = graph.Weight(bn.inputs[3]).to(torch::kDouble);
-    const Tensor var = graph.Weight(bn.inputs[4]).to(torch::kDouble);
-    const Tensor k = gamma / torch::sqrt(var + bn.GetFloat("epsilon", 1e-5));
-    std::vector<int64_t> shape(w.dim(), 1);
-    shape[0] = -1;
-    w.copy_((w.to(torch::kDouble) * k.reshape(shape)).to(w.scalar_type()));
-    Tensor b = layer.HasInput(2) ? graph.Weight(layer.inputs[2]).to(torch::kDouble)
-                                 : torch::zeros_like(k);
-    b = (b - mean) * k + beta;
+    const FoldedWeights f = FoldBatchNormWeights(
+        w, layer.HasInput(2) ? graph.Weight(layer.inputs[2]) : Tensor(), graph.Weight(bn.inputs[1]),
+        graph.Weight(bn.inputs[2]), graph.Weight(bn.inputs[3]), graph.Weight(bn.inputs[4]),
+        bn.GetFloat("epsilon", 1e-5));
+    w.copy_(f.weight.to(w.scalar_type()));
     if (layer.HasInput(2)) {
-      graph.Weight(layer.inputs[2]).copy_(b);
+      graph.Weight(layer.inputs[2]).copy_(f.bias);
     } else {
-      std::string name = layer.name + ".bias";
-      for (int n = 1; graph.IsInitializer(name) || graph.FindValue(name); ++n) {
-        name = layer.name + ".bias_" + std::to_string(n);
-      }
-      graph.initializers[name].value = b.to(w.scalar_type()).to(w.device());
+      const std::string name = names.Fresh(layer.name + ".bias");
+      graph.initializers[name].value = f.bias.to(w.scalar_type()).to(w.device());
       if (layer.inputs.size() < 3) layer.inputs.resize(3);
       layer.inputs[2] = name;
     }
@@ -94,7 +101,8 @@ int64_t FoldBatchNorm(Graph& graph, std::vector<SkippedLayer>* skipped) {
     remove[i] = true;
     ++folded;
   }
-  RemoveNodes(graph, remove, dropped, "fold-batchnorm");
+  graph.RemoveNodes(remove, dropped);
+  ValidateGraph(graph, "fold-batchnorm");
   return folded;
 }
 

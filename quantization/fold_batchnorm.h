@@ -8,10 +8,20 @@
 
 #include <memory>
 
-#include "compress/options.h"
-#include "compress/pass.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
 
 namespace compress {
+
+// The folding math, pure: k = gamma / sqrt(var + eps) per output channel (axis 0 of
+// `w`), W' = W * k, b' = (b - mean) * k + beta, with an undefined `b` read as zeros. In
+// double; the caller stores the results in the layer's dtypes.
+struct FoldedWeights {
+  Tensor weight, bias;
+};
+FoldedWeights FoldBatchNormWeights(const Tensor& w, const Tensor& b, const Tensor& gamma,
+                                   const Tensor& beta, const Tensor& mean, const Tensor& var,
+                                   double eps);
 
 // Folds every foldable BatchNormalization in place and returns how many were folded.
 // A BN is folded when its input is the only use of a Conv/Gemm output (not a graph

@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <set>
 
-#include "compress/cpu_info.h"
-#include "compress/error.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/base/error.h"
 
 namespace compress {
 
@@ -55,18 +55,29 @@ Tensor AlongAxis(const Tensor& t, const Node& dq, const Tensor& q) {
 
 }  // namespace
 
-const char* Int8TargetName(Int8Target target) {
-  return target == Int8Target::kPortable ? "portable" : "full_range";
+const std::vector<std::pair<std::string, Int8Target>>& Int8Targets() {
+  static const std::vector<std::pair<std::string, Int8Target>> targets = {
+      {"portable", Int8Target::kPortable}, {"full_range", Int8Target::kFullRange}};
+  return targets;
 }
 
-const std::vector<std::string>& Int8TargetNames() {
-  static const std::vector<std::string> names = {"portable", "full_range"};
+const char* Int8TargetName(Int8Target target) {
+  for (const auto& [name, t] : Int8Targets()) {
+    if (t == target) return name.c_str();
+  }
+  throw Error(ErrorKind::kInternal, "unnamed INT8 target");
+}
+
+std::vector<std::string> Int8TargetNames() {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : Int8Targets()) names.push_back(name);
   return names;
 }
 
 Int8Target ParseInt8Target(const std::string& name) {
-  if (name == "portable") return Int8Target::kPortable;
-  if (name == "full_range") return Int8Target::kFullRange;
+  for (const auto& [n, t] : Int8Targets()) {
+    if (n == name) return t;
+  }
   throw Error(ErrorKind::kUsage,
               "unknown INT8 target \"" + name + "\"; expected portable or full_range");
 }

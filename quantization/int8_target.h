@@ -18,9 +18,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -33,8 +34,11 @@ constexpr int64_t kInt16Max = 32767;
 // Graph metadata key (ONNX metadata_props, the TorchScript file's mcompress.json).
 inline constexpr const char* kInt8TargetKey = "mcompress.int8_target";
 
-const char* Int8TargetName(Int8Target target);  // "portable", "full_range"
-const std::vector<std::string>& Int8TargetNames();
+// The recipe/CLI names ("portable", "full_range"), in listing order: one table that
+// the names, the parser and the option reader all use.
+const std::vector<std::pair<std::string, Int8Target>>& Int8Targets();
+const char* Int8TargetName(Int8Target target);
+std::vector<std::string> Int8TargetNames();
 // Throws compress::Error(kUsage) naming the choices.
 Int8Target ParseInt8Target(const std::string& name);
 int64_t WeightQmax(Int8Target target);

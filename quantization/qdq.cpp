@@ -6,31 +6,18 @@
 #include <algorithm>
 #include <set>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
-bool IsGraphOutput(const Graph& graph, const std::string& value) {
-  for (const auto& o : graph.outputs) {
-    if (o.name == value) return true;
-  }
-  return false;
-}
-
 namespace {
-
-// Ops whose output keeps the input's quantization grid (order-preserving selections and
-// reshapes): the output reuses the input's scale and zero point.
-bool SharesInputGrid(const std::string& op) {
-  return op == "MaxPool" || op == "Flatten" || op == "Reshape" || op == "Transpose" ||
-         op == "Squeeze" || op == "Unsqueeze";
-}
 
 // The value a layer's result is quantized at: after a single Relu/Clip consumer, so the
 // runtime folds the activation into the integer kernel's output range.
 std::string FusedTail(const Graph& graph, const std::string& value) {
   const std::vector<int> consumers = graph.ConsumerIndices(value);
-  if (consumers.size() != 1 || IsGraphOutput(graph, value)) return value;
+  if (consumers.size() != 1 || graph.IsOutput(value)) return value;
   const Node& next = graph.nodes[consumers[0]];
   if ((next.op_type == "Relu" || next.op_type == "Clip") && next.inputs[0] == value) {
     return next.outputs[0];
@@ -41,7 +28,7 @@ std::string FusedTail(const Graph& graph, const std::string& value) {
 // Why a selected weighted layer cannot be quantized; empty when it can.
 std::string LayerProblem(const Graph& graph, const Node& node) {
   if (graph.IsInitializer(node.inputs[0])) return "its data input is an initializer";
-  if (IsGraphOutput(graph, node.inputs[0])) return "its data input is a graph output (kept float)";
+  if (graph.IsOutput(node.inputs[0])) return "its data input is a graph output (kept float)";
   auto info = graph.FindValue(node.inputs[0]);
   if (info && !at::isFloatingType(info->dtype)) return "its data input is not floating point";
   if (node.op_type == "Gemm") {
@@ -58,35 +45,6 @@ int64_t WeightAxis(const Node& node, const Tensor& w) {
   if (node.op_type == "Conv") return 0;
   if (node.op_type == "Gemm") return node.GetInt("transB", 0) != 0 ? 0 : 1;
   return w.dim() - 1;  // MatMul: [.., K, N]
-}
-
-class NameSource {
- public:
-  explicit NameSource(const Graph& graph) {
-    for (const auto& v : graph.inputs) used_.insert(v.name);
-    for (const auto& [name, init] : graph.initializers) used_.insert(name);
-    for (const auto& n : graph.nodes) {
-      used_.insert(n.name);
-      for (const auto& o : n.outputs) used_.insert(o);
-    }
-  }
-  std::string Fresh(const std::string& base) {
-    std::string name = base;
-    for (int i = 1; used_.count(name) != 0; ++i) name = base + "_" + std::to_string(i);
-    used_.insert(name);
-    return name;
-  }
-
- private:
-  std::set<std::string> used_;
-};
-
-void Rewire(Graph& graph, const std::string& from, const std::string& to) {
-  for (Node& n : graph.nodes) {
-    for (auto& in : n.inputs) {
-      if (in == from) in = to;
-    }
-  }
 }
 
 Tensor ScalarOf(double v, at::ScalarType type, const c10::Device& device) {
@@ -112,7 +70,7 @@ QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter) {
 
   std::map<std::string, std::string> planned;  // value -> share ("" = calibrated)
   auto add = [&](const std::string& value, const std::string& share) {
-    if (planned.count(value) != 0 || IsGraphOutput(graph, value)) return;
+    if (planned.count(value) != 0 || graph.IsOutput(value)) return;
     if (graph.IsInitializer(value)) return;
     auto info = graph.FindValue(value);
     if (info && !at::isFloatingType(info->dtype)) return;
@@ -135,7 +93,7 @@ QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter) {
     } else if ((node.op_type == "GlobalAveragePool" || node.op_type == "AveragePool") &&
                planned.count(node.inputs[0]) != 0) {
       add(node.outputs[0], "");
-    } else if (SharesInputGrid(node.op_type) && planned.count(node.inputs[0]) != 0 &&
+    } else if (HasTrait(node.op_type, kSharesInputGrid) && planned.count(node.inputs[0]) != 0 &&
                !node.outputs.empty()) {
       add(node.outputs[0], root(node.inputs[0]));
     }
@@ -180,7 +138,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
     qparam_names[a.value] = qp;
     const std::string q = names.Fresh(a.value + "_quantized");
     const std::string dq = names.Fresh(a.value + "_dequantized");
-    Rewire(graph, a.value, dq);
+    graph.ReplaceUses(a.value, dq);
     Node qn{names.Fresh(a.value + "_QuantizeLinear"), "QuantizeLinear", "", {a.value, qp.first, qp.second}, {q}, {}};
     Node dn{names.Fresh(a.value + "_DequantizeLinear"), "DequantizeLinear", "", {q, qp.first, qp.second}, {dq}, {}};
     auto info = graph.FindValue(a.value);
@@ -209,7 +167,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
     graph.initializers[s].value = scale.to(torch::kFloat).contiguous();
     graph.initializers[zp].value = torch::zeros(scale.sizes(), scale.options().dtype(zp_type));
     const std::string out = names.Fresh(name + "_dequantized");
-    Rewire(graph, name, out);
+    graph.ReplaceUses(name, out);
     Node dn{names.Fresh(name + "_DequantizeLinear"), "DequantizeLinear", "", {name, s, zp}, {out}, {}};
     if (axis >= 0 && scale.dim() == 1) dn.attrs["axis"] = axis;
     graph.value_info[out] = ValueInfo{out, at::kFloat, shape};
@@ -270,7 +228,7 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
   }
   graph.nodes = std::move(nodes);
   graph.metadata[kInt8TargetKey] = Int8TargetName(options.target);
-  graph.Validate("quantize");
+  ValidateGraph(graph, "quantize");
   return inserted;
 }
 
@@ -306,7 +264,7 @@ void StripQuantization(Graph& graph) {
     graph.initializers.at(name).value = ((q.to(torch::kFloat) - zp) * scale).contiguous();
     for (size_t k = 1; k < n.inputs.size(); ++k) maybe_unused.insert(n.inputs[k]);
     remove[i] = true;
-    Rewire(graph, out, name);
+    graph.ReplaceUses(out, name);
     graph.value_info.erase(out);
   }
   // Pass 2: QuantizeLinear -> DequantizeLinear pairs of activations disappear.
@@ -322,7 +280,7 @@ void StripQuantization(Graph& graph) {
       }
       remove[c] = true;
       for (size_t k = 1; k < dq.inputs.size(); ++k) maybe_unused.insert(dq.inputs[k]);
-      Rewire(graph, dq.outputs[0], n.inputs[0]);
+      graph.ReplaceUses(dq.outputs[0], n.inputs[0]);
       graph.value_info.erase(dq.outputs[0]);
     }
     remove[i] = true;
@@ -330,22 +288,8 @@ void StripQuantization(Graph& graph) {
     graph.value_info.erase(n.outputs[0]);
   }
   graph.metadata.erase(kInt8TargetKey);
-  RemoveNodes(graph, remove, maybe_unused, "strip quantization");
-}
-
-void RemoveNodes(Graph& graph, const std::vector<bool>& remove,
-                 const std::set<std::string>& candidates, const std::string& where) {
-  std::vector<Node> kept;
-  for (size_t i = 0; i < graph.nodes.size(); ++i) {
-    if (!remove[i]) kept.push_back(std::move(graph.nodes[i]));
-  }
-  graph.nodes = std::move(kept);
-  for (const auto& name : candidates) {
-    if (graph.IsInitializer(name) && graph.ConsumerIndices(name).empty()) {
-      graph.initializers.erase(name);
-    }
-  }
-  graph.Validate(where);
+  graph.RemoveNodes(remove, maybe_unused);
+  ValidateGraph(graph, "strip quantization");
 }
 
 }  // namespace compress

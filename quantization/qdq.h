@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
-#include "compress/report.h"
-#include "pruning/layer_select.h"
+#include "compress/ir/graph.h"
+#include "compress/report/report.h"
+#include "compress/pass/layer_select.h"
 #include "quantization/int8_target.h"
 #include "quantization/quant_math.h"
 
@@ -64,15 +64,6 @@ struct QdqOptions {
 // parameters, kNumeric when a bias cannot be represented.
 int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
                  const std::map<std::string, AffineParams>& params, const QdqOptions& options);
-
-// Whether `value` is one of the graph's outputs.
-bool IsGraphOutput(const Graph& graph, const std::string& value);
-
-// Removes the nodes flagged in `remove` (one flag per node), then those of `candidates`
-// that are initializers nobody reads any more, and validates the result (errors
-// prefixed with `where`).
-void RemoveNodes(Graph& graph, const std::vector<bool>& remove,
-                 const std::set<std::string>& candidates, const std::string& where);
 
 // Whether the graph holds any QuantizeLinear or DequantizeLinear node.
 bool HasQuantization(const Graph& graph);

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <limits>
 
-#include "compress/error.h"
-#include "compress/graph.h"
+#include "compress/base/error.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -102,17 +102,19 @@ Tensor FakeQuantize(const Tensor& x, const AffineParams& p, at::ScalarType type)
 
 // ---- calibration -------------------------------------------------------------------
 
-const std::vector<std::string>& CalibrationMethodNames() {
-  static const std::vector<std::string> names = {"minmax", "percentile", "mse"};
-  return names;
+const std::vector<std::pair<std::string, CalibrationMethod>>& CalibrationMethods() {
+  static const std::vector<std::pair<std::string, CalibrationMethod>> methods = {
+      {"minmax", CalibrationMethod::kMinMax},
+      {"percentile", CalibrationMethod::kPercentile},
+      {"mse", CalibrationMethod::kMse}};
+  return methods;
 }
 
-CalibrationMethod ParseCalibrationMethod(const std::string& name) {
-  if (name == "minmax") return CalibrationMethod::kMinMax;
-  if (name == "percentile") return CalibrationMethod::kPercentile;
-  if (name == "mse") return CalibrationMethod::kMse;
-  throw Error(ErrorKind::kUsage,
-              "unknown calibration method \"" + name + "\"; expected minmax, percentile or mse");
+const std::string& CalibrationMethodName(CalibrationMethod method) {
+  for (const auto& [name, m] : CalibrationMethods()) {
+    if (m == method) return name;
+  }
+  throw Error(ErrorKind::kInternal, "unnamed calibration method");
 }
 
 void RangeCalibrator::ObserveRange(const Tensor& x, const std::string& where) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace compress {
@@ -73,8 +74,9 @@ enum class CalibrationMethod {
   kPercentile,  // clip each tail at `percentile` of the observed values
   kMse,         // the clipping range that minimises the quantization error (MSE)
 };
-CalibrationMethod ParseCalibrationMethod(const std::string& name);  // "minmax", ...
-const std::vector<std::string>& CalibrationMethodNames();
+// The recipe names of the methods ("minmax", "percentile", "mse"), in listing order.
+const std::vector<std::pair<std::string, CalibrationMethod>>& CalibrationMethods();
+const std::string& CalibrationMethodName(CalibrationMethod method);
 
 // Streams the values of one tensor over calibration batches in two passes: the first
 // records min/max (ObserveRange), the second fills a fixed-size histogram over that range

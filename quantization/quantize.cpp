@@ -5,18 +5,10 @@
 
 #include <cmath>
 
-#include "compress/executor.h"
+#include "compress/runtime/executor.h"
 #include "quantization/fold_batchnorm.h"
 
 namespace compress {
-
-namespace {
-
-at::ScalarType ActivationType(const std::string& name) {
-  return name == "int8" ? at::kChar : at::kByte;
-}
-
-}  // namespace
 
 std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
                                               const std::vector<Tensor>& batches,
@@ -52,23 +44,21 @@ std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan&
 
 std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
   QuantizeOptions o;
-  r.Read("calibration", o.calibration, CalibrationMethodNames(),
-         "how activation ranges are chosen from the calibration data");
+  r.ReadEnum("calibration", o.calibration, CalibrationMethods(),
+             "how activation ranges are chosen from the calibration data");
   r.Read("percentile", o.percentile, 90.0, 100.0,
          "calibration = percentile: the share of values kept inside the range (each tail)");
   r.Read("samples", o.samples, 0, 60000,
          "calibration samples from the training split (0 = data.calibration_samples)");
-  r.Read("activations", o.activations, {"uint8", "int8"},
-         "activation type (asymmetric, per tensor)");
-  r.Read("weights", o.weights, {"per_channel", "per_tensor"},
-         "weight scales (symmetric int8)");
+  r.ReadEnum("activations", o.activations, {{"uint8", at::kByte}, {"int8", at::kChar}},
+             "activation type (asymmetric, per tensor)");
+  r.ReadEnum("weights", o.per_channel, {{"per_channel", true}, {"per_tensor", false}},
+             "weight scales (symmetric int8)");
   r.Read("fold_batchnorm", o.fold_batchnorm,
          "fold BatchNormalization into the preceding Conv/Gemm first");
-  std::string target = Int8TargetName(o.target);
-  r.Read("target", target, Int8TargetNames(),
-         "INT8 target: portable (weights in [-64, 64]: right on every x86 kernel, VNNI or "
-         "not, and ARM) or full_range ([-127, 127]: only for VNNI/AMX/ARM/GPU deployment)");
-  o.target = ParseInt8Target(target);
+  r.ReadEnum("target", o.target, Int8Targets(),
+             "INT8 target: portable (weights in [-64, 64]: right on every x86 kernel, VNNI or "
+             "not, and ARM) or full_range ([-127, 127]: only for VNNI/AMX/ARM/GPU deployment)");
   ReadLayerFilter(r, o.layers);
   return std::make_unique<QuantizePass>(o);
 }
@@ -98,16 +88,15 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   for (int64_t at = 0; at < subset.size(); at += ctx.batch_size) {
     batches.push_back(subset.Slice(at, ctx.batch_size).inputs.to(ctx.device));
   }
-  const at::ScalarType act = ActivationType(options_.activations);
-  const auto params = Calibrate(graph, plan, batches, ParseCalibrationMethod(options_.calibration),
-                                options_.percentile, act);
+  const at::ScalarType act = options_.activations;
+  const auto params = Calibrate(graph, plan, batches, options_.calibration, options_.percentile, act);
 
   // How far fake quantization moves the outputs, on the first calibration batch.
   torch::NoGradGuard no_grad;
   const Tensor before = Executor(graph).Run({batches.front()})[0].detach().clone();
   QdqOptions qo;
   qo.activation_type = act;
-  qo.per_channel = options_.weights == "per_channel";
+  qo.per_channel = options_.per_channel;
   qo.target = options_.target;
   const int64_t inserted = ApplyQdq(graph, plan, params, qo);
   const Tensor after = Executor(graph).Run({batches.front()})[0].detach();
@@ -126,11 +115,11 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
         (before.argmax(1) == after.argmax(1)).to(torch::kDouble).mean().item<double>();
   }
   ctx.log("quantize: " + std::to_string(plan.layers.size()) + " layers int8, " +
-          std::to_string(plan.activations.size()) + " activations " + options_.activations +
+          std::to_string(plan.activations.size()) + " activations " + DtypeName(act) +
           ", weights " + Int8TargetName(options_.target) + " [-" +
           std::to_string(WeightQmax(options_.target)) + ", " +
           std::to_string(WeightQmax(options_.target)) + "], calibrated (" +
-          options_.calibration + ") on " + std::to_string(subset.size()) +
+          CalibrationMethodName(options_.calibration) + ") on " + std::to_string(subset.size()) +
           " samples; output relative error " + std::to_string(rel));
   return result;
 }

@@ -9,20 +9,20 @@
 #include <memory>
 #include <string>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "pruning/layer_select.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/layer_select.h"
 #include "quantization/qdq.h"
 #include "quantization/quant_math.h"
 
 namespace compress {
 
 struct QuantizeOptions {
-  std::string calibration = "minmax";  // minmax | percentile | mse
+  CalibrationMethod calibration = CalibrationMethod::kMinMax;
   double percentile = 99.99;           // for calibration = percentile
   int64_t samples = 0;                 // calibration samples; 0 = recipe's data.calibration_samples
-  std::string activations = "uint8";   // uint8 | int8 (asymmetric, per tensor)
-  std::string weights = "per_channel";  // per_channel | per_tensor (symmetric int8)
+  at::ScalarType activations = at::kByte;  // kByte (uint8) or kChar (int8), asymmetric per tensor
+  bool per_channel = true;             // symmetric int8 weights per output channel, else per tensor
   bool fold_batchnorm = true;
   // Integer range of the weights (quantization/int8_target.h): portable [-64, 64] runs
   // right on every CPU; full_range [-127, 127] only where the kernels have dot products.

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "compress/cpu_info.h"
+#include "compress/runtime/cpu_info.h"
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
-#include "compress/error.h"
-#include "compress/registry.h"
+#include "compress/base/error.h"
+#include "compress/io/verify.h"
+#include "compress/runtime/executor.h"
+#include "compress/registry/registry.h"
 
 namespace compress::testing_util {
 
@@ -38,6 +42,31 @@ inline PassResult RunPassFromJson(const std::string& name, Graph& graph,
     throw Error(ErrorKind::kRecipe, problems[0].path + ": " + problems[0].message);
   }
   return pass->Run(graph, ctx);
+}
+
+// The differential check every pass test uses (STYLE 7): runs pass `name` with
+// `options` on a copy of `graph` and compares its outputs with the unpassed graph's on
+// the same seeded random inputs (batch `batch`). Returns the largest |Δ| over all
+// outputs divided by max(max |reference|, 1); `result` (optional) receives the pass's
+// result and `passed` (optional) the passed graph.
+inline double PassOutputDiff(const std::string& name, const Graph& graph,
+                             const nlohmann::json& options, const PassContext& ctx,
+                             int64_t batch = 4, PassResult* result = nullptr,
+                             Graph* passed = nullptr) {
+  Graph g = graph.Clone();
+  PassResult r = RunPassFromJson(name, g, options, ctx);
+  const std::vector<Tensor> inputs = RandomInputs(graph, batch, 1234);
+  at::NoGradGuard no_grad;
+  const std::vector<Tensor> want = Executor(graph).Run(inputs);
+  const std::vector<Tensor> got = Executor(g).Run(inputs);
+  double worst = 0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    const double scale = std::max(1.0, want[k].abs().max().item<double>());
+    worst = std::max(worst, (got[k] - want[k]).abs().max().item<double>() / scale);
+  }
+  if (result) *result = std::move(r);
+  if (passed) *passed = std::move(g);
+  return worst;
 }
 
 }  // namespace compress::testing_util

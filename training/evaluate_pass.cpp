@@ -1,7 +1,7 @@
 // The evaluate pass: Evaluate() on the chosen split.
-#include "compress/evaluate_pass.h"
+#include "training/evaluate_pass.h"
 
-#include "compress/eval.h"
+#include "compress/train/eval.h"
 
 namespace compress {
 

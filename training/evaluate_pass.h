@@ -2,8 +2,8 @@
 // in the report; changes nothing.
 #pragma once
 
-#include "compress/options.h"
-#include "compress/pass.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
 
 namespace compress {
 

@@ -1,54 +1,15 @@
 // The train pass: options from the recipe, then the Core trainer.
-#include "compress/train_pass.h"
+#include "training/train_pass.h"
 
 #include <cmath>
 
 namespace compress {
-
-void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epochs_key) {
-  r.Read(epochs_key, o.epochs, 1, 100000, "training epochs");
-  r.Read("batch_size", o.batch_size, 0, 1 << 20, "batch size; 0 = the recipe's data.batch_size");
-  r.Read("label_smoothing", o.label_smoothing, 0.0, 0.999, "cross-entropy label smoothing");
-  OptionReader opt = r.Object("optimizer", "optimizer settings");
-  opt.Read("name", o.optimizer.name, {"sgd", "adam", "adamw", "rmsprop", "adagrad"}, "optimizer");
-  opt.Read("lr", o.optimizer.lr, 0.0, 100.0, "learning rate");
-  opt.Read("momentum", o.optimizer.momentum, 0.0, 1.0, "momentum (sgd, rmsprop)");
-  opt.Read("nesterov", o.optimizer.nesterov, "Nesterov momentum (sgd)");
-  opt.Read("weight_decay", o.optimizer.weight_decay, 0.0, 1.0, "weight decay");
-  opt.Read("beta1", o.optimizer.beta1, 0.0, 0.999999, "Adam beta1");
-  opt.Read("beta2", o.optimizer.beta2, 0.0, 0.999999, "Adam beta2");
-  opt.Read("eps", o.optimizer.eps, 0.0, 1.0, "Adam/RMSprop/Adagrad epsilon");
-  opt.Read("alpha", o.optimizer.alpha, 0.0, 1.0, "RMSprop smoothing constant");
-  opt.Finish();
-  if (o.optimizer.nesterov && o.optimizer.name == "sgd" && o.optimizer.momentum == 0) {
-    opt.AddProblem("nesterov", "Nesterov momentum needs momentum > 0");
-  }
-  r.Read("lr_schedule", o.lr_schedule.name, {"none", "step", "cosine", "one-cycle"},
-         "learning-rate schedule");
-  OptionReader sched = r.Object("schedule", "schedule parameters");
-  sched.Read("step_size", o.lr_schedule.step_size, 1, 100000, "epochs between decays (step)");
-  sched.Read("gamma", o.lr_schedule.gamma, 0.0, 1.0, "decay factor (step)");
-  sched.Read("pct_start", o.lr_schedule.pct_start, 0.0, 1.0, "warm-up fraction (one-cycle)");
-  sched.Read("div_factor", o.lr_schedule.div_factor, 1.0, 1e6, "initial lr = lr/div_factor (one-cycle)");
-  sched.Read("final_div_factor", o.lr_schedule.final_div_factor, 1.0, 1e9,
-             "final lr = initial/final_div_factor (one-cycle)");
-  sched.Finish();
-}
 
 std::unique_ptr<Pass> TrainPass::Create(OptionReader& r) {
   TrainOptions o;
   o.batch_size = 0;
   ReadTrainOptions(r, o, "epochs");
   return std::make_unique<TrainPass>(o);
-}
-
-TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions o) {
-  if (ctx.data == nullptr) throw Error(ErrorKind::kInternal, "train: no dataset in the context");
-  if (o.batch_size == 0) o.batch_size = ctx.batch_size;
-  o.seed = ctx.seed;
-  o.progress = ctx.progress;
-  if (ctx.after_step) o.after_step = [&](int64_t) { ctx.after_step(graph); };
-  return Train(graph, ctx.data->train, &ctx.data->validation, o, ctx.device);
 }
 
 PassResult TrainPass::Run(Graph& graph, PassContext& ctx) {

@@ -2,20 +2,12 @@
 // training split (validation each epoch).
 #pragma once
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "compress/train.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/pass/train_context.h"
+#include "compress/train/train.h"
 
 namespace compress {
-
-// Declares the trainer's options on `r` (the epoch count under `epochs_key`, so other
-// passes can embed fine-tuning as e.g. "finetune_epochs"). batch_size 0 means the
-// recipe's data.batch_size.
-void ReadTrainOptions(OptionReader& r, TrainOptions& options, const std::string& epochs_key);
-
-// Trains `graph` on ctx.data's training split (validation each epoch) with ctx's seed,
-// progress display and after_step hook; batch_size 0 takes ctx.batch_size.
-TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions options);
 
 class TrainPass : public Pass {
  public:

@@ -1,5 +1,5 @@
 // Names and exit codes of error kinds.
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 

@@ -7,7 +7,7 @@
 #include <zlib.h>
 #undef compress
 
-#include "compress/data.h"
+#include "compress/data/data.h"
 
 #include <torch/torch.h>
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <utility>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 

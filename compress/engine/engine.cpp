@@ -1,5 +1,7 @@
 // The recipe engine (see engine.h). Steps of RunRecipe are labelled below.
-#include "compress/engine.h"
+#include "compress/base/text.h"
+#include "compress/base/file_util.h"
+#include "compress/engine/engine.h"
 
 #include <onnx/common/version.h>
 #include <torch/torch.h>
@@ -13,15 +15,15 @@
 #include <optional>
 #include <sstream>
 
-#include "compress/data.h"
-#include "compress/eval.h"
-#include "compress/executor.h"
-#include "compress/export.h"
-#include "compress/model_source.h"
-#include "compress/onnx_io.h"
-#include "compress/runtime_config.h"
-#include "compress/torchscript_export.h"
-#include "compress/verify.h"
+#include "compress/data/data.h"
+#include "compress/train/eval.h"
+#include "compress/runtime/executor.h"
+#include "compress/engine/export.h"
+#include "compress/engine/model_source.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/torchscript_export.h"
+#include "compress/io/verify.h"
 #include "quantization/qdq.h"
 
 namespace compress {
@@ -73,6 +75,187 @@ void CheckFinite(const Metrics& m, const std::string& where) {
   }
 }
 
+// Step 1's data: the recipe's Fashion-MNIST splits.
+DatasetSplits LoadRecipeData(const Recipe& recipe) {
+  FashionMnistOptions fo;
+  fo.root = recipe.data.root;
+  fo.validation_size = recipe.data.validation_size;
+  fo.split_seed = recipe.seed;
+  fo.train_limit = recipe.data.train_limit;
+  fo.test_limit = recipe.data.test_limit;
+  return LoadFashionMnist(fo);
+}
+
+// Step 2: the run writes into `<out>.tmp-<pid>`, removed unless Commit() moves it over
+// `out`, so an interrupted or failed run leaves no half-written folder.
+class OutputFolder {
+ public:
+  explicit OutputFolder(const fs::path& out) : out_(out) {
+    if (fs::exists(out) && !fs::is_empty(out) && !fs::exists(out / "manifest.json")) {
+      throw Error(ErrorKind::kUsage, out.string() + ": exists and is not an mcompress output "
+                                                    "folder (no manifest.json); refusing to replace it");
+    }
+    tmp_ = out.string() + ".tmp-" + std::to_string(getpid());
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+    fs::create_directories(tmp_, ec);
+    if (ec) throw Error(ErrorKind::kIo, tmp_.string() + ": cannot create output folder: " + ec.message());
+  }
+  ~OutputFolder() {
+    std::error_code ignored;
+    if (!committed_) fs::remove_all(tmp_, ignored);
+  }
+  OutputFolder(const OutputFolder&) = delete;
+  OutputFolder& operator=(const OutputFolder&) = delete;
+
+  const fs::path& tmp() const { return tmp_; }
+  const fs::path& out() const { return out_; }
+  void Commit() {
+    std::error_code ec;
+    fs::remove_all(out_, ec);
+    fs::rename(tmp_, out_, ec);
+    if (ec) throw Error(ErrorKind::kIo, out_.string() + ": cannot move outputs into place: " + ec.message());
+    committed_ = true;
+  }
+
+ private:
+  fs::path out_, tmp_;
+  bool committed_ = false;
+};
+
+PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const DatasetSplits& data,
+                        const c10::Device& device, const Graph* teacher) {
+  PassContext ctx;
+  ctx.teacher = teacher;
+  ctx.data = &data;
+  ctx.device = device;
+  ctx.seed = recipe.seed;
+  ctx.batch_size = recipe.data.batch_size;
+  ctx.calibration_samples = recipe.data.calibration_samples;
+  ctx.progress = options.progress;
+  ctx.log = options.log;
+  // Masks from pruning stages hold through every later optimizer step.
+  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };
+  return ctx;
+}
+
+// Step 3's cache: where the baseline of the recipe's `lead` leading train stages is
+// kept (keyed by everything that determines it), or empty without a cache folder.
+fs::path BaselineCacheFile(const Recipe& recipe, const RunOptions& options, size_t lead,
+                           int threads) {
+  if (options.cache_dir.empty() || lead == 0) return {};
+  nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
+                        {"data", recipe.json.value("data", nlohmann::json::object())},
+                        {"threads", threads}, {"version", MCOMPRESS_VERSION}};
+  for (size_t i = 0; i < lead; ++i) key["stages"].push_back(recipe.stages[i].options);
+  return fs::path(options.cache_dir) / ("baseline-" + RecipeHash(key) + ".onnx");
+}
+
+// Step 4, one stage: its pass on the working graph, errors prefixed with the stage.
+void RunStage(StageSpec& stage, Graph& work, PassContext& ctx, StageReport& sr) {
+  ctx.log(stage.path + ": " + stage.pass);
+  try {
+    PassResult r = stage.instance->Run(work, ctx);
+    sr.changed = r.changed;
+    sr.stats = r.stats;
+    sr.skipped = r.skipped;
+    sr.sensitivity = r.sensitivity;
+    sr.metrics = r.metrics;
+  } catch (const Error& e) {
+    throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    throw Error(ErrorKind::kInternal, stage.path + " (" + stage.pass + "): " +
+                                          what.substr(0, what.find('\n')));
+  }
+}
+
+// Step 5: every export of the recipe, each run in its runtime (ONNX Runtime, LibTorch)
+// and compared with the in-memory graph on test samples.
+void RunExports(const Recipe& recipe, const Graph& final_cpu, const DatasetSplits& data,
+                const OutputFolder& folder, const std::string& recipe_hash,
+                const std::function<void(const std::string&)>& log, Report& report) {
+  ExportSettings settings;
+  settings.onnx.producer_version = MCOMPRESS_VERSION;
+  settings.onnx.recipe_hash = recipe_hash;
+  const Tensor verify_inputs =
+      recipe.exports.empty() ? Tensor() : VerifySamples(data, recipe.data.batch_size);
+  for (const auto& ex : recipe.exports) {
+    const fs::path file = folder.tmp() / ex.path;
+    std::error_code ec;
+    fs::create_directories(file.parent_path(), ec);
+    settings.onnx.sparse = ex.sparse;
+    const ExportFormat* format = FindExportFormat(ex.format);
+    if (format == nullptr) throw Error(ErrorKind::kInternal, "export " + ex.path + ": no format " + ex.format);
+    ExportOutcome o;
+    try {
+      o = ExportModel(final_cpu, file.string(), *format, settings, {verify_inputs});
+    } catch (const Error& e) {
+      // Name the file where the user will look for it, not the temporary folder.
+      throw Error(e.kind(), "export " + ex.path + ": " +
+                                ReplaceAll(e.what(), folder.tmp().string(), folder.out().string()));
+    }
+    for (const auto& w : o.warnings) log("warning: " + ex.path + ": " + w);
+    const VerifyReport& v = o.verify;
+    ExportReport er;
+    er.format = ex.format;
+    er.path = ex.path;
+    er.sparse = ex.sparse && !format->torchscript;
+    er.int8_target = o.int8_target;
+    er.bytes = static_cast<int64_t>(fs::file_size(file));
+    er.verified = true;
+    er.verified_with = v.runtime;
+    er.verify_samples = v.samples;
+    er.max_abs_diff = v.max_abs_diff;
+    er.max_rel_diff = v.max_rel_diff;
+    er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
+    report.exports.push_back(er);
+    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in " +
+        v.runtime + " on " + std::to_string(v.samples) + " test samples, max |diff| " +
+        std::to_string(v.max_abs_diff) +
+        (o.int8_target.empty() ? std::string() : "; INT8 target " + o.int8_target) + ")");
+  }
+}
+
+// Step 6's verdict: the recipe's acceptance criteria against the report's figures.
+void CheckAcceptance(const Recipe& recipe, Report& report) {
+  const StageReport& last = report.stages.empty() ? report.baseline : report.stages.back();
+  if (!std::isnan(recipe.max_accuracy_drop)) {
+    AcceptanceCheck c{"max_accuracy_drop", recipe.max_accuracy_drop,
+                      report.baseline.metrics.top1 - last.metrics.top1, false};
+    c.passed = c.value <= c.threshold + 1e-12;
+    report.acceptance.push_back(c);
+  }
+  if (!std::isnan(recipe.min_compression)) {
+    AcceptanceCheck c{"min_compression", recipe.min_compression, report.compression_ratio, false};
+    c.passed = c.value + 1e-12 >= c.threshold;
+    report.acceptance.push_back(c);
+  }
+  report.accepted = true;
+  for (const auto& c : report.acceptance) report.accepted &= c.passed;
+}
+
+// Step 7: the reports, the recipe as run and the manifest, into the temporary folder.
+void WriteRunFiles(const Recipe& recipe, const Report& report, const fs::path& dir) {
+  WriteFileAtomic((dir / "report.json").string(), ReportJsonText(report));
+  for (const auto& f : recipe.report_formats) {
+    if (f == "md") WriteFileAtomic((dir / "report.md").string(), RenderMarkdown(report));
+    if (f == "html") WriteFileAtomic((dir / "report.html").string(), RenderHtml(report));
+  }
+  WriteFileAtomic((dir / "recipe.json").string(), recipe.json.dump(2) + "\n");
+  nlohmann::json manifest = {
+      {"recipe_hash", report.recipe_hash}, {"seed", recipe.seed}, {"threads", report.threads},
+      {"device", report.device},
+      {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
+                    {"onnx", onnx::LAST_RELEASE_VERSION}}},
+      {"model", recipe.model}};
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    manifest["dataset"][f] = FileCrc32((fs::path(recipe.data.root) / f).string());
+  }
+  WriteFileAtomic((dir / "manifest.json").string(), manifest.dump(2) + "\n");
+}
+
 }  // namespace
 
 RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
@@ -83,53 +266,19 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   const int threads = ConfigureThreads(static_cast<int>(recipe.threads));
   const c10::Device device = ResolveDevice(recipe.device);
   torch::manual_seed(recipe.seed);
-  FashionMnistOptions fo;
-  fo.root = recipe.data.root;
-  fo.validation_size = recipe.data.validation_size;
-  fo.split_seed = recipe.seed;
-  fo.train_limit = recipe.data.train_limit;
-  fo.test_limit = recipe.data.test_limit;
-  const DatasetSplits data = LoadFashionMnist(fo);
+  const DatasetSplits data = LoadRecipeData(recipe);
   Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
-  if (work.value_info.empty() && !work.inputs.empty() && work.inputs[0].shape) InferShapes(work);
+  if (ShapesMissing(work)) InferShapes(work);
   const std::string recipe_hash = RecipeHash(recipe.json);
 
   // Step 2: a temporary output folder, removed unless the run completes.
-  const fs::path out = options.out_dir;
-  if (fs::exists(out) && !fs::is_empty(out) && !fs::exists(out / "manifest.json")) {
-    throw Error(ErrorKind::kUsage, out.string() + ": exists and is not an mcompress output "
-                                                  "folder (no manifest.json); refusing to replace it");
-  }
-  const fs::path tmp = out.string() + ".tmp-" + std::to_string(getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) throw Error(ErrorKind::kIo, tmp.string() + ": cannot create output folder: " + ec.message());
-  struct Cleanup {
-    fs::path dir;
-    bool keep = false;
-    ~Cleanup() {
-      std::error_code ignored;
-      if (!keep) fs::remove_all(dir, ignored);
-    }
-  } cleanup{tmp};
-
+  OutputFolder folder(options.out_dir);
   Graph teacher;
-  PassContext ctx;
   if (!recipe.teacher.empty()) {
     teacher = LoadModel(recipe.teacher, ModelLoadOptions{recipe.seed, recipe.input_shapes});
-    ctx.teacher = &teacher;
   }
-  ctx.data = &data;
-  ctx.device = device;
-  ctx.seed = recipe.seed;
-  ctx.batch_size = recipe.data.batch_size;
-  ctx.calibration_samples = recipe.data.calibration_samples;
-  ctx.progress = options.progress;
-  ctx.log = log;
-  // Masks from pruning stages hold through every later optimizer step.
-  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };
-
+  PassContext ctx = MakeContext(recipe, options, data, device,
+                                recipe.teacher.empty() ? nullptr : &teacher);
   Report report;
   report.mcompress_version = MCOMPRESS_VERSION;
   report.torch_version = TORCH_VERSION;
@@ -143,20 +292,12 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   // against; with a cache folder they are reused across runs.
   size_t lead = 0;
   while (lead < recipe.stages.size() && recipe.stages[lead].pass == "train") ++lead;
-  fs::path cache_file;
-  if (!options.cache_dir.empty() && lead > 0) {
-    nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
-                          {"data", recipe.json.value("data", nlohmann::json::object())},
-                          {"threads", threads}, {"version", MCOMPRESS_VERSION}};
-    for (size_t i = 0; i < lead; ++i) key["stages"].push_back(recipe.stages[i].options);
-    cache_file = fs::path(options.cache_dir) / ("baseline-" + RecipeHash(key) + ".onnx");
-  }
-  bool cached = !cache_file.empty() && fs::exists(cache_file);
+  const fs::path cache_file = BaselineCacheFile(recipe, options, lead, threads);
+  const bool cached = !cache_file.empty() && fs::exists(cache_file);
   if (cached) {
     log("reusing cached baseline " + cache_file.string());
     work = LoadOnnx(cache_file.string());
   }
-
   // `known`: metrics the last baseline-training stage already measured on this very
   // graph (no need to evaluate the test set twice); NaN ones are measured here.
   std::map<std::string, std::vector<int64_t>> baseline_shapes;  // layer -> weight shape
@@ -183,21 +324,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     if (cached && i < lead) {
       sr.stats["cached"] = 1;
     } else {
-      log(stage.path + ": " + stage.pass);
-      try {
-        PassResult r = stage.instance->Run(work, ctx);
-        sr.changed = r.changed;
-        sr.stats = r.stats;
-        sr.skipped = r.skipped;
-        sr.sensitivity = r.sensitivity;
-        sr.metrics = r.metrics;
-      } catch (const Error& e) {
-        throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
-      } catch (const std::exception& e) {
-        std::string what = e.what();
-        throw Error(ErrorKind::kInternal, stage.path + " (" + stage.pass + "): " +
-                                              what.substr(0, what.find('\n')));
-      }
+      RunStage(stage, work, ctx, sr);
     }
     sr.seconds = SecondsSince(t0);
     if (std::isnan(sr.metrics.top1) && (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
@@ -208,6 +335,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     report.stages.push_back(sr);
     if (i + 1 == lead) {
       if (!cache_file.empty() && !cached) {
+        std::error_code ec;
         fs::create_directories(options.cache_dir, ec);
         Graph cpu = work.Clone();
         cpu.To(c10::Device(c10::kCPU));
@@ -217,58 +345,12 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
     }
   }
 
-  // Step 5: exports, each run in its runtime (ONNX Runtime, LibTorch) and compared with
-  // the in-memory graph.
+  // Step 5: exports.
   Graph final_cpu = work.Clone();
   final_cpu.To(c10::Device(c10::kCPU));
-  OnnxExportOptions onnx_options;
-  onnx_options.producer_version = MCOMPRESS_VERSION;
-  onnx_options.recipe_hash = recipe_hash;
-  const Tensor verify_inputs =
-      recipe.exports.empty() ? Tensor() : VerifySamples(data, recipe.data.batch_size);
-  ExportSettings settings;
-  settings.onnx = onnx_options;
-  for (const auto& ex : recipe.exports) {
-    const fs::path file = tmp / ex.path;
-    fs::create_directories(file.parent_path(), ec);
-    settings.onnx.sparse = ex.sparse;
-    const ExportFormat* format = FindExportFormat(ex.format);
-    if (format == nullptr) throw Error(ErrorKind::kInternal, "export " + ex.path + ": no format " + ex.format);
-    ExportOutcome o;
-    try {
-      o = ExportModel(final_cpu, file.string(), *format, settings, {verify_inputs});
-    } catch (const Error& e) {
-      // Name the file where the user will look for it, not the temporary folder.
-      std::string msg = e.what();
-      const std::string from = tmp.string(), to = out.string();
-      for (size_t at = msg.find(from); at != std::string::npos; at = msg.find(from, at + to.size())) {
-        msg.replace(at, from.size(), to);
-      }
-      throw Error(e.kind(), "export " + ex.path + ": " + msg);
-    }
-    for (const auto& w : o.warnings) log("warning: " + ex.path + ": " + w);
-    const VerifyReport& v = o.verify;
-    ExportReport er;
-    er.format = ex.format;
-    er.path = ex.path;
-    er.sparse = ex.sparse && !format->torchscript;
-    er.int8_target = o.int8_target;
-    er.bytes = static_cast<int64_t>(fs::file_size(file));
-    er.verified = true;
-    er.verified_with = v.runtime;
-    er.verify_samples = v.samples;
-    er.max_abs_diff = v.max_abs_diff;
-    er.max_rel_diff = v.max_rel_diff;
-    er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
-    report.exports.push_back(er);
-    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in " +
-        v.runtime + " on " + std::to_string(v.samples) + " test samples, max |diff| " +
-        std::to_string(v.max_abs_diff) +
-        (o.int8_target.empty() ? std::string() : "; INT8 target " + o.int8_target) + ")");
-  }
+  RunExports(recipe, final_cpu, data, folder, recipe_hash, log, report);
 
   // Step 6: final measurements and acceptance.
-  const StageReport& last = report.stages.empty() ? report.baseline : report.stages.back();
   if (recipe.measure_latency) report.latency_final = Latency(work, device);
   report.layers = LayerTable(final_cpu);
   for (LayerRow& row : report.layers) {
@@ -277,47 +359,16 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   }
   report.compression_ratio = static_cast<double>(report.baseline.size.bytes_fp32) /
                              static_cast<double>(std::max<int64_t>(1, StoredBytes(report)));
-  if (!std::isnan(recipe.max_accuracy_drop)) {
-    AcceptanceCheck c{"max_accuracy_drop", recipe.max_accuracy_drop,
-                      report.baseline.metrics.top1 - last.metrics.top1, false};
-    c.passed = c.value <= c.threshold + 1e-12;
-    report.acceptance.push_back(c);
-  }
-  if (!std::isnan(recipe.min_compression)) {
-    AcceptanceCheck c{"min_compression", recipe.min_compression, report.compression_ratio, false};
-    c.passed = c.value + 1e-12 >= c.threshold;
-    report.acceptance.push_back(c);
-  }
-  report.accepted = true;
-  for (const auto& c : report.acceptance) report.accepted &= c.passed;
+  CheckAcceptance(recipe, report);
   report.total_seconds = SecondsSince(run_start);
 
   // Step 7: reports, the recipe as run, the manifest; then the atomic rename.
-  WriteFileAtomic((tmp / "report.json").string(), ReportJsonText(report));
-  for (const auto& f : recipe.report_formats) {
-    if (f == "md") WriteFileAtomic((tmp / "report.md").string(), RenderMarkdown(report));
-    if (f == "html") WriteFileAtomic((tmp / "report.html").string(), RenderHtml(report));
-  }
-  WriteFileAtomic((tmp / "recipe.json").string(), recipe.json.dump(2) + "\n");
-  nlohmann::json manifest = {
-      {"recipe_hash", recipe_hash}, {"seed", recipe.seed}, {"threads", threads},
-      {"device", device.str()},
-      {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
-                    {"onnx", onnx::LAST_RELEASE_VERSION}}},
-      {"model", recipe.model}};
-  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
-    manifest["dataset"][f] = FileCrc32((fs::path(recipe.data.root) / f).string());
-  }
-  WriteFileAtomic((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
-  fs::remove_all(out, ec);
-  fs::rename(tmp, out, ec);
-  if (ec) throw Error(ErrorKind::kIo, out.string() + ": cannot move outputs into place: " + ec.message());
-  cleanup.keep = true;
+  WriteRunFiles(recipe, report, folder.tmp());
+  folder.Commit();
 
   RunOutcome outcome;
   outcome.report = std::move(report);
-  outcome.out_dir = out.string();
+  outcome.out_dir = folder.out().string();
   outcome.exit_code = outcome.report.accepted ? 0 : 3;
   return outcome;
 }

@@ -8,8 +8,8 @@
 #include <functional>
 #include <string>
 
-#include "compress/recipe.h"
-#include "compress/report.h"
+#include "compress/engine/recipe.h"
+#include "compress/report/report.h"
 
 namespace compress {
 

@@ -1,10 +1,10 @@
 // The export table and ExportModel: prepare the graph for the format (strip Q/DQ,
 // re-quantize for a target), check the INT8 target, write, verify, rename.
-#include "compress/export.h"
+#include "compress/engine/export.h"
 
-#include "compress/cpu_info.h"
-#include "compress/executor.h"
-#include "compress/torchscript_export.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/torchscript_export.h"
 #include "quantization/qdq.h"
 
 namespace compress {
@@ -56,7 +56,7 @@ ExportOutcome ExportModel(const Graph& graph, const std::string& path, const Exp
     return *copy;
   };
   if (format.strips_qdq && quantized) StripQuantization(edit());
-  if (g->value_info.empty() && !g->inputs.empty() && g->inputs[0].shape) InferShapes(edit());
+  if (ShapesMissing(*g)) InferShapes(edit());
 
   // Step 2: INT8 formats: the target, proved on the weights before anything is written.
   ExportOutcome out;

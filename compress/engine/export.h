@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
-#include "compress/onnx_io.h"
-#include "compress/verify.h"
+#include "compress/ir/graph.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/verify.h"
 #include "quantization/int8_target.h"
 
 namespace compress {

@@ -1,23 +1,18 @@
 // Model loading by spec, and inference on TensorProto files (the ONNX backend-test
 // format) for `mcompress infer`.
-#include "compress/model_source.h"
+#include "compress/base/text.h"
+#include "compress/engine/model_source.h"
 
 #include <torch/torch.h>
 
 #include <filesystem>
 
-#include "compress/executor.h"
-#include "compress/onnx_io.h"
-#include "compress/torchscript_import.h"
-#include "compress/zoo.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/torchscript_import.h"
+#include "compress/zoo/zoo.h"
 
 namespace compress {
-
-namespace {
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
 
 bool IsTorchScriptPath(const std::string& spec) {
   return EndsWith(spec, ".pt") || EndsWith(spec, ".pth") || EndsWith(spec, ".ts");

@@ -1,17 +1,19 @@
 // Recipe parsing and validation: every top-level section read through OptionReader
 // (typed, ranged, unknown keys rejected with a suggestion), passes built from the
 // registry, and file/format checks, all problems collected before anything runs.
-#include "compress/recipe.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/base/text.h"
+#include "compress/engine/recipe.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "compress/export.h"
-#include "compress/model_source.h"
-#include "compress/registry.h"
-#include "compress/zoo.h"
+#include "compress/engine/export.h"
+#include "compress/engine/model_source.h"
+#include "compress/registry/registry.h"
+#include "compress/zoo/zoo.h"
 
 namespace compress {
 
@@ -28,10 +30,6 @@ bool ModelMayBeQuantized(const Recipe& recipe) {
   return !IsTorchScriptPath(recipe.model) && recipe.model.rfind("zoo:", 0) != 0;
 }
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string ResolvePath(const std::string& path, const std::string& base_dir) {
   if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return path;
@@ -141,9 +139,7 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   }
 
   top.Read("device", recipe.device, {}, "auto, cpu, cuda or cuda:N");
-  if (recipe.device != "auto" && recipe.device != "cpu" && recipe.device != "cuda" &&
-      !(recipe.device.rfind("cuda:", 0) == 0 && recipe.device.size() > 5 &&
-        recipe.device.find_first_not_of("0123456789", 5) == std::string::npos)) {
+  if (!IsDeviceSpec(recipe.device)) {
     top.AddProblem("device", "unknown device \"" + recipe.device + "\"; expected auto, cpu, cuda or cuda:N");
   }
   top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "compress/report.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/report/report.h"
 
 namespace compress {
 

@@ -1,7 +1,7 @@
 // ONNX <-> compress::Graph and TensorProto files. Import maps the protobuf 1:1 onto the
 // IR (the IR uses ONNX semantics), checking ops against the registry; export writes a
 // deterministic ModelProto and runs ONNX's own shape inference and checker on it.
-#include "compress/onnx_io.h"
+#include "compress/io/onnx_io.h"
 
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
@@ -17,7 +17,8 @@
 #include <set>
 #include <sstream>
 
-#include "compress/ops.h"
+#include "compress/base/file_util.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 namespace {
@@ -37,31 +38,6 @@ std::string ReadFile(const std::string& path) {
   ss << in.rdbuf();
   if (in.bad()) throw Error(ErrorKind::kIo, "cannot read " + path + ": read error");
   return ss.str();
-}
-
-// Writes `bytes` to `<path>.tmp-<pid>` and renames it over `path`, so readers never see a
-// partial file; the temporary is removed on any failure.
-void WriteFileAtomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  auto fail = [&](const std::string& why) {
-    std::remove(tmp.c_str());
-    throw Error(ErrorKind::kIo, "cannot write " + path + ": " + why);
-  };
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) fail(std::strerror(errno));
-  const size_t written = bytes.empty() ? 0 : std::fwrite(bytes.data(), 1, bytes.size(), f);
-  const int write_errno = errno;
-  if (written != bytes.size()) {
-    std::fclose(f);
-    fail(std::strerror(write_errno));
-  }
-  if (std::fflush(f) != 0 || ::fsync(::fileno(f)) != 0) {
-    const int e = errno;
-    std::fclose(f);
-    fail(std::strerror(e));
-  }
-  if (std::fclose(f) != 0) fail(std::strerror(errno));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(std::strerror(errno));
 }
 
 // ---- element types -------------------------------------------------------------------
@@ -597,7 +573,7 @@ Graph ParseOnnx(const std::string& bytes, const std::string& where) {
 
   for (const auto& p : m.metadata_props()) graph.metadata[p.key()] = p.value();
 
-  graph.Validate(where, ErrorKind::kIo);
+  ValidateGraph(graph, where, ErrorKind::kIo);
   return graph;
 }
 

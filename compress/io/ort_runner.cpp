@@ -1,7 +1,7 @@
 // ONNX Runtime through onnxruntime-node (see ort_runner.h). The exchange with
 // tools/ort/run_model.js is a JSON manifest naming raw little-endian files with dtype
 // and shape, in a private temporary folder removed afterwards.
-#include "compress/ort_runner.h"
+#include "compress/io/ort_runner.h"
 
 #include <ATen/ATen.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
 // bit-exact), registers initializers on a fresh torch::jit::Module and compiles the
 // source into it with Module::define. Real INT8 layers get weights packed once here,
 // stored as module attributes (they serialize through the packed classes' pickling).
-#include "compress/torchscript_export.h"
+#include "compress/io/torchscript_export.h"
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +23,7 @@
 #include <set>
 #include <sstream>
 
-#include "compress/ops.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -1052,13 +1052,6 @@ const Node* ProducerOf(const Graph& g, const std::string& value, const std::stri
   return &g.nodes[p];
 }
 
-bool IsGraphOutput(const Graph& g, const std::string& value) {
-  for (const auto& o : g.outputs) {
-    if (o.name == value) return true;
-  }
-  return false;
-}
-
 // Per-tensor (scale, zero point) of a Q/DQ node as static tensors, or a reason.
 std::string PerTensorParams(const Graph& g, const Node& qdq, Tensor* scale, Tensor* zp) {
   auto it = g.initializers.find(qdq.inputs[1]);
@@ -1169,11 +1162,11 @@ std::string Exporter::MatchInt8(int index, Int8Layer* layer) {
   // Output: [Relu] then QuantizeLinear, nothing else reading the float values.
   auto only_consumer = [&](const std::string& value) -> int {
     std::vector<int> c = g.ConsumerIndices(value);
-    if (c.size() != 1 || IsGraphOutput(g, value)) return -1;
+    if (c.size() != 1 || g.IsOutput(value)) return -1;
     return c[0];
   };
   int next = only_consumer(node.outputs[0]);
-  if (next < 0 && IsGraphOutput(g, node.outputs[0])) {
+  if (next < 0 && g.IsOutput(node.outputs[0])) {
     return "its output is a graph output, kept float (no output scale to requantize to)";
   }
   if (next < 0) return "output is read by more than a QuantizeLinear";
@@ -1292,7 +1285,7 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
   for (int q : real_q_) {
     for (int d : g.ConsumerIndices(g.nodes[q].outputs[0])) {
       const Node& dq = g.nodes[d];
-      if (dq.op_type != "DequantizeLinear" || IsGraphOutput(g, dq.outputs[0])) continue;
+      if (dq.op_type != "DequantizeLinear" || g.IsOutput(dq.outputs[0])) continue;
       bool all_int8 = true;
       for (int c : g.ConsumerIndices(dq.outputs[0])) {
         auto it = quantized_operands.find(c);
@@ -1329,7 +1322,7 @@ void Exporter::PlanAdds(TorchScriptExportResult* result) {
   const Graph& g = graph_;
   auto only_reader = [&](const std::string& value) -> int {
     std::vector<int> c = g.ConsumerIndices(value);
-    return c.size() == 1 && !IsGraphOutput(g, value) ? c[0] : -1;
+    return c.size() == 1 && !g.IsOutput(value) ? c[0] : -1;
   };
   for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
     const Node& node = g.nodes[i];
@@ -1390,7 +1383,7 @@ void Exporter::PlanChains() {
       int end = -1;
       while (true) {
         std::vector<int> readers = g.ConsumerIndices(value);
-        if (readers.size() != 1 || IsGraphOutput(g, value)) break;
+        if (readers.size() != 1 || g.IsOutput(value)) break;
         const Node& next = g.nodes[readers[0]];
         if (next.inputs[0] != value) break;
         if (next.op_type == "QuantizeLinear") {
@@ -1529,7 +1522,7 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
              ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
       }
       // Readers that still want the uint8 values (or a graph output) get int_repr.
-      bool need_values = IsGraphOutput(g, node.outputs[0]);
+      bool need_values = g.IsOutput(node.outputs[0]);
       for (int c : g.ConsumerIndices(node.outputs[0])) {
         if (!absorbed_dq_.count(c) && live[c]) need_values = true;
       }

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 

@@ -11,7 +11,7 @@
 // that differs between the lanes is known to depend on the batch size: control flow
 // or weights that depend on it are refused, and a reshape target gets -1 or 0 exactly
 // where the batch flows, never a folded constant.
-#include "compress/torchscript_import.h"
+#include "compress/io/torchscript_import.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/jit/frontend/tracer.h>
@@ -31,8 +31,8 @@
 #include <set>
 #include <unordered_map>
 
-#include "compress/executor.h"
-#include "compress/ops.h"
+#include "compress/runtime/executor.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -308,7 +308,7 @@ class Importer {
   void CheckNode(jit::Node* n);
   c10::IValue LaneValue(const Val& v, int l) const;
   bool BatchDependent(const Val& v) const;
-  std::string Fresh(const std::string& base);
+  std::string Fresh(const std::string& base) { return names_.Fresh(base); }
   const std::string& BaseName(jit::Node* n);
   [[noreturn]] void ShapeError(jit::Node* n, const Node& node, const std::string& what) const;
   void Finish(const std::vector<std::string>& outputs);
@@ -319,8 +319,7 @@ class Importer {
   Graph graph_;
   std::unordered_map<const jit::Value*, Val> env_;
   std::unordered_map<std::string, std::array<Tensor, 2>> lanes_;  // every graph value
-  std::set<std::string> used_names_;
-  std::map<std::string, int> name_counts_;
+  NameSource names_;  // every node, value and initializer name given so far
   std::unordered_map<const jit::Node*, std::string> base_names_;
   std::map<std::pair<const void*, std::string>, std::string> params_;  // (impl, layer) -> name
   std::set<const void*> param_impls_;
@@ -331,14 +330,6 @@ class Importer {
 };
 
 // ---- naming -----------------------------------------------------------------------
-
-std::string Importer::Fresh(const std::string& base) {
-  std::string name = base;
-  int& count = name_counts_[base];
-  while (used_names_.count(name)) name = base + "_" + std::to_string(++count);
-  used_names_.insert(name);
-  return name;
-}
 
 // The name the nodes and constants of jit node `n` are derived from: its layer, else
 // the layer a parameter's name gives, else its op kind ("relu", "add").
@@ -440,13 +431,13 @@ std::vector<std::string> Importer::Emit(jit::Node* n, const std::string& op_type
   }
   Node node;
   const std::string& base = BaseName(n);
-  node.name = Fresh(used_names_.count(base) ? base + "/" + op_type : base);
+  node.name = Fresh(names_.Taken(base) ? base + "/" + op_type : base);
   node.op_type = op_type;
   node.inputs = inputs;
   node.attrs = std::move(attrs);
   for (int k = 0; k < num_outputs; ++k) {
     node.outputs.push_back(num_outputs == 1 ? node.name : node.name + ":" + std::to_string(k));
-    used_names_.insert(node.outputs.back());
+    names_.Reserve(node.outputs.back());
   }
   std::array<std::vector<Tensor>, 2> results;
   for (int l = 0; l < NumLanes(); ++l) {
@@ -828,8 +819,8 @@ Graph Importer::Run(jit::Graph& g, const std::vector<GraphArg>& args) {
       Bind(v, std::move(p));
     } else {
       std::string name = a.name;
-      if (used_names_.count(name)) name = name + "_" + std::to_string(input_index);
-      used_names_.insert(name);
+      if (names_.Taken(name)) name = name + "_" + std::to_string(input_index);
+      names_.Reserve(name);
       if (a.shape.empty()) {
         throw Error(ErrorKind::kUsage, where_ + ": input '" + name + "' needs a shape with a batch dimension");
       }
@@ -889,7 +880,7 @@ void Importer::Finish(const std::vector<std::string>& outputs) {
     const std::string& value = outputs[k];
     const int producer = graph_.ProducerIndex(value);
     std::string final_name = want;
-    if (producer < 0 || taken.count(value) || used_names_.count(want)) {
+    if (producer < 0 || taken.count(value) || names_.Taken(want)) {
       Node id;
       id.name = Fresh(want);
       final_name = id.name;
@@ -899,7 +890,7 @@ void Importer::Finish(const std::vector<std::string>& outputs) {
       graph_.nodes.push_back(id);
     } else {
       rename[value] = want;
-      used_names_.insert(want);
+      names_.Reserve(want);
     }
     taken.insert(value);
     graph_.outputs.push_back(ValueInfo{final_name, Dtype(value), std::nullopt});
@@ -933,7 +924,7 @@ void Importer::Finish(const std::vector<std::string>& outputs) {
   graph_.opset = min_opset_;
   graph_.metadata["source"] = where_;
   graph_.metadata["importer"] = "mcompress torchscript";
-  graph_.Validate(where_, ErrorKind::kInternal);
+  ValidateGraph(graph_, where_, ErrorKind::kInternal);
   InferShapes(graph_);
 }
 

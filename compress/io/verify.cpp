@@ -1,6 +1,7 @@
 // Export verification (see verify.h): the ONNX checker, ONNX Runtime against our
 // executor, and the pure comparison that decides within which tolerance they agree.
-#include "compress/verify.h"
+#include "compress/base/text.h"
+#include "compress/io/verify.h"
 
 #include <ATen/ATen.h>
 #include <torch/script.h>
@@ -14,9 +15,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "compress/executor.h"
-#include "compress/onnx_io.h"
-#include "compress/torchscript_export.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/torchscript_export.h"
 
 namespace compress {
 
@@ -208,12 +209,7 @@ VerifyReport WriteVerified(const std::string& path,
     return report;
   } catch (const Error& e) {
     std::remove(tmp.c_str());
-    std::string msg = e.what();
-    for (size_t at = msg.find(tmp); at != std::string::npos; at = msg.find(tmp, at)) {
-      msg.replace(at, tmp.size(), path);
-      at += path.size();
-    }
-    throw Error(e.kind(), msg);
+    throw Error(e.kind(), ReplaceAll(e.what(), tmp, path));
   } catch (...) {
     std::remove(tmp.c_str());
     throw;
@@ -283,19 +279,6 @@ VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint6
   return VerifyOnnxInOrt(graph, onnx_path, RandomInputs(graph, samples, seed), t);
 }
 
-VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
-                                const OnnxExportOptions& options, int64_t samples,
-                                uint64_t seed, const VerifyTolerance& tol) {
-  if (graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape) {
-    InferShapes(graph);
-  }
-  return WriteVerified(
-      path, [&](const std::string& tmp) { SaveOnnx(graph, tmp, options); },
-      [&](const std::string& tmp) {
-        return VerifyOnnxInOrt(graph, tmp, RandomInputs(graph, samples, seed), tol);
-      });
-}
-
 VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
                                    const std::vector<Tensor>& sample_inputs,
                                    const VerifyTolerance& tol, const std::string& qengine) {
@@ -335,23 +318,6 @@ VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
   report.ort_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CompareWithExecutor(graph, sample_inputs, theirs, {}, tol, path, "TorchScript", report);
   return report;
-}
-
-VerifyReport ExportTorchScriptVerified(const Graph& graph, const std::string& path,
-                                       const TorchScriptExportOptions& options,
-                                       int64_t samples, uint64_t seed,
-                                       const VerifyTolerance& tol,
-                                       TorchScriptExportResult* result) {
-  return WriteVerified(
-      path,
-      [&](const std::string& tmp) {
-        TorchScriptExportResult r = SaveTorchScript(graph, tmp, options);
-        if (result) *result = std::move(r);
-      },
-      [&](const std::string& tmp) {
-        return VerifyTorchScriptFile(graph, tmp, RandomInputs(graph, samples, seed), tol,
-                                     options.qengine);
-      });
 }
 
 std::string VerifySummary(const VerifyReport& report) {

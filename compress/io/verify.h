@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
-#include "compress/onnx_io.h"
-#include "compress/ort_runner.h"
+#include "compress/ir/graph.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/ort_runner.h"
 
 namespace compress {
 
@@ -88,24 +88,12 @@ std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t see
 VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
                             const VerifyTolerance& tol = {});
 
-// `mcompress export`: writes `graph` to `path` as ONNX and verifies it in ONNX Runtime
-// on RandomInputs(graph, samples, seed) before it appears under `path` (written to a
-// temporary name, renamed only when verification passes; removed otherwise). Fills
-// missing shapes first (InferShapes). Throws as SaveOnnx and VerifyOnnxInOrt, naming
-// `path`.
-VerifyReport ExportOnnxVerified(Graph graph, const std::string& path,
-                                const OnnxExportOptions& options, int64_t samples,
-                                uint64_t seed, const VerifyTolerance& tol = {});
-
 // Runs `write(tmp)` for a temporary name beside `path`, then `verify(tmp)`, and renames
 // the file to `path` only when both succeed (removed otherwise), so `path` never holds
 // an unverified file. Errors name `path`, not the temporary file.
 VerifyReport WriteVerified(const std::string& path,
                            const std::function<void(const std::string&)>& write,
                            const std::function<VerifyReport(const std::string&)>& verify);
-
-struct TorchScriptExportOptions;
-struct TorchScriptExportResult;
 
 // Loads the TorchScript file at `path` with torch::jit::load (quantized engine `qengine`
 // selected for the load and the run, as INT8 files need), runs forward on
@@ -116,16 +104,6 @@ VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
                                    const std::vector<Tensor>& sample_inputs,
                                    const VerifyTolerance& tol = {},
                                    const std::string& qengine = "onednn");
-
-// `mcompress export --format torchscript[-int8]`: SaveTorchScript to a temporary name,
-// VerifyTorchScriptFile on RandomInputs(graph, samples, seed), then renamed to `path`
-// (removed when anything fails). `result` (optional) receives the INT8 layers and the
-// fallbacks.
-VerifyReport ExportTorchScriptVerified(const Graph& graph, const std::string& path,
-                                       const TorchScriptExportOptions& options,
-                                       int64_t samples, uint64_t seed,
-                                       const VerifyTolerance& tol = {},
-                                       TorchScriptExportResult* result = nullptr);
 
 // One line per output: "logits [8,10]: max |Δ| 1.2e-06 (rel 3.1e-07, tolerance 1e-04),
 // top-1 agreement 100.00%".

@@ -1,6 +1,6 @@
 // Graph: attribute access, deep copy, device moves, validation, topological order,
 // use-def queries and the stable text dump.
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 #include <torch/torch.h>
 
@@ -10,7 +10,6 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "compress/ops.h"
 
 namespace compress {
 
@@ -181,7 +180,7 @@ void Graph::To(const c10::Device& device) {
   }
 }
 
-void Graph::Validate(const std::string& where, ErrorKind kind) const {
+void Graph::Validate(const std::string& where, ErrorKind kind, const NodeCheck& check) const {
   const std::string prefix = where.empty() ? "" : where + ": ";
   auto fail = [&](const std::string& msg) { throw Error(kind, prefix + msg); };
 
@@ -208,25 +207,7 @@ void Graph::Validate(const std::string& where, ErrorKind kind) const {
   }
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& node = nodes[i];
-    const OpSpec* spec = node.domain.empty() || node.domain == "ai.onnx"
-                             ? FindOp(node.op_type)
-                             : nullptr;
-    if (spec == nullptr) {
-      throw Error(ErrorKind::kUnsupported,
-                  prefix + node.Describe() + ": op '" +
-                      (node.domain.empty() ? "" : node.domain + "::") + node.op_type +
-                      "' is not supported");
-    }
-    const int n_in = static_cast<int>(node.inputs.size());
-    const int n_out = static_cast<int>(node.outputs.size());
-    if (n_in < spec->min_inputs || n_in > spec->max_inputs) {
-      fail(node.Describe() + " has " + std::to_string(n_in) + " inputs, expected " +
-           std::to_string(spec->min_inputs) + ".." + std::to_string(spec->max_inputs));
-    }
-    if (n_out < spec->min_outputs || n_out > spec->max_outputs) {
-      fail(node.Describe() + " has " + std::to_string(n_out) + " outputs, expected " +
-           std::to_string(spec->min_outputs) + ".." + std::to_string(spec->max_outputs));
-    }
+    if (check) check(node, prefix);
     for (const auto& in : node.inputs) {
       if (in.empty() || defined.count(in)) continue;
       auto it = producer.find(in);
@@ -245,6 +226,79 @@ void Graph::Validate(const std::string& where, ErrorKind kind) const {
   for (const auto& out : outputs) {
     if (!defined.count(out.name)) fail("graph output '" + out.name + "' is never defined");
   }
+}
+
+bool Graph::IsOutput(const std::string& value) const {
+  for (const auto& o : outputs) {
+    if (o.name == value) return true;
+  }
+  return false;
+}
+
+void Graph::ReplaceUses(const std::string& from, const std::string& to) {
+  for (Node& n : nodes) {
+    for (auto& in : n.inputs) {
+      if (in == from) in = to;
+    }
+  }
+}
+
+void Graph::RemoveNodes(const std::vector<bool>& remove, const std::set<std::string>& candidates) {
+  std::vector<Node> kept;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (i >= remove.size() || !remove[i]) kept.push_back(std::move(nodes[i]));
+  }
+  nodes = std::move(kept);
+  for (const auto& name : candidates) {
+    if (IsInitializer(name) && ConsumerIndices(name).empty()) initializers.erase(name);
+  }
+}
+
+int64_t Graph::RemoveDeadNodes() {
+  int64_t removed = 0;
+  for (bool again = true; again;) {
+    std::set<std::string> read;
+    for (const auto& n : nodes) read.insert(n.inputs.begin(), n.inputs.end());
+    for (const auto& o : outputs) read.insert(o.name);
+    std::vector<bool> dead(nodes.size(), false);
+    again = false;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      dead[i] = std::none_of(nodes[i].outputs.begin(), nodes[i].outputs.end(),
+                             [&](const std::string& o) { return !o.empty() && read.count(o); });
+      if (dead[i]) {
+        for (const auto& o : nodes[i].outputs) value_info.erase(o);
+        ++removed;
+        again = true;
+      }
+    }
+    RemoveNodes(dead);
+  }
+  std::set<std::string> read;
+  for (const auto& n : nodes) read.insert(n.inputs.begin(), n.inputs.end());
+  for (const auto& o : outputs) read.insert(o.name);
+  for (auto it = initializers.begin(); it != initializers.end();) {
+    it = read.count(it->first) ? std::next(it) : initializers.erase(it);
+  }
+  return removed;
+}
+
+NameSource::NameSource(const Graph& graph) {
+  for (const auto& v : graph.inputs) used_.insert(v.name);
+  for (const auto& [name, init] : graph.initializers) used_.insert(name);
+  for (const auto& n : graph.nodes) {
+    used_.insert(n.name);
+    for (const auto& o : n.outputs) used_.insert(o);
+  }
+}
+
+void NameSource::Reserve(const std::string& name) { used_.insert(name); }
+
+std::string NameSource::Fresh(const std::string& base) {
+  std::string name = base;
+  int& next = next_[base];
+  while (used_.count(name) != 0) name = base + "_" + std::to_string(++next);
+  used_.insert(name);
+  return name;
 }
 
 void Graph::TopologicalSort() {

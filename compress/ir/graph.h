@@ -8,13 +8,15 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 
@@ -98,11 +100,18 @@ class Graph {
   // Moves every initializer (and mask/quant tensors) to `device`.
   void To(const c10::Device& device);
 
-  // Throws compress::Error of `kind` naming the first node that: uses a value nobody
-  // defines, uses a value before it is produced (a cycle or a wrong order), defines a
-  // value twice, uses an op the executor does not know, or has an input/output count
-  // its op does not accept. `where` (e.g. a file name) prefixes the message.
-  void Validate(const std::string& where = "", ErrorKind kind = ErrorKind::kInternal) const;
+  // A check of one node that Validate runs before checking the node's inputs; it
+  // throws compress::Error (message prefixed with `prefix`) to reject the node. The
+  // runtime's op table supplies one (ValidateGraph, compress/runtime/ops.h).
+  using NodeCheck = std::function<void(const Node& node, const std::string& prefix)>;
+
+  // Structural validation: throws compress::Error of `kind` naming the first node that
+  // uses a value nobody defines, uses a value before it is produced (a cycle or a wrong
+  // order), or defines a value twice (and whatever `check` rejects). `where` (e.g. a
+  // file name) prefixes the message. Whether the ops exist and have the right arity is
+  // the runtime's to say: call ValidateGraph for the full check.
+  void Validate(const std::string& where = "", ErrorKind kind = ErrorKind::kInternal,
+                const NodeCheck& check = {}) const;
 
   // Re-sorts nodes topologically (stable: keeps the original order where possible).
   // Throws compress::Error naming a node on a cycle.
@@ -122,6 +131,19 @@ class Graph {
   // Shape info of any value (graph input/output, intermediate, initializer).
   std::optional<ValueInfo> FindValue(const std::string& value) const;
 
+  // ---- graph surgery, shared by every pass (ONNX Runtime's graph_utils) ----
+  // Whether `value` is one of the graph's outputs.
+  bool IsOutput(const std::string& value) const;
+  // Every node input reading `from` reads `to` instead (graph outputs are untouched).
+  void ReplaceUses(const std::string& from, const std::string& to);
+  // Removes the nodes flagged in `remove` (one flag per node, order kept), then those of
+  // `candidates` that are initializers nobody reads any more. Does not validate: call
+  // ValidateGraph (compress/runtime/ops.h) after the surgery is complete.
+  void RemoveNodes(const std::vector<bool>& remove, const std::set<std::string>& candidates = {});
+  // Removes nodes none of whose outputs is read by another node or is a graph output,
+  // repeatedly, then initializers nobody reads. Returns the number of nodes removed.
+  int64_t RemoveDeadNodes();
+
   // Names of initializers an optimizer should train: floating point, and not a
   // BatchNormalization running statistic, Q/DQ scale/zero point, Clip bound or
   // Dropout ratio. Sorted.
@@ -134,6 +156,24 @@ class Graph {
   // Stable text form: inputs, initializers (shape, dtype, sparsity, bits), nodes with
   // attributes and output shapes, outputs. Tests may assert on it.
   std::string Dump() const;
+};
+
+// Fresh names for values, nodes and initializers a pass adds: `base` itself when nobody
+// uses it, else base_1, base_2, ... (the first free one). Seeded with every name of a
+// graph, or empty and fed with Reserve as names are created (GraphBuilder).
+class NameSource {
+ public:
+  NameSource() = default;
+  explicit NameSource(const Graph& graph);
+  // Marks `name` as used.
+  void Reserve(const std::string& name);
+  bool Taken(const std::string& name) const { return used_.count(name) != 0; }
+  // A name not used yet, reserved before it is returned.
+  std::string Fresh(const std::string& base);
+
+ private:
+  std::set<std::string> used_;
+  std::map<std::string, int> next_;  // per base: the suffix to try first
 };
 
 // Readable name of a dtype ("float32", "int64", ...).

@@ -1,10 +1,10 @@
 // Layer selection shared by the pruning passes.
-#include "pruning/layer_select.h"
+#include "compress/pass/layer_select.h"
 
 #include <algorithm>
 #include <regex>
 
-#include "compress/error.h"
+#include "compress/base/error.h"
 
 namespace compress {
 

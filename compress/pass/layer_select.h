@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
-#include "compress/options.h"
-#include "compress/report.h"
+#include "compress/ir/graph.h"
+#include "compress/pass/options.h"
+#include "compress/report/report.h"
 
 namespace compress {
 

@@ -1,6 +1,6 @@
 // OptionReader: typed, range-checked option reading with JSON paths, and the
 // nearest-name suggestion used for unknown keys and pass names.
-#include "compress/options.h"
+#include "compress/pass/options.h"
 
 #include <algorithm>
 #include <cmath>

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace compress {
@@ -45,6 +46,23 @@ class OptionReader {
   void Read(const std::string& key, bool& value, const std::string& doc);
   void Read(const std::string& key, std::string& value, const std::vector<std::string>& choices,
             const std::string& doc);
+  // An enum option, parsed once here so a pass's Run never compares strings (STYLE 18):
+  // `choices` maps each accepted string to its value, in the order `mcompress passes`
+  // lists them; the default shown is the name of `value` as it comes in.
+  template <typename E>
+  void ReadEnum(const std::string& key, E& value,
+                const std::vector<std::pair<std::string, E>>& choices, const std::string& doc) {
+    std::vector<std::string> names;
+    std::string text;
+    for (const auto& [name, v] : choices) {
+      names.push_back(name);
+      if (v == value && text.empty()) text = name;
+    }
+    Read(key, text, names, doc);
+    for (const auto& [name, v] : choices) {
+      if (name == text) value = v;
+    }
+  }
   // A non-empty array of numbers, each in [min, max].
   void Read(const std::string& key, std::vector<double>& value, double min, double max,
             const std::string& doc);

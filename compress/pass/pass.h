@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "compress/data.h"
-#include "compress/graph.h"
-#include "compress/report.h"
+#include "compress/data/data.h"
+#include "compress/ir/graph.h"
+#include "compress/report/report.h"
 
 namespace compress {
 

@@ -1,10 +1,10 @@
 // AGP schedule and the prune / fine-tune loop shared by the pruning passes.
-#include "pruning/schedule.h"
+#include "compress/pass/schedule.h"
 
 #include <cmath>
 #include <string>
 
-#include "compress/train_pass.h"
+#include "compress/pass/train_context.h"
 
 namespace compress {
 

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <functional>
 
-#include "compress/options.h"
-#include "compress/pass.h"
-#include "compress/train.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
+#include "compress/train/train.h"
 
 namespace compress {
 

@@ -1,10 +1,10 @@
 // The pass table. One row per pass; keep it sorted by name.
-#include "compress/registry.h"
+#include "compress/registry/registry.h"
 
 #include <sstream>
 
-#include "compress/evaluate_pass.h"
-#include "compress/train_pass.h"
+#include "training/evaluate_pass.h"
+#include "training/train_pass.h"
 #include "pruning/prune_channels.h"
 #include "pruning/prune_magnitude.h"
 #include "pruning/prune_nm.h"

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "compress/options.h"
-#include "compress/pass.h"
+#include "compress/pass/options.h"
+#include "compress/pass/pass.h"
 
 namespace compress {
 

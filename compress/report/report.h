@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -151,8 +151,5 @@ std::string RenderCompareMarkdown(const std::vector<Report>& runs,
 // HTML page with the table and an accuracy-vs-size scatter plot (inline SVG).
 std::string RenderCompareHtml(const std::vector<Report>& runs,
                               const std::vector<std::string>& names);
-
-// Writes `content` to `path` atomically (temporary file renamed). Throws kIo.
-void WriteFileAtomic(const std::string& path, const std::string& content);
 
 }  // namespace compress

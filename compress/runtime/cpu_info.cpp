@@ -1,7 +1,7 @@
 // CPU flags from /proc/cpuinfo (the same words `grep -o -w ... /proc/cpuinfo` prints)
 // and oneDNN's effective ISA, asked of the oneDNN already loaded by LibTorch through
 // dlsym so that no oneDNN headers or link dependency are needed.
-#include "compress/cpu_info.h"
+#include "compress/runtime/cpu_info.h"
 
 #include <dlfcn.h>
 

@@ -1,13 +1,13 @@
 // Executor: a precomputed plan (kernel and value slots per node, last uses) run with
 // LibTorch kernels from the op registry; and shape inference by execution.
-#include "compress/executor.h"
+#include "compress/runtime/executor.h"
 
 #include <torch/torch.h>
 
 #include <set>
 #include <unordered_map>
 
-#include "compress/ops.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -186,6 +186,10 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs) const {
   result.reserve(output_slots_.size());
   for (int s : output_slots_) result.push_back(values[s]);
   return result;
+}
+
+bool ShapesMissing(const Graph& graph) {
+  return graph.value_info.empty() && !graph.inputs.empty() && graph.inputs[0].shape.has_value();
 }
 
 void InferShapes(Graph& graph) {

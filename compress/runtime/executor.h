@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -64,5 +64,8 @@ class Executor {
 // zero inputs: once with every dynamic input dim set to 1 and once set to 2, so a dim
 // that follows the batch size is recorded as kDynamicDim. Input shapes must be known.
 void InferShapes(Graph& graph);
+// Whether InferShapes has work to do and can do it: no intermediate shapes recorded
+// yet, and the first input's shape is known.
+bool ShapesMissing(const Graph& graph);
 
 }  // namespace compress

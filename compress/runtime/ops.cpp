@@ -2,7 +2,7 @@
 // follow the ONNX operator specification (onnx/docs/Operators.md), including the
 // attribute-to-input moves between opsets (Clip 11, Slice 10, Squeeze/Unsqueeze/Split
 // 13, Softmax 13, Split num_outputs 18).
-#include "compress/ops.h"
+#include "compress/runtime/ops.h"
 
 #include <torch/torch.h>
 
@@ -605,46 +605,51 @@ constexpr int kMany = 1 << 20;
 
 // The registry table, sorted by op type.
 const std::vector<OpSpec> kOps = {
-    {"Add", AddOp, 2, 2, 1, 1},
-    {"AveragePool", AveragePool, 1, 1, 1, 1},
+    {"Add", AddOp, 2, 2, 1, 1, kElementwiseBinary},
+    {"AveragePool", AveragePool, 1, 1, 1, 1, kChannelPool},
     {"BatchNormalization", BatchNormalization, 5, 5, 1, 5},
-    {"Clip", Clip, 1, 3, 1, 1},
+    {"Clip", Clip, 1, 3, 1, 1, kChannelwise},
     {"Concat", Concat, 1, kMany, 1, 1},
     {"Constant", ConstantOp, 0, 0, 1, 1},
     {"Conv", Conv, 2, 3, 1, 1},
     {"DequantizeLinear", DequantizeLinear, 2, 3, 1, 1},
-    {"Div", DivOp, 2, 2, 1, 1},
-    {"Dropout", Dropout, 1, 3, 1, 2},
-    {"Erf", Erf, 1, 1, 1, 1},
-    {"Flatten", Flatten, 1, 1, 1, 1},
-    {"Gelu", Gelu, 1, 1, 1, 1},
+    {"Div", DivOp, 2, 2, 1, 1, kElementwiseBinary},
+    {"Dropout", Dropout, 1, 3, 1, 2, kChannelwise},
+    {"Erf", Erf, 1, 1, 1, 1, kChannelwise},
+    {"Flatten", Flatten, 1, 1, 1, 1, kSharesInputGrid},
+    {"Gelu", Gelu, 1, 1, 1, 1, kChannelwise},
     {"Gemm", Gemm, 2, 3, 1, 1},
-    {"GlobalAveragePool", GlobalAveragePool, 1, 1, 1, 1},
-    {"HardSigmoid", HardSigmoid, 1, 1, 1, 1},
-    {"HardSwish", HardSwish, 1, 1, 1, 1},
-    {"Identity", Identity, 1, 1, 1, 1},
+    {"GlobalAveragePool", GlobalAveragePool, 1, 1, 1, 1, kChannelPool},
+    {"HardSigmoid", HardSigmoid, 1, 1, 1, 1, kChannelwise},
+    {"HardSwish", HardSwish, 1, 1, 1, 1, kChannelwise},
+    {"Identity", Identity, 1, 1, 1, 1, kChannelwise},
     {"LayerNormalization", LayerNormalization, 2, 3, 1, 3},
-    {"LeakyRelu", LeakyRelu, 1, 1, 1, 1},
+    {"LeakyRelu", LeakyRelu, 1, 1, 1, 1, kChannelwise},
     {"MatMul", MatMul, 2, 2, 1, 1},
-    {"MaxPool", MaxPool, 1, 1, 1, 2},
-    {"Mul", MulOp, 2, 2, 1, 1},
+    {"MaxPool", MaxPool, 1, 1, 1, 2, kChannelPool | kSharesInputGrid},
+    {"Mul", MulOp, 2, 2, 1, 1, kElementwiseBinary},
     {"QuantizeLinear", QuantizeLinear, 2, 3, 1, 1},
-    {"Relu", Relu, 1, 1, 1, 1},
-    {"Reshape", Reshape, 2, 2, 1, 1},
-    {"Sigmoid", Sigmoid, 1, 1, 1, 1},
+    {"Relu", Relu, 1, 1, 1, 1, kChannelwise},
+    {"Reshape", Reshape, 2, 2, 1, 1, kSharesInputGrid},
+    {"Sigmoid", Sigmoid, 1, 1, 1, 1, kChannelwise},
     {"Slice", SliceOp, 1, 5, 1, 1},
     {"Softmax", Softmax, 1, 1, 1, 1},
     {"Split", Split, 1, 2, 1, kMany},
-    {"Squeeze", Squeeze, 1, 2, 1, 1},
-    {"Sub", SubOp, 2, 2, 1, 1},
-    {"Tanh", Tanh, 1, 1, 1, 1},
-    {"Transpose", Transpose, 1, 1, 1, 1},
-    {"Unsqueeze", Unsqueeze, 1, 2, 1, 1},
+    {"Squeeze", Squeeze, 1, 2, 1, 1, kSharesInputGrid},
+    {"Sub", SubOp, 2, 2, 1, 1, kElementwiseBinary},
+    {"Tanh", Tanh, 1, 1, 1, 1, kChannelwise},
+    {"Transpose", Transpose, 1, 1, 1, 1, kSharesInputGrid},
+    {"Unsqueeze", Unsqueeze, 1, 2, 1, 1, kSharesInputGrid},
 };
 
 }  // namespace
 
 const std::vector<OpSpec>& OpRegistry() { return kOps; }
+
+bool HasTrait(const std::string& op_type, OpTrait trait) {
+  const OpSpec* spec = FindOp(op_type);
+  return spec != nullptr && (spec->traits & trait) != 0;
+}
 
 const OpSpec* FindOp(const std::string& op_type) {
   auto it = std::lower_bound(kOps.begin(), kOps.end(), op_type,
@@ -652,6 +657,31 @@ const OpSpec* FindOp(const std::string& op_type) {
                                return name.compare(spec.op_type) > 0;
                              });
   return it != kOps.end() && op_type == it->op_type ? &*it : nullptr;
+}
+
+void ValidateGraph(const Graph& graph, const std::string& where, ErrorKind kind) {
+  graph.Validate(where, kind, [kind](const Node& node, const std::string& prefix) {
+    auto fail = [&](const std::string& msg) { throw Error(kind, prefix + msg); };
+    const OpSpec* spec = node.domain.empty() || node.domain == "ai.onnx"
+                             ? FindOp(node.op_type)
+                             : nullptr;
+    if (spec == nullptr) {
+      throw Error(ErrorKind::kUnsupported,
+                  prefix + node.Describe() + ": op '" +
+                      (node.domain.empty() ? "" : node.domain + "::") + node.op_type +
+                      "' is not supported");
+    }
+    const int n_in = static_cast<int>(node.inputs.size());
+    const int n_out = static_cast<int>(node.outputs.size());
+    if (n_in < spec->min_inputs || n_in > spec->max_inputs) {
+      fail(node.Describe() + " has " + std::to_string(n_in) + " inputs, expected " +
+           std::to_string(spec->min_inputs) + ".." + std::to_string(spec->max_inputs));
+    }
+    if (n_out < spec->min_outputs || n_out > spec->max_outputs) {
+      fail(node.Describe() + " has " + std::to_string(n_out) + " outputs, expected " +
+           std::to_string(spec->min_outputs) + ".." + std::to_string(spec->max_outputs));
+    }
+  });
 }
 
 }  // namespace compress

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -19,6 +19,20 @@ struct KernelContext {
 
 using KernelFn = std::vector<Tensor> (*)(const KernelContext& ctx);
 
+// What passes may assume about an op without knowing it (bit flags in OpSpec::traits),
+// so channel grouping and QDQ planning read the table instead of keeping op lists.
+enum OpTrait : unsigned {
+  // Unary, elementwise: output channel c depends only on input channel c.
+  kChannelwise = 1u << 0,
+  // Binary, elementwise with broadcasting (Add, Sub, Mul, Div).
+  kElementwiseBinary = 1u << 1,
+  // A pool over the spatial dims of an NC... input: channels stay on axis 1.
+  kChannelPool = 1u << 2,
+  // Order-preserving selection or reshape: the output takes values of the input only,
+  // so it keeps the input's quantization grid (scale and zero point).
+  kSharesInputGrid = 1u << 3,
+};
+
 struct OpSpec {
   const char* op_type;
   KernelFn run;
@@ -26,11 +40,20 @@ struct OpSpec {
   int max_inputs;
   int min_outputs;
   int max_outputs;
+  unsigned traits = 0;  // OpTrait flags
 };
 
 // Every supported op, sorted by op_type.
 const std::vector<OpSpec>& OpRegistry();
 // The spec for a default-domain op type, or nullptr.
 const OpSpec* FindOp(const std::string& op_type);
+// Whether default-domain `op_type` is in the table with `trait` (false when unknown).
+bool HasTrait(const std::string& op_type, OpTrait trait);
+
+// Graph::Validate plus, per node, the op table's verdict: an op of another domain or
+// not in the table throws compress::Error(kUnsupported) naming the node; an input or
+// output count outside the op's range throws an Error of `kind`.
+void ValidateGraph(const Graph& graph, const std::string& where = "",
+                   ErrorKind kind = ErrorKind::kInternal);
 
 }  // namespace compress

@@ -11,6 +11,10 @@ namespace compress {
 // (LibTorch picks 1 on some machines otherwise). Returns the number set.
 int ConfigureThreads(int threads);
 
+// The device grammar: "auto", "cpu", "cuda" or "cuda:N" (N digits). Checks spelling
+// only, not availability.
+bool IsDeviceSpec(const std::string& spec);
+
 // "auto" (CUDA device 0 when available, else CPU), "cpu", "cuda", "cuda:N".
 // Throws compress::Error (kUsage) for anything else or an unavailable CUDA device.
 c10::Device ResolveDevice(const std::string& spec);

@@ -1,7 +1,7 @@
 // Evaluation of a Graph classifier (accuracy, loss, per-class accuracy) and latency
 // measurement. Counts are accumulated on the device and read once at the end, so a
 // GPU run is not synchronized per batch.
-#include "compress/eval.h"
+#include "compress/train/eval.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
@@ -13,7 +13,7 @@
 #include <limits>
 #include <sstream>
 
-#include "compress/executor.h"
+#include "compress/runtime/executor.h"
 
 namespace compress {
 namespace {

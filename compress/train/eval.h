@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "compress/data.h"
-#include "compress/graph.h"
+#include "compress/data/data.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 

@@ -1,6 +1,6 @@
 // The trainer: options validation, the optimizer factory, learning-rate schedules as a
 // pure function of the step, and the epoch loop with progress output on stderr.
-#include "compress/train.h"
+#include "compress/train/train.h"
 
 #include <torch/torch.h>
 #include <unistd.h>
@@ -11,8 +11,8 @@
 #include <memory>
 #include <sstream>
 
-#include "compress/eval.h"
-#include "compress/executor.h"
+#include "compress/train/eval.h"
+#include "compress/runtime/executor.h"
 
 namespace compress {
 namespace {

@@ -1,12 +1,13 @@
 // GraphBuilder: node/initializer construction with unique names and seeded init.
-#include "compress/builder.h"
+#include "compress/zoo/builder.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
-#include "compress/executor.h"
+#include "compress/runtime/executor.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -14,11 +15,6 @@ GraphBuilder::GraphBuilder(std::string graph_name, uint64_t seed, int64_t opset)
     : seed_(seed) {
   graph_.name = std::move(graph_name);
   graph_.opset = opset;
-}
-
-std::string GraphBuilder::FreshName(const std::string& base) {
-  int n = name_counts_[base]++;
-  return n == 0 ? base : base + "_" + std::to_string(n);
 }
 
 Tensor GraphBuilder::Uniform(const std::vector<int64_t>& shape, double bound) {
@@ -31,6 +27,7 @@ Tensor GraphBuilder::Uniform(const std::vector<int64_t>& shape, double bound) {
 std::string GraphBuilder::Input(const std::string& name, const std::vector<int64_t>& dims,
                                 at::ScalarType dtype) {
   graph_.inputs.push_back(ValueInfo{name, dtype, dims});
+  names_.Reserve(name);
   return name;
 }
 
@@ -39,6 +36,7 @@ std::string GraphBuilder::Constant(const std::string& name, const Tensor& value)
     throw Error(ErrorKind::kInternal, "GraphBuilder: initializer '" + name + "' exists");
   }
   graph_.initializers[name].value = value;
+  names_.Reserve(name);
   return name;
 }
 
@@ -48,12 +46,14 @@ std::vector<std::string> GraphBuilder::Op(const std::string& op_type,
                                           int num_outputs, const std::string& name) {
   Node node;
   node.name = name.empty() ? FreshName(op_type) : name;
+  names_.Reserve(node.name);
   node.op_type = op_type;
   node.inputs = inputs;
   node.attrs = std::move(attrs);
   for (int i = 0; i < num_outputs; ++i) {
     node.outputs.push_back(num_outputs == 1 ? node.name
                                             : node.name + ":" + std::to_string(i));
+    names_.Reserve(node.outputs.back());
   }
   graph_.nodes.push_back(node);
   return graph_.nodes.back().outputs;
@@ -121,11 +121,12 @@ void GraphBuilder::Output(const std::string& name, const std::string& value,
       if (v == value) v = name;
     }
   }
+  names_.Reserve(name);
   Output(name, dtype);
 }
 
 Graph GraphBuilder::Build() {
-  graph_.Validate("GraphBuilder(" + graph_.name + ")");
+  ValidateGraph(graph_, "GraphBuilder(" + graph_.name + ")");
   InferShapes(graph_);
   return graph_;
 }

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 
@@ -55,13 +55,13 @@ class GraphBuilder {
   Graph Build();
 
  private:
-  std::string FreshName(const std::string& base);
+  std::string FreshName(const std::string& base) { return names_.Fresh(base); }
   Tensor Uniform(const std::vector<int64_t>& shape, double bound);
 
   Graph graph_;
   uint64_t seed_;
   uint64_t draws_ = 0;
-  std::map<std::string, int> name_counts_;
+  NameSource names_;  // every input, initializer, node and value name so far
 };
 
 }  // namespace compress

@@ -1,12 +1,12 @@
 // The zoo networks. Architectures are the usual small references for 28x28 images;
 // each comment names its origin.
-#include "compress/zoo.h"
+#include "compress/zoo/zoo.h"
 
 #include <torch/torch.h>
 
 #include <functional>
 
-#include "compress/builder.h"
+#include "compress/zoo/builder.h"
 
 namespace compress {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/graph.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 

@@ -14,9 +14,9 @@
 
 #include <torch/torch.h>
 
-#include "compress/cpu_info.h"
-#include "compress/onnx_io.h"
-#include "compress/zoo.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/io/onnx_io.h"
+#include "compress/zoo/zoo.h"
 #include "quantization/fold_batchnorm.h"
 #include "quantization/qdq.h"
 #include "quantization/quantize.h"

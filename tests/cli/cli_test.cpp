@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "compress/onnx_io.h"
+#include "compress/io/onnx_io.h"
 
 namespace {
 

@@ -13,11 +13,11 @@
 #include <set>
 #include <sstream>
 
-#include "compress/error.h"
-#include "compress/executor.h"
-#include "compress/graph.h"
-#include "compress/onnx_io.h"
-#include "compress/ops.h"
+#include "compress/base/error.h"
+#include "compress/runtime/executor.h"
+#include "compress/ir/graph.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 namespace {

@@ -7,7 +7,7 @@
 #undef compress
 
 #include "tests/test_util.h"
-#include "compress/data.h"
+#include "compress/data/data.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -7,9 +7,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "compress/builder.h"
-#include "compress/engine.h"
-#include "compress/onnx_io.h"
+#include "compress/zoo/builder.h"
+#include "compress/engine/engine.h"
+#include "compress/io/onnx_io.h"
 
 namespace compress {
 namespace {

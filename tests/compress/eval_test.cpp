@@ -2,7 +2,7 @@
 // with known weights against a hand computation, batch-size independence, latency
 // statistics and the error paths.
 #include "tests/test_util.h"
-#include "compress/eval.h"
+#include "compress/train/eval.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -3,9 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/builder.h"
-#include "compress/executor.h"
-#include "compress/zoo.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/executor.h"
+#include "compress/zoo/zoo.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 namespace {
@@ -20,7 +21,7 @@ Graph TinyGraph() {
 
 std::string ValidateError(const Graph& g) {
   try {
-    g.Validate("model.onnx", ErrorKind::kIo);
+    ValidateGraph(g, "model.onnx", ErrorKind::kIo);
   } catch (const Error& e) {
     return e.what();
   }
@@ -70,7 +71,7 @@ TEST(Graph, ValidateRejectsUnknownOpAsUnsupported) {
   Graph g = TinyGraph();
   g.nodes[1].op_type = "Swish";
   try {
-    g.Validate();
+    ValidateGraph(g);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
@@ -96,6 +97,52 @@ TEST(Graph, UseDefQueries) {
   auto v = g.FindValue("relu1");
   ASSERT_TRUE(v.has_value());
   EXPECT_EQ(ShapeString(v->shape), "[N,3]");
+}
+
+// The IR's own validation is structural; ops and arity are the runtime's (ValidateGraph).
+TEST(Graph, ValidateIsStructuralAndTakesTheRuntimesNodeCheck) {
+  Graph g = TinyGraph();
+  g.nodes[1].op_type = "Swish";
+  EXPECT_NO_THROW(g.Validate());
+  EXPECT_THROW(ValidateGraph(g), Error);
+  int checked = 0;
+  g.Validate("", ErrorKind::kInternal, [&](const Node&, const std::string&) { ++checked; });
+  EXPECT_EQ(checked, 3);
+}
+
+// Graph surgery shared by the passes: outputs, rewiring, removal, fresh names.
+TEST(Graph, SurgeryHelpers) {
+  Graph g = TinyGraph();
+  EXPECT_TRUE(g.IsOutput("y"));
+  EXPECT_FALSE(g.IsOutput("relu1"));
+  // Bypass relu1: fc2 reads fc1 directly; relu1 is now dead, fc1 is not.
+  g.ReplaceUses("relu1", "fc1");
+  EXPECT_EQ(g.nodes[2].inputs[0], "fc1");
+  EXPECT_EQ(g.RemoveDeadNodes(), 1);
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(g.nodes[1].name, "fc2");
+  EXPECT_NO_THROW(ValidateGraph(g));
+  // A dead chain goes whole, with the initializers only it read.
+  Graph h = TinyGraph();
+  h.outputs[0].name = "fc1";  // fc2 (and so relu1) feed nothing now
+  h.nodes[2].outputs[0] = "fc2_out";
+  EXPECT_EQ(h.RemoveDeadNodes(), 2);
+  EXPECT_EQ(h.nodes.size(), 1u);
+  EXPECT_FALSE(h.IsInitializer("fc2.weight"));
+  EXPECT_TRUE(h.IsInitializer("fc1.weight"));
+  // RemoveNodes keeps the order and drops candidate initializers nobody reads.
+  Graph k = TinyGraph();
+  k.ReplaceUses("relu1", "fc1");
+  k.RemoveNodes({false, true, false}, {"fc1.weight", "fc1.bias"});
+  EXPECT_EQ(k.nodes.size(), 2u);
+  EXPECT_TRUE(k.IsInitializer("fc1.weight"));  // still read by fc1
+  NameSource names(k);
+  EXPECT_EQ(names.Fresh("fc1"), "fc1_1");
+  EXPECT_EQ(names.Fresh("fc1"), "fc1_2");
+  EXPECT_EQ(names.Fresh("relu1"), "relu1");  // removed with its node: free again
+  names.Reserve("q_1");
+  EXPECT_EQ(names.Fresh("q"), "q");
+  EXPECT_EQ(names.Fresh("q"), "q_2");
 }
 
 TEST(Graph, TrainableExcludesStatisticsAndConfiguration) {

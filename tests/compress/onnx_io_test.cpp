@@ -1,7 +1,7 @@
 // ONNX import/export: round trips of a hand-built graph (every attribute and initializer
 // type, dynamic batch, metadata), deterministic bytes, checker failures, and the errors
 // for corrupt files, unsupported ops and unwritable paths; TensorProto files.
-#include "compress/onnx_io.h"
+#include "compress/io/onnx_io.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -12,8 +12,8 @@
 #include <fstream>
 #include <random>
 
-#include "compress/error.h"
-#include "compress/graph.h"
+#include "compress/base/error.h"
+#include "compress/ir/graph.h"
 
 namespace compress {
 namespace {

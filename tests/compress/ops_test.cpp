@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/builder.h"
-#include "compress/executor.h"
-#include "compress/ops.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/executor.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 namespace {
@@ -113,6 +113,33 @@ void Check(const Case& c,
 
 using V = std::vector<Tensor>;
 using Ints = std::vector<int64_t>;
+
+// The op traits passes read instead of their own op lists: the exact sets, and each
+// trait consistent with the op's arity.
+TEST(Ops, TraitsNameExactlyTheOpsPassesRelyOn) {
+  auto with = [](OpTrait t) {
+    std::vector<std::string> ops;
+    for (const auto& spec : OpRegistry()) {
+      if (spec.traits & t) ops.push_back(spec.op_type);
+    }
+    return ops;
+  };
+  EXPECT_EQ(with(kElementwiseBinary), (std::vector<std::string>{"Add", "Div", "Mul", "Sub"}));
+  EXPECT_EQ(with(kChannelPool),
+            (std::vector<std::string>{"AveragePool", "GlobalAveragePool", "MaxPool"}));
+  EXPECT_EQ(with(kSharesInputGrid), (std::vector<std::string>{"Flatten", "MaxPool", "Reshape",
+                                                               "Squeeze", "Transpose", "Unsqueeze"}));
+  EXPECT_EQ(with(kChannelwise),
+            (std::vector<std::string>{"Clip", "Dropout", "Erf", "Gelu", "HardSigmoid", "HardSwish",
+                                      "Identity", "LeakyRelu", "Relu", "Sigmoid", "Tanh"}));
+  for (const auto& spec : OpRegistry()) {
+    if (spec.traits & kElementwiseBinary) EXPECT_EQ(spec.min_inputs, 2) << spec.op_type;
+    if (spec.traits & (kChannelwise | kChannelPool)) EXPECT_EQ(spec.min_inputs, 1) << spec.op_type;
+  }
+  EXPECT_TRUE(HasTrait("Relu", kChannelwise));
+  EXPECT_FALSE(HasTrait("Softmax", kChannelwise));  // mixes channels along its axis
+  EXPECT_FALSE(HasTrait("Sqrt", kChannelwise));     // not in the table at all
+}
 
 TEST(Ops, ConvGroupsDilationStridesBias) {
   torch::manual_seed(0);

@@ -16,14 +16,14 @@
 #include <optional>
 #include <sstream>
 
-#include "compress/builder.h"
-#include "compress/executor.h"
-#include "compress/onnx_io.h"
-#include "compress/ort_runner.h"
-#include "compress/recipe.h"
-#include "compress/runtime_config.h"
-#include "compress/verify.h"
-#include "compress/zoo.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/ort_runner.h"
+#include "compress/engine/recipe.h"
+#include "compress/runtime/runtime_config.h"
+#include "compress/io/verify.h"
+#include "compress/zoo/zoo.h"
 #include "pruning/magnitude.h"
 #include "tests/test_util.h"
 

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "compress/recipe.h"
-#include "compress/registry.h"
+#include "compress/engine/recipe.h"
+#include "compress/registry/registry.h"
 
 namespace compress {
 namespace {

@@ -21,9 +21,10 @@
 #include <set>
 #include <sstream>
 
-#include "compress/builder.h"
-#include "compress/report.h"
-#include "compress/zoo.h"
+#include "compress/base/file_util.h"
+#include "compress/zoo/builder.h"
+#include "compress/report/report.h"
+#include "compress/zoo/zoo.h"
 
 namespace compress {
 namespace {

@@ -14,14 +14,14 @@
 
 #include <unistd.h>
 
-#include "compress/builder.h"
-#include "compress/cpu_info.h"
-#include "compress/executor.h"
-#include "compress/onnx_io.h"
-#include "compress/ops.h"
-#include "compress/torchscript_export.h"
-#include "compress/verify.h"
-#include "compress/zoo.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/runtime/executor.h"
+#include "compress/io/onnx_io.h"
+#include "compress/runtime/ops.h"
+#include "compress/io/torchscript_export.h"
+#include "compress/io/verify.h"
+#include "compress/zoo/zoo.h"
 #include "quantization/int8_target.h"
 #include "tests/test_util.h"
 

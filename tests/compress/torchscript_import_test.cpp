@@ -13,11 +13,11 @@
 
 #include <unistd.h>
 
-#include "compress/executor.h"
-#include "compress/model_source.h"
-#include "compress/onnx_io.h"
-#include "compress/torchscript_import.h"
-#include "compress/verify.h"
+#include "compress/runtime/executor.h"
+#include "compress/engine/model_source.h"
+#include "compress/io/onnx_io.h"
+#include "compress/io/torchscript_import.h"
+#include "compress/io/verify.h"
 #include "pruning/channel_groups.h"
 #include "tests/test_util.h"
 

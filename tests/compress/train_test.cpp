@@ -2,7 +2,7 @@
 // from PyTorch's OneCycleLR), every optimizer on a separable problem, the label
 // smoothing formula, the after-step hook, determinism and the error paths.
 #include "tests/test_util.h"
-#include "compress/train.h"
+#include "compress/train/train.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "compress/eval.h"
+#include "compress/train/eval.h"
 
 namespace compress {
 namespace {

@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/data.h"
-#include "compress/eval.h"
-#include "compress/train.h"
-#include "compress/zoo.h"
+#include "compress/data/data.h"
+#include "compress/train/eval.h"
+#include "compress/train/train.h"
+#include "compress/zoo/zoo.h"
 
 namespace compress {
 namespace {

@@ -4,8 +4,8 @@
 
 #include <iostream>
 
-#include "compress/executor.h"
-#include "compress/zoo.h"
+#include "compress/runtime/executor.h"
+#include "compress/zoo/zoo.h"
 
 int main() {
   compress::Graph g = compress::BuildZoo("lenet5");

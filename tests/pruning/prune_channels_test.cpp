@@ -5,10 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/builder.h"
-#include "compress/executor.h"
-#include "compress/report.h"
-#include "compress/zoo.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/executor.h"
+#include "compress/report/report.h"
+#include "compress/zoo/zoo.h"
 #include "pruning/channel_groups.h"
 #include "pruning/prune_channels.h"
 #include "tests/test_util.h"
@@ -43,7 +43,7 @@ double ShrinkAndCompare(const Graph& g, double ratio, Graph* shrunk_out = nullpt
   ChannelSelection kept(a.groups.size());
   for (size_t i = 0; i < a.groups.size(); ++i) {
     if (!a.groups[i].blocked.empty()) continue;
-    kept[i] = KeepHighest(ChannelScores(g, a, static_cast<int>(i), "l1"),
+    kept[i] = KeepHighest(ChannelScores(g, a, static_cast<int>(i), ChannelCriterion::kL1),
                           ChannelsToKeep(a.groups[i].channels, ratio, 1));
   }
   Graph zeroed = g.Clone(), shrunk = g.Clone();

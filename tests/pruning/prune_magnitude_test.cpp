@@ -6,9 +6,9 @@
 
 #include <filesystem>
 
-#include "compress/engine.h"
-#include "compress/executor.h"
-#include "compress/zoo.h"
+#include "compress/engine/engine.h"
+#include "compress/runtime/executor.h"
+#include "compress/zoo/zoo.h"
 #include "pruning/magnitude.h"
 #include "pruning/prune_magnitude.h"
 #include "tests/test_util.h"

@@ -4,10 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/executor.h"
-#include "compress/zoo.h"
+#include "compress/runtime/executor.h"
+#include "compress/zoo/zoo.h"
 #include "pruning/nm.h"
-#include "pruning/schedule.h"
+#include "compress/pass/schedule.h"
 #include "tests/test_util.h"
 
 namespace compress {

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "compress/eval.h"
-#include "compress/zoo.h"
+#include "compress/train/eval.h"
+#include "compress/zoo/zoo.h"
 #include "pruning/magnitude.h"
 #include "pruning/prune_sensitivity.h"
 #include "tests/test_util.h"

@@ -5,9 +5,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "compress/builder.h"
-#include "compress/cpu_info.h"
-#include "compress/executor.h"
+#include "compress/zoo/builder.h"
+#include "compress/runtime/cpu_info.h"
+#include "compress/runtime/executor.h"
 #include "quantization/int8_target.h"
 #include "quantization/qdq.h"
 #include "quantization/quantize.h"
