@@ -99,4 +99,22 @@ ExportOutcome ExportModel(const Graph& graph, const std::string& path, const Exp
   return out;
 }
 
+VerifyReport VerifyModelFile(const std::string& path, int64_t samples, uint64_t seed,
+                             const std::function<void(const std::string&)>& warn,
+                             std::string* int8_target) {
+  std::optional<Int8TargetCheck> check;
+  const Graph graph = LoadOnnx(path);
+  if (HasQuantization(graph)) {
+    check = CheckInt8Target(graph, path);
+    if (!check->saturating.empty()) warn(check->Warning());
+  }
+  if (int8_target) *int8_target = check ? Int8TargetName(check->target) : "";
+  try {
+    return VerifyOnnxFile(path, samples, seed);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNumeric || !check) throw;
+    throw Error(e.kind(), e.what() + SaturationHint(*check, OrtInt8PairsSaturate(CpuInt8())));
+  }
+}
+
 }  // namespace compress

@@ -3,6 +3,7 @@
 // one function that writes a model in a format and proves it in its runtime.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,5 +54,13 @@ struct ExportOutcome {
 // VerifyOnnxInOrt and VerifyTorchScriptFile otherwise, naming `path`.
 ExportOutcome ExportModel(const Graph& graph, const std::string& path, const ExportFormat& format,
                           const ExportSettings& settings, const std::vector<Tensor>& samples);
+
+// `mcompress verify`: VerifyOnnxFile on `path`, and for a QDQ file the static proof of
+// its INT8 target first (its warning goes to `warn` before ONNX Runtime runs, so it is
+// seen even when verification then fails) and the saturation hint on a failure.
+// `int8_target` (optional) receives the target's name, empty for an FP32 file.
+VerifyReport VerifyModelFile(const std::string& path, int64_t samples, uint64_t seed,
+                             const std::function<void(const std::string&)>& warn,
+                             std::string* int8_target = nullptr);
 
 }  // namespace compress

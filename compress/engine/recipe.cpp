@@ -83,20 +83,9 @@ void ReadInputShapes(const nlohmann::json& j, std::vector<std::vector<int64_t>>*
   for (size_t i = 0; i < j.size(); ++i) read_one(j[i], "input_shape[" + std::to_string(i) + "]");
 }
 
-Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
-             std::vector<Problem>* problems) {
-  Recipe recipe;
-  recipe.json = json;
-  if (!json.is_object()) {
-    problems->push_back({"", std::string("a recipe is a JSON object, found ") + JsonTypeName(json)});
-    return recipe;
-  }
-  OptionReader top(json, "", problems);
-  std::string run_name, description;  // documentation only
-  top.Read("name", run_name, {}, "free-form run name");
-  top.Read("description", description, {}, "free-form description");
-
-  // Model.
+// The model and teacher specs, and the input shapes TorchScript files need.
+void ParseModels(const nlohmann::json& json, const std::string& base_dir, OptionReader& top,
+                 Recipe& recipe, std::vector<Problem>* problems) {
   if (!json.contains("model")) {
     problems->push_back({"model", "missing; expected zoo:<name> or a path to an .onnx file"});
   }
@@ -119,8 +108,10 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
     problems->push_back({"input_shape", "missing; a TorchScript model needs the shape of each "
                                         "input, e.g. [1, 3, 224, 224]"});
   }
+}
 
-  // Data.
+// The dataset settings; the data folder must exist.
+void ParseData(const std::string& base_dir, OptionReader& top, Recipe& recipe) {
   OptionReader data = top.Object("data", "dataset settings");
   data.Read("dataset", recipe.data.dataset, {"fashion-mnist"}, "dataset");
   data.Read("root", recipe.data.root, {}, "folder with the IDX .gz files");
@@ -137,15 +128,12 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
     data.AddProblem("root", "folder \"" + recipe.data.root + "\" does not exist (Debian package "
                             "dataset-fashion-mnist)");
   }
+}
 
-  top.Read("device", recipe.device, {}, "auto, cpu, cuda or cuda:N");
-  if (!IsDeviceSpec(recipe.device)) {
-    top.AddProblem("device", "unknown device \"" + recipe.device + "\"; expected auto, cpu, cuda or cuda:N");
-  }
-  top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");
-  top.Read("threads", recipe.threads, 0, 1024, "LibTorch threads (0 = all cores)");
-
-  // Stages.
+// The ordered stages: each names a registered pass, respects the ordering rules, and
+// has its options read (and checked) by the pass itself.
+void ParseStages(const nlohmann::json& json, OptionReader& top, Recipe& recipe,
+                 std::vector<Problem>* problems) {
   const std::vector<std::string> pass_names = PassNames();
   top.Allow("stages");
   if (!json.contains("stages")) {
@@ -189,8 +177,12 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
       recipe.stages.push_back(std::move(spec));
     }
   }
+}
 
-  // Exports.
+// The exports: a format of the export table, and a path inside the output folder that
+// nothing else writes.
+void ParseExports(const nlohmann::json& json, OptionReader& top, Recipe& recipe,
+                  std::vector<Problem>* problems) {
   top.Allow("exports");
   if (json.contains("exports")) {
     const auto& ex = json["exports"];
@@ -234,8 +226,9 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
       }
     }
   }
+}
 
-  // Report.
+void ParseReport(const nlohmann::json& json, OptionReader& top, Recipe& recipe) {
   OptionReader report = top.Object("report", "report settings");
   report.Allow("formats");
   if (json.contains("report") && json["report"].is_object() && json["report"].contains("formats")) {
@@ -258,15 +251,41 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
               "evaluate on the test split after every stage");
   report.Read("latency", recipe.measure_latency, "measure latency at batch 1 and 32");
   report.Finish();
+}
 
-  // Acceptance.
+void ParseAcceptance(OptionReader& top, Recipe& recipe) {
   OptionReader acc = top.Object("acceptance", "criteria; unmet criteria exit with code 3");
   acc.Read("max_accuracy_drop", recipe.max_accuracy_drop, 0.0, 1.0,
            "largest allowed top-1 drop vs the baseline (fraction: 0.01 = 1 point)");
   acc.Read("min_compression", recipe.min_compression, 1.0, 1e6,
            "smallest allowed baseline-FP32 / final stored-size ratio");
   acc.Finish();
+}
 
+Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
+             std::vector<Problem>* problems) {
+  Recipe recipe;
+  recipe.json = json;
+  if (!json.is_object()) {
+    problems->push_back({"", std::string("a recipe is a JSON object, found ") + JsonTypeName(json)});
+    return recipe;
+  }
+  OptionReader top(json, "", problems);
+  std::string run_name, description;  // documentation only
+  top.Read("name", run_name, {}, "free-form run name");
+  top.Read("description", description, {}, "free-form description");
+  ParseModels(json, base_dir, top, recipe, problems);
+  ParseData(base_dir, top, recipe);
+  top.Read("device", recipe.device, {}, "auto, cpu, cuda or cuda:N");
+  if (!IsDeviceSpec(recipe.device)) {
+    top.AddProblem("device", "unknown device \"" + recipe.device + "\"; expected auto, cpu, cuda or cuda:N");
+  }
+  top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");
+  top.Read("threads", recipe.threads, 0, 1024, "LibTorch threads (0 = all cores)");
+  ParseStages(json, top, recipe, problems);
+  ParseExports(json, top, recipe, problems);
+  ParseReport(json, top, recipe);
+  ParseAcceptance(top, recipe);
   top.Finish();
   return recipe;
 }
