@@ -66,25 +66,22 @@ std::string ReadAll(const fs::path& p) {
   return ss.str();
 }
 
-const char* OrtDtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kHalf: return "float16";
-    case at::kChar: return "int8";
-    case at::kByte: return "uint8";
-    case at::kShort: return "int16";
-    case at::kInt: return "int32";
-    case at::kLong: return "int64";
-    case at::kBool: return "bool";
-    default: return nullptr;
+// The element types the node runner exchanges; their names are DtypeName's, which
+// are also onnxruntime-node's tensor type names.
+constexpr at::ScalarType kOrtTypes[] = {at::kFloat, at::kDouble, at::kHalf, at::kChar, at::kByte,
+                                        at::kShort, at::kInt,    at::kLong, at::kBool};
+
+// DtypeName(t) for a type ONNX Runtime tensors carry, else empty.
+std::string OrtDtype(at::ScalarType t) {
+  for (at::ScalarType k : kOrtTypes) {
+    if (k == t) return DtypeName(t);
   }
+  return "";
 }
 
 std::optional<at::ScalarType> DtypeFromOrt(const std::string& s) {
-  for (at::ScalarType t : {at::kFloat, at::kDouble, at::kHalf, at::kChar, at::kByte, at::kShort,
-                           at::kInt, at::kLong, at::kBool}) {
-    if (s == OrtDtype(t)) return t;
+  for (at::ScalarType t : kOrtTypes) {
+    if (s == DtypeName(t)) return t;
   }
   return std::nullopt;
 }
@@ -123,8 +120,8 @@ void WriteBytes(const fs::path& p, const void* data, size_t size) {
 fs::path WriteInputs(const fs::path& dir, const std::vector<Tensor>& inputs) {
   nlohmann::json manifest = {{"inputs", nlohmann::json::array()}};
   for (size_t k = 0; k < inputs.size(); ++k) {
-    const char* dtype = OrtDtype(inputs[k].scalar_type());
-    if (dtype == nullptr) {
+    const std::string dtype = OrtDtype(inputs[k].scalar_type());
+    if (dtype.empty()) {
       throw Error(ErrorKind::kUnsupported, "input " + std::to_string(k) + " has dtype " +
                                                DtypeName(inputs[k].scalar_type()) +
                                                ", which onnxruntime-node cannot take");

@@ -251,14 +251,8 @@ std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t see
   at::Generator gen = at::detail::createCPUGenerator(seed);
   std::vector<Tensor> inputs;
   for (const auto& in : graph.inputs) {
-    if (!in.shape) {
-      throw Error(ErrorKind::kUnsupported,
-                  "graph input '" + in.name + "' has no shape; cannot make sample inputs");
-    }
-    std::vector<int64_t> shape = *in.shape;
-    for (auto& d : shape) {
-      if (d == kDynamicDim) d = batch;
-    }
+    const std::vector<int64_t> shape =
+        ConcreteShape(in, batch, "cannot make sample inputs", ErrorKind::kUnsupported);
     if (at::isFloatingType(in.dtype)) {
       inputs.push_back(at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(in.dtype));
     } else {

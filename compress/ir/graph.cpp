@@ -472,6 +472,16 @@ std::string Graph::Dump() const {
   return os.str();
 }
 
+std::vector<int64_t> ConcreteShape(const ValueInfo& info, int64_t dynamic_size,
+                                   const std::string& where, ErrorKind kind) {
+  if (!info.shape) throw Error(kind, where + ": input '" + info.name + "' has no known shape");
+  std::vector<int64_t> dims = *info.shape;
+  for (auto& d : dims) {
+    if (d == kDynamicDim) d = dynamic_size;
+  }
+  return dims;
+}
+
 std::string DtypeName(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return "float32";

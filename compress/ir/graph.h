@@ -176,6 +176,12 @@ class NameSource {
   std::map<std::string, int> next_;  // per base: the suffix to try first
 };
 
+// `info`'s shape with every dynamic dim set to `dynamic_size` (sample inputs, shape
+// inference). Throws compress::Error of `kind`, "<where>: input '<name>' has no known
+// shape", when it has none.
+std::vector<int64_t> ConcreteShape(const ValueInfo& info, int64_t dynamic_size,
+                                   const std::string& where, ErrorKind kind);
+
 // Readable name of a dtype ("float32", "int64", ...).
 std::string DtypeName(at::ScalarType t);
 // "[N,3,224,224]" ("?" for an unknown shape, "N" for a dynamic dim).

@@ -197,14 +197,8 @@ void InferShapes(Graph& graph) {
   auto run_with = [&](int64_t dynamic_size) {
     std::vector<Tensor> inputs;
     for (const auto& in : graph.inputs) {
-      if (!in.shape) {
-        throw Error(ErrorKind::kUsage,
-                    "cannot infer shapes: input '" + in.name + "' has no known shape");
-      }
-      std::vector<int64_t> dims = *in.shape;
-      for (auto& d : dims) {
-        if (d == kDynamicDim) d = dynamic_size;
-      }
+      const std::vector<int64_t> dims =
+          ConcreteShape(in, dynamic_size, "cannot infer shapes", ErrorKind::kUsage);
       auto options = torch::TensorOptions().dtype(in.dtype);
       if (!graph.initializers.empty()) {
         options = options.device(graph.initializers.begin()->second.value.device());
