@@ -110,7 +110,7 @@ VerifyReport VerifyModelFile(const std::string& path, int64_t samples, uint64_t 
   }
   if (int8_target) *int8_target = check ? Int8TargetName(check->target) : "";
   try {
-    return VerifyOnnxFile(path, samples, seed);
+    return VerifyOnnxFile(graph, path, samples, seed);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kNumeric || !check) throw;
     throw Error(e.kind(), e.what() + SaturationHint(*check, OrtInt8PairsSaturate(CpuInt8())));

@@ -264,7 +264,11 @@ std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t see
 
 VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
                             const VerifyTolerance& tol) {
-  const Graph graph = LoadOnnx(onnx_path);
+  return VerifyOnnxFile(LoadOnnx(onnx_path), onnx_path, samples, seed, tol);
+}
+
+VerifyReport VerifyOnnxFile(const Graph& graph, const std::string& onnx_path, int64_t samples,
+                            uint64_t seed, const VerifyTolerance& tol) {
   VerifyTolerance t = tol;
   // A QDQ file runs integer kernels in ONNX Runtime: compare under the INT8 rule.
   for (const Node& n : graph.nodes) {

@@ -87,6 +87,9 @@ std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t see
 // (QDQ) is compared under the INT8 rule (tol with mode kInt8).
 VerifyReport VerifyOnnxFile(const std::string& onnx_path, int64_t samples, uint64_t seed,
                             const VerifyTolerance& tol = {});
+// The same for a caller that already holds `graph`, the file's own LoadOnnx.
+VerifyReport VerifyOnnxFile(const Graph& graph, const std::string& onnx_path, int64_t samples,
+                            uint64_t seed, const VerifyTolerance& tol = {});
 
 // Runs `write(tmp)` for a temporary name beside `path`, then `verify(tmp)`, and renames
 // the file to `path` only when both succeed (removed otherwise), so `path` never holds
