@@ -723,121 +723,155 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
   }
 
   // Step 1: forward's signature.
-  std::string signature = "def forward(self";
-  for (const auto& input : g.inputs) {
-    signature += ", " + Define(input.name) + ": Tensor";
-  }
-  signature += ")";
+  const std::string signature = Signature();
 
-  // Step 2: the plan of real INT8 layers (packs their weights).
+  // Step 2: the plan of real INT8 layers (packs their weights). The engine stays set
+  // until the module is compiled.
   std::optional<ScopedQEngine> engine;
   if (options_.real_int8) {
     engine.emplace(options_.qengine);
     PlanInt8(result);
   }
 
-  // Step 3: with INT8 layers folded, the float weights' DequantizeLinear (and
-  // whatever else only they read) is dead: keep the nodes graph outputs depend on.
-  const int num_nodes = static_cast<int>(g.nodes.size());
-  std::vector<bool> live(num_nodes, true);
-  if (options_.real_int8) {
-    std::set<std::string> needed;
-    for (const auto& o : g.outputs) needed.insert(o.name);
-    for (int i = num_nodes - 1; i >= 0; --i) {
-      const Node& node = g.nodes[i];
-      live[i] = !skipped_.count(i) && !absorbed_dq_.count(i) &&
-                std::any_of(node.outputs.begin(), node.outputs.end(),
-                            [&](const std::string& o) { return needed.count(o) != 0; });
-      if (!live[i]) continue;
-      auto layer = layer_at_q_out_.find(i);
-      auto chain = chain_at_q_.find(i);
-      if (layer != layer_at_q_out_.end()) {
-        needed.insert(g.nodes[layer->second.q_in].outputs[0]);  // its quantized tensor
-      } else if (chain != chain_at_q_.end()) {
-        needed.insert(g.nodes[chain->second.source_q].outputs[0]);
-      } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
-        needed.insert(g.nodes[add->second.qa].outputs[0]);
-        needed.insert(g.nodes[add->second.qb].outputs[0]);
-      } else {
-        needed.insert(node.inputs.begin(), node.inputs.end());
-      }
-    }
-  }
+  // Step 3: the nodes graph outputs depend on.
+  const std::vector<bool> live = LiveNodes();
 
   // Step 4: one statement per node, in graph order.
+  const int num_nodes = static_cast<int>(g.nodes.size());
   for (int i = 0; i < num_nodes; ++i) {
-    const Node& node = g.nodes[i];
     if (skipped_.count(i) || absorbed_dq_.count(i) || !live[i]) continue;
-    auto layer = layer_at_q_out_.find(i);
     if (real_q_.count(i)) {
-      // A real QuantizeLinear: its quantized tensor, and its uint8 values when needed.
-      if (layer != layer_at_q_out_.end()) {
-        const Int8Layer& l = layer->second;
-        const Node& n = g.nodes[l.node];
-        const bool conv = n.op_type == "Conv";
-        const std::string qx = QuantizedOf(l.q_in);
-        const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
-        quantized_var_[i] = qy;
-        std::string call = conv ? (l.relu >= 0 ? "quantized.conv2d_relu" : "quantized.conv2d")
-                                : (l.relu >= 0 ? "quantized.linear_relu" : "quantized.linear");
-        Emit(qy + " = " + call + "(" + qx + ", self." + packed_attr_.at(l.node) + ", " +
-             FloatLit(l.out_scale) + ", " + IntLit(l.out_zp) + ")");
-      } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
-        const QuantizedAdd& a = add->second;
-        const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
-        quantized_var_[i] = qy;
-        Emit(qy + " = " + (a.relu >= 0 ? "quantized.add_relu(" : "quantized.add(") +
-             QuantizedOf(a.qa) + ", " + QuantizedOf(a.qb) + ", " + FloatLit(a.scale) + ", " +
-             IntLit(a.zp) + ")");
-      } else if (auto chain = chain_at_q_.find(i); chain != chain_at_q_.end()) {
-        const QuantizedChain& c = chain->second;
-        std::string t = QuantizedOf(c.source_q);
-        for (int k : c.ops) {
-          const Node& op = g.nodes[k];
-          const std::string next = FreshIdent(op.outputs[0] + "_q", "q", local_names_);
-          if (op.op_type == "Relu") {
-            Emit(next + " = torch.relu(" + t + ")");
-          } else if (op.op_type == "Flatten") {
-            Emit(next + " = " + Use("_mc_flatten") + "(" + t + ", " + IntLit(op.GetInt("axis", 1)) + ")");
-          } else if (op.op_type == "Reshape") {
-            Emit(next + " = " + Use("_mc_reshape") + "(" + t + ", " + IntsArg(op, 1) + ", " +
-                 BoolLit(op.GetInt("allowzero", 0) != 0) + ")");
-          } else {  // MaxPool
-            const StaticWindow w = WindowOf(op, 2);
-            Emit(next + " = torch.max_pool2d(" + t + ", " + IntsLit(op.GetInts("kernel_shape")) + ", " +
-                 IntsLit(w.strides) + ", " + IntsLit(w.begin) + ", " + IntsLit(w.dilations) + ", " +
-                 BoolLit(op.GetInt("ceil_mode", 0) != 0) + ")");
-          }
-          t = next;
-        }
-        if (c.requantize) {
-          const std::string next = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
-          Emit(next + " = torch.quantize_per_tensor(torch.dequantize(" + t + "), " + FloatLit(c.scale) +
-               ", " + IntLit(c.zp) + ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
-          t = next;
-        }
-        quantized_var_[i] = t;
-      } else {
-        Tensor s, z;
-        PerTensorParams(g, node, &s, &z);
-        const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
-        quantized_var_[i] = qy;
-        Emit(qy + " = torch.quantize_per_tensor(" + Ref(node.inputs[0]) + ", " +
-             FloatLit(s.to(torch::kCPU).item<float>()) + ", " + IntLit(z.to(torch::kCPU).item<int64_t>()) +
-             ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
-      }
-      // Readers that still want the uint8 values (or a graph output) get int_repr.
-      bool need_values = g.IsOutput(node.outputs[0]);
-      for (int c : g.ConsumerIndices(node.outputs[0])) {
-        if (!absorbed_dq_.count(c) && live[c]) need_values = true;
-      }
-      if (need_values) Emit(Define(node.outputs[0]) + " = " + quantized_var_[i] + ".int_repr()");
+      EmitRealQuantize(i, live);
       continue;
     }
-    EmitNode(node);
+    EmitNode(g.nodes[i]);
   }
 
-  // Step 5: outputs.
+  // Step 5: outputs, and the source compiled into the module.
+  DefineForward(signature);
+  module_.eval();
+  return module_;
+}
+
+// "def forward(self, x: Tensor, ...)", defining the inputs' identifiers.
+std::string Exporter::Signature() {
+  std::string signature = "def forward(self";
+  for (const auto& input : graph_.inputs) {
+    signature += ", " + Define(input.name) + ": Tensor";
+  }
+  signature += ")";
+  return signature;
+}
+
+// With INT8 layers folded, the float weights' DequantizeLinear (and whatever else only
+// they read) is dead: keep the nodes graph outputs depend on. All live without INT8.
+std::vector<bool> Exporter::LiveNodes() const {
+  const Graph& g = graph_;
+  const int num_nodes = static_cast<int>(g.nodes.size());
+  std::vector<bool> live(num_nodes, true);
+  if (!options_.real_int8) return live;
+  std::set<std::string> needed;
+  for (const auto& o : g.outputs) needed.insert(o.name);
+  for (int i = num_nodes - 1; i >= 0; --i) {
+    const Node& node = g.nodes[i];
+    live[i] = !skipped_.count(i) && !absorbed_dq_.count(i) &&
+              std::any_of(node.outputs.begin(), node.outputs.end(),
+                          [&](const std::string& o) { return needed.count(o) != 0; });
+    if (!live[i]) continue;
+    auto layer = layer_at_q_out_.find(i);
+    auto chain = chain_at_q_.find(i);
+    if (layer != layer_at_q_out_.end()) {
+      needed.insert(g.nodes[layer->second.q_in].outputs[0]);  // its quantized tensor
+    } else if (chain != chain_at_q_.end()) {
+      needed.insert(g.nodes[chain->second.source_q].outputs[0]);
+    } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
+      needed.insert(g.nodes[add->second.qa].outputs[0]);
+      needed.insert(g.nodes[add->second.qb].outputs[0]);
+    } else {
+      needed.insert(node.inputs.begin(), node.inputs.end());
+    }
+  }
+  return live;
+}
+
+// A real QuantizeLinear: its quantized tensor, and its uint8 values when needed.
+void Exporter::EmitRealQuantize(int i, const std::vector<bool>& live) {
+  const Graph& g = graph_;
+  const Node& node = g.nodes[i];
+  auto layer = layer_at_q_out_.find(i);
+  if (layer != layer_at_q_out_.end()) {
+    const Int8Layer& l = layer->second;
+    const Node& n = g.nodes[l.node];
+    const bool conv = n.op_type == "Conv";
+    const std::string qx = QuantizedOf(l.q_in);
+    const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
+    quantized_var_[i] = qy;
+    std::string call = conv ? (l.relu >= 0 ? "quantized.conv2d_relu" : "quantized.conv2d")
+                            : (l.relu >= 0 ? "quantized.linear_relu" : "quantized.linear");
+    Emit(qy + " = " + call + "(" + qx + ", self." + packed_attr_.at(l.node) + ", " +
+         FloatLit(l.out_scale) + ", " + IntLit(l.out_zp) + ")");
+  } else if (auto add = add_at_q_out_.find(i); add != add_at_q_out_.end()) {
+    const QuantizedAdd& a = add->second;
+    const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
+    quantized_var_[i] = qy;
+    Emit(qy + " = " + (a.relu >= 0 ? "quantized.add_relu(" : "quantized.add(") +
+         QuantizedOf(a.qa) + ", " + QuantizedOf(a.qb) + ", " + FloatLit(a.scale) + ", " +
+         IntLit(a.zp) + ")");
+  } else if (auto chain = chain_at_q_.find(i); chain != chain_at_q_.end()) {
+    quantized_var_[i] = EmitQuantizedChain(node, chain->second);
+  } else {
+    Tensor s, z;
+    PerTensorParams(g, node, &s, &z);
+    const std::string qy = FreshIdent(node.outputs[0] + "_q", "q", local_names_);
+    quantized_var_[i] = qy;
+    Emit(qy + " = torch.quantize_per_tensor(" + Ref(node.inputs[0]) + ", " +
+         FloatLit(s.to(torch::kCPU).item<float>()) + ", " + IntLit(z.to(torch::kCPU).item<int64_t>()) +
+         ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
+  }
+  // Readers that still want the uint8 values (or a graph output) get int_repr.
+  bool need_values = g.IsOutput(node.outputs[0]);
+  for (int c : g.ConsumerIndices(node.outputs[0])) {
+    if (!absorbed_dq_.count(c) && live[c]) need_values = true;
+  }
+  if (need_values) Emit(Define(node.outputs[0]) + " = " + quantized_var_[i] + ".int_repr()");
+}
+
+// The passthrough ops of `c` on quantized tensors, requantized to the parameters of
+// `end_q` (its end QuantizeLinear) when they differ; returns the final tensor.
+std::string Exporter::EmitQuantizedChain(const Node& end_q, const QuantizedChain& c) {
+  const Graph& g = graph_;
+  std::string t = QuantizedOf(c.source_q);
+  for (int k : c.ops) {
+    const Node& op = g.nodes[k];
+    const std::string next = FreshIdent(op.outputs[0] + "_q", "q", local_names_);
+    if (op.op_type == "Relu") {
+      Emit(next + " = torch.relu(" + t + ")");
+    } else if (op.op_type == "Flatten") {
+      Emit(next + " = " + Use("_mc_flatten") + "(" + t + ", " + IntLit(op.GetInt("axis", 1)) + ")");
+    } else if (op.op_type == "Reshape") {
+      Emit(next + " = " + Use("_mc_reshape") + "(" + t + ", " + IntsArg(op, 1) + ", " +
+           BoolLit(op.GetInt("allowzero", 0) != 0) + ")");
+    } else {  // MaxPool
+      const StaticWindow w = WindowOf(op, 2);
+      Emit(next + " = torch.max_pool2d(" + t + ", " + IntsLit(op.GetInts("kernel_shape")) + ", " +
+           IntsLit(w.strides) + ", " + IntsLit(w.begin) + ", " + IntsLit(w.dilations) + ", " +
+           BoolLit(op.GetInt("ceil_mode", 0) != 0) + ")");
+    }
+    t = next;
+  }
+  if (c.requantize) {
+    const std::string next = FreshIdent(end_q.outputs[0] + "_q", "q", local_names_);
+    Emit(next + " = torch.quantize_per_tensor(torch.dequantize(" + t + "), " + FloatLit(c.scale) +
+         ", " + IntLit(c.zp) + ", " + std::to_string(DtypeCode(at::kQUInt8)) + ")");
+    t = next;
+  }
+  return t;
+}
+
+// Completes forward (the helpers it uses, its body, the return of the graph outputs)
+// and compiles it into the module.
+void Exporter::DefineForward(const std::string& signature) {
+  const Graph& g = graph_;
   std::string ret;
   for (size_t i = 0; i < g.outputs.size(); ++i) ret += (i ? ", " : "") + Ref(g.outputs[i].name);
   if (g.outputs.size() != 1) ret = "(" + ret + (g.outputs.size() == 1 ? ",)" : ")");
@@ -857,8 +891,6 @@ jit::Module Exporter::Run(TorchScriptExportResult* result) {
                                           "': LibTorch rejects the generated code: " + WhatOf(e) +
                                           "\n" + src.str());
   }
-  module_.eval();
-  return module_;
 }
 
 }  // namespace torchscript_detail

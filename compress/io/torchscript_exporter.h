@@ -99,6 +99,13 @@ class Exporter {
   // An op's emitter: writes the statements of one node.
   using Emitter = void (Exporter::*)(const Node&);
 
+  // -- Run's steps
+  std::string Signature();
+  std::vector<bool> LiveNodes() const;
+  void EmitRealQuantize(int i, const std::vector<bool>& live);
+  std::string EmitQuantizedChain(const Node& end_q, const QuantizedChain& c);
+  void DefineForward(const std::string& signature);
+
   // -- names and values
   std::string Ref(const std::string& value);
   std::string Define(const std::string& value);
