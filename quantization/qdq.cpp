@@ -40,11 +40,35 @@ std::string LayerProblem(const Graph& graph, const Node& node) {
   return "";
 }
 
-// Per-channel axis of a layer's weight: the output channels.
-int64_t WeightAxis(const Node& node, const Tensor& w) {
-  if (node.op_type == "Conv") return 0;
-  if (node.op_type == "Gemm") return node.GetInt("transB", 0) != 0 ? 0 : 1;
-  return w.dim() - 1;  // MatMul: [.., K, N]
+// Symmetric int8 weights with given (learned) scales, raised to `min_scale` where a
+// bias needs it: q = saturate(round(w / scale)) in [-qmax, qmax]. A scale that is not
+// finite and positive is a kNumeric error naming `where`.
+WeightQuant QuantizeWeightWithScale(const Tensor& w, int64_t axis, const Tensor& scale,
+                                    const Tensor& min_scale, int64_t qmax,
+                                    const std::string& where) {
+  Tensor s = scale.detach().to(w.device(), torch::kFloat).flatten();
+  if (axis < 0) s = s.reshape({});
+  const int64_t channels = axis >= 0 ? w.size(axis) : 1;
+  if (s.numel() != channels) {
+    throw Error(ErrorKind::kInternal, where + ": " + std::to_string(s.numel()) +
+                                          " weight scales for " + std::to_string(channels) +
+                                          " channels");
+  }
+  if (!torch::isfinite(s).all().item<bool>() || !(s > 0).all().item<bool>()) {
+    throw Error(ErrorKind::kNumeric, where + ": a learned weight scale is not finite and positive");
+  }
+  if (min_scale.defined()) s = torch::maximum(s, min_scale.to(s.options()).reshape(s.sizes()));
+  WeightQuant out;
+  out.axis = axis;
+  out.scale = s.contiguous();
+  Tensor b = s;
+  if (axis >= 0) {
+    std::vector<int64_t> shape(w.dim(), 1);
+    shape[axis] = -1;
+    b = s.reshape(shape);
+  }
+  out.q = torch::clamp(torch::round(w.detach().to(torch::kFloat) / b), -qmax, qmax).to(torch::kChar);
+  return out;
 }
 
 Tensor ScalarOf(double v, at::ScalarType type, const c10::Device& device) {
@@ -53,21 +77,18 @@ Tensor ScalarOf(double v, at::ScalarType type, const c10::Device& device) {
 
 }  // namespace
 
-QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter) {
-  QdqPlan plan;
-  std::vector<WeightedLayer> selected = SelectLayers(graph, filter, "quantize", &plan.skipped);
-  std::map<int, bool> layer_nodes;
-  for (const auto& l : selected) {
-    const Node& node = graph.nodes[l.node];
-    const std::string why = LayerProblem(graph, node);
-    if (!why.empty()) {
-      plan.skipped.push_back({node.name, why});
-      continue;
-    }
-    plan.layers.push_back(l);
-    layer_nodes[l.node] = true;
-  }
+int64_t WeightAxis(const Node& node, const Tensor& w) {
+  if (node.op_type == "Conv") return 0;
+  if (node.op_type == "Gemm") return node.GetInt("transB", 0) != 0 ? 0 : 1;
+  return w.dim() - 1;  // MatMul: [.., K, N]
+}
 
+namespace {
+
+// The activations of `plan.layers` (see PlanQdq), appended to plan.activations.
+void PlanActivations(const Graph& graph, QdqPlan& plan) {
+  std::map<int, bool> layer_nodes;
+  for (const auto& l : plan.layers) layer_nodes[l.node] = true;
   std::map<std::string, std::string> planned;  // value -> share ("" = calibrated)
   auto add = [&](const std::string& value, const std::string& share) {
     if (planned.count(value) != 0 || graph.IsOutput(value)) return;
@@ -98,26 +119,86 @@ QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter) {
       add(node.outputs[0], root(node.inputs[0]));
     }
   }
+}
+
+}  // namespace
+
+QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter) {
+  QdqPlan plan;
+  std::vector<WeightedLayer> selected = SelectLayers(graph, filter, "quantize", &plan.skipped);
+  for (const auto& l : selected) {
+    const Node& node = graph.nodes[l.node];
+    const std::string why = LayerProblem(graph, node);
+    if (!why.empty()) {
+      plan.skipped.push_back({node.name, why});
+      continue;
+    }
+    plan.layers.push_back(l);
+  }
+  PlanActivations(graph, plan);
   return plan;
 }
 
-int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
-                 const std::map<std::string, AffineParams>& params, const QdqOptions& options) {
-  torch::NoGradGuard no_grad;
-  NameSource names(graph);
-  const std::vector<Node> original = graph.nodes;  // names as planned, before rewiring
-  const at::ScalarType act = options.activation_type;
-  RangeOf(act);  // throws for an unsupported type
-  // New initializers live where the graph's do (device-agnostic: CPU or CUDA).
-  const c10::Device device = graph.initializers.empty()
-                                 ? c10::Device(c10::kCPU)
-                                 : graph.initializers.begin()->second.value.device();
+QdqPlan PlanQdqWithout(const Graph& graph, const QdqPlan& full,
+                       const std::set<std::string>& fp32_layers, const std::string& reason) {
+  QdqPlan plan;
+  plan.skipped = full.skipped;
+  for (const auto& l : full.layers) {
+    const std::string& name = graph.nodes[l.node].name;
+    if (fp32_layers.count(name) != 0) {
+      plan.skipped.push_back({name, reason});
+    } else {
+      plan.layers.push_back(l);
+    }
+  }
+  PlanActivations(graph, plan);
+  return plan;
+}
 
-  // Scale / zero-point initializers of each calibrated value; shared values reuse them.
+namespace {
+
+// The rewrite of ApplyQdq in three steps (activations, weights, node order), sharing
+// the fresh names, the new nodes and the count of inserted nodes.
+class QdqWriter {
+ public:
+  QdqWriter(Graph& graph, const QdqOptions& options)
+      : graph_(graph),
+        options_(options),
+        names_(graph),
+        // New initializers live where the graph's do (device-agnostic: CPU or CUDA).
+        device_(graph.initializers.empty() ? c10::Device(c10::kCPU)
+                                           : graph.initializers.begin()->second.value.device()) {}
+
+  // Q -> DQ pairs after each planned activation; shared values reuse their root's
+  // scale and zero-point initializers.
+  void Activations(const QdqPlan& plan, const std::map<std::string, AffineParams>& params);
+  // int8 weights and int32 biases of the planned layers, read through DequantizeLinear.
+  // `original` is the node list as planned (the layers' node indices refer to it).
+  void Weights(const QdqPlan& plan, const std::vector<Node>& original);
+  // The node list: weight DQs first, then each node followed by the Q/DQ pairs of its
+  // quantized outputs (graph inputs' pairs go first).
+  void Assemble();
+  int64_t inserted() const { return inserted_; }
+
+ private:
+  void DequantizeInitializer(const std::string& name, const Tensor& q, const Tensor& scale,
+                             int64_t axis, at::ScalarType zp_type);
+
+  Graph& graph_;
+  const QdqOptions& options_;
+  NameSource names_;
+  c10::Device device_;
+  std::map<std::string, AffineParams> value_params_;
+  std::map<std::string, std::vector<Node>> inserts_;  // value -> its Q/DQ pair
+  std::vector<Node> leading_;                          // weight/bias DQs
+  std::set<std::string> done_;                         // initializers already quantized
+  int64_t inserted_ = 0;
+};
+
+void QdqWriter::Activations(const QdqPlan& plan,
+                            const std::map<std::string, AffineParams>& params) {
+  const at::ScalarType act = options_.activation_type;
   std::map<std::string, std::pair<std::string, std::string>> qparam_names;
-  std::map<std::string, AffineParams> value_params;
-  std::map<std::string, std::vector<Node>> inserts;
-  int64_t inserted = 0;
   for (const auto& a : plan.activations) {
     std::pair<std::string, std::string> qp;
     if (a.share.empty()) {
@@ -125,68 +206,67 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
       if (it == params.end()) {
         throw Error(ErrorKind::kInternal, "quantize: no calibrated parameters for " + a.value);
       }
-      qp = {names.Fresh(a.value + "_scale"), names.Fresh(a.value + "_zero_point")};
-      graph.initializers[qp.first].value =
-          ScalarOf(static_cast<float>(it->second.scale), at::kFloat, device);
-      graph.initializers[qp.second].value =
-          ScalarOf(static_cast<double>(it->second.zero_point), act, device);
-      value_params[a.value] = it->second;
+      qp = {names_.Fresh(a.value + "_scale"), names_.Fresh(a.value + "_zero_point")};
+      graph_.initializers[qp.first].value =
+          ScalarOf(static_cast<float>(it->second.scale), at::kFloat, device_);
+      graph_.initializers[qp.second].value =
+          ScalarOf(static_cast<double>(it->second.zero_point), act, device_);
+      value_params_[a.value] = it->second;
     } else {
       qp = qparam_names.at(a.share);
-      value_params[a.value] = value_params.at(a.share);
+      value_params_[a.value] = value_params_.at(a.share);
     }
     qparam_names[a.value] = qp;
-    const std::string q = names.Fresh(a.value + "_quantized");
-    const std::string dq = names.Fresh(a.value + "_dequantized");
-    graph.ReplaceUses(a.value, dq);
-    Node qn{names.Fresh(a.value + "_QuantizeLinear"), "QuantizeLinear", "", {a.value, qp.first, qp.second}, {q}, {}};
-    Node dn{names.Fresh(a.value + "_DequantizeLinear"), "DequantizeLinear", "", {q, qp.first, qp.second}, {dq}, {}};
-    auto info = graph.FindValue(a.value);
+    const std::string q = names_.Fresh(a.value + "_quantized");
+    const std::string dq = names_.Fresh(a.value + "_dequantized");
+    graph_.ReplaceUses(a.value, dq);
+    Node qn{names_.Fresh(a.value + "_QuantizeLinear"), "QuantizeLinear", "", {a.value, qp.first, qp.second}, {q}, {}};
+    Node dn{names_.Fresh(a.value + "_DequantizeLinear"), "DequantizeLinear", "", {q, qp.first, qp.second}, {dq}, {}};
+    auto info = graph_.FindValue(a.value);
     if (info && info->shape) {
-      graph.value_info[q] = ValueInfo{q, act, info->shape};
-      graph.value_info[dq] = ValueInfo{dq, at::kFloat, info->shape};
+      graph_.value_info[q] = ValueInfo{q, act, info->shape};
+      graph_.value_info[dq] = ValueInfo{dq, at::kFloat, info->shape};
     }
-    inserts[a.value].push_back(std::move(qn));
-    inserts[a.value].push_back(std::move(dn));
-    inserted += 2;
+    inserts_[a.value].push_back(std::move(qn));
+    inserts_[a.value].push_back(std::move(dn));
+    inserted_ += 2;
   }
+}
 
-  // Weights and biases: int8 / int32 initializers under their own names, read through
-  // DequantizeLinear nodes placed first.
-  std::vector<Node> leading;
-  std::set<std::string> done;
-  auto dequantize_init = [&](const std::string& name, const Tensor& q, const Tensor& scale,
-                             int64_t axis, at::ScalarType zp_type) {
-    Initializer& init = graph.initializers.at(name);
-    const std::vector<int64_t> shape = q.sizes().vec();
-    init.value = q;
-    init.mask = Tensor();
-    init.quant.reset();
-    const std::string s = names.Fresh(name + "_scale");
-    const std::string zp = names.Fresh(name + "_zero_point");
-    graph.initializers[s].value = scale.to(torch::kFloat).contiguous();
-    graph.initializers[zp].value = torch::zeros(scale.sizes(), scale.options().dtype(zp_type));
-    const std::string out = names.Fresh(name + "_dequantized");
-    graph.ReplaceUses(name, out);
-    Node dn{names.Fresh(name + "_DequantizeLinear"), "DequantizeLinear", "", {name, s, zp}, {out}, {}};
-    if (axis >= 0 && scale.dim() == 1) dn.attrs["axis"] = axis;
-    graph.value_info[out] = ValueInfo{out, at::kFloat, shape};
-    leading.push_back(std::move(dn));
-    done.insert(name);
-    ++inserted;
-  };
+void QdqWriter::DequantizeInitializer(const std::string& name, const Tensor& q,
+                                      const Tensor& scale, int64_t axis, at::ScalarType zp_type) {
+  Initializer& init = graph_.initializers.at(name);
+  const std::vector<int64_t> shape = q.sizes().vec();
+  init.value = q;
+  init.mask = Tensor();
+  init.quant.reset();
+  const std::string s = names_.Fresh(name + "_scale");
+  const std::string zp = names_.Fresh(name + "_zero_point");
+  graph_.initializers[s].value = scale.to(torch::kFloat).contiguous();
+  graph_.initializers[zp].value = torch::zeros(scale.sizes(), scale.options().dtype(zp_type));
+  const std::string out = names_.Fresh(name + "_dequantized");
+  graph_.ReplaceUses(name, out);
+  Node dn{names_.Fresh(name + "_DequantizeLinear"), "DequantizeLinear", "", {name, s, zp}, {out}, {}};
+  if (axis >= 0 && scale.dim() == 1) dn.attrs["axis"] = axis;
+  graph_.value_info[out] = ValueInfo{out, at::kFloat, shape};
+  leading_.push_back(std::move(dn));
+  done_.insert(name);
+  ++inserted_;
+}
+
+void QdqWriter::Weights(const QdqPlan& plan, const std::vector<Node>& original) {
   for (const auto& l : plan.layers) {
     const Node& node = original[l.node];
-    if (done.count(l.weight) != 0) continue;
-    const double x_scale = value_params.at(node.inputs[0]).scale;
-    Initializer& winit = graph.initializers.at(l.weight);
+    if (done_.count(l.weight) != 0) continue;
+    const double x_scale = value_params_.at(node.inputs[0]).scale;
+    Initializer& winit = graph_.initializers.at(l.weight);
     Tensor w = winit.value.detach();
     if (winit.mask.defined()) w = w * winit.mask.to(w.device());
-    const int64_t axis = options.per_channel ? WeightAxis(node, w) : -1;
+    const int64_t axis = options_.per_channel ? WeightAxis(node, w) : -1;
     std::string bias;
-    if (node.op_type != "MatMul" && node.HasInput(2) && graph.IsInitializer(node.inputs[2]) &&
-        done.count(node.inputs[2]) == 0) {
-      const Tensor& b = graph.Weight(node.inputs[2]);
+    if (node.op_type != "MatMul" && node.HasInput(2) && graph_.IsInitializer(node.inputs[2]) &&
+        done_.count(node.inputs[2]) == 0) {
+      const Tensor& b = graph_.Weight(node.inputs[2]);
       const int64_t channels = axis >= 0 ? w.size(axis) : 1;
       if (b.dim() == 1 && at::isFloatingType(b.scalar_type()) &&
           (axis < 0 || b.size(0) == channels)) {
@@ -195,41 +275,59 @@ int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
     }
     Tensor min_scale;
     if (!bias.empty()) {
-      min_scale = BiasMinWeightScale(graph.Weight(bias), x_scale);
+      min_scale = BiasMinWeightScale(graph_.Weight(bias), x_scale);
       if (axis < 0) min_scale = min_scale.max();
     }
-    const WeightQuant wq = QuantizeWeightSymmetric(w, axis, min_scale, WeightQmax(options.target));
+    const int64_t qmax = WeightQmax(options_.target);
+    auto given = options_.weight_scales.find(l.weight);
+    const WeightQuant wq =
+        given == options_.weight_scales.end()
+            ? QuantizeWeightSymmetric(w, axis, min_scale, qmax)
+            : QuantizeWeightWithScale(w, axis, given->second, min_scale, qmax, node.Describe());
     if (!bias.empty()) {
-      const Tensor bq = QuantizeBias(graph.Weight(bias), x_scale, wq.scale, node.Describe());
+      const Tensor bq = QuantizeBias(graph_.Weight(bias), x_scale, wq.scale, node.Describe());
       const Tensor bscale = wq.scale * static_cast<float>(x_scale);
-      dequantize_init(bias, bq, bscale, axis >= 0 ? 0 : -1, at::kInt);
+      DequantizeInitializer(bias, bq, bscale, axis >= 0 ? 0 : -1, at::kInt);
     }
-    dequantize_init(l.weight, wq.q, wq.scale, axis, at::kChar);
+    DequantizeInitializer(l.weight, wq.q, wq.scale, axis, at::kChar);
   }
+}
 
-  // Re-assemble the node list: weight DQs first, then each node followed by the Q/DQ
-  // pairs of its quantized outputs (graph inputs' pairs go first).
-  std::vector<Node> nodes = std::move(leading);
+void QdqWriter::Assemble() {
+  std::vector<Node> nodes = std::move(leading_);
   auto emit = [&](const std::string& value) {
-    auto it = inserts.find(value);
-    if (it == inserts.end()) return;
+    auto it = inserts_.find(value);
+    if (it == inserts_.end()) return;
     for (auto& n : it->second) nodes.push_back(std::move(n));
-    inserts.erase(it);
+    inserts_.erase(it);
   };
-  for (const auto& in : graph.inputs) emit(in.name);
-  for (Node& n : graph.nodes) {
+  for (const auto& in : graph_.inputs) emit(in.name);
+  for (Node& n : graph_.nodes) {
     std::vector<std::string> outs = n.outputs;
     nodes.push_back(std::move(n));
     for (const auto& o : outs) emit(o);
   }
-  if (!inserts.empty()) {
-    throw Error(ErrorKind::kInternal, "quantize: planned value " + inserts.begin()->first +
+  if (!inserts_.empty()) {
+    throw Error(ErrorKind::kInternal, "quantize: planned value " + inserts_.begin()->first +
                                           " is not produced by any node or graph input");
   }
-  graph.nodes = std::move(nodes);
+  graph_.nodes = std::move(nodes);
+}
+
+}  // namespace
+
+int64_t ApplyQdq(Graph& graph, const QdqPlan& plan,
+                 const std::map<std::string, AffineParams>& params, const QdqOptions& options) {
+  torch::NoGradGuard no_grad;
+  RangeOf(options.activation_type);  // throws for an unsupported type
+  const std::vector<Node> original = graph.nodes;  // names as planned, before rewiring
+  QdqWriter writer(graph, options);
+  writer.Activations(plan, params);
+  writer.Weights(plan, original);
+  writer.Assemble();
   graph.metadata[kInt8TargetKey] = Int8TargetName(options.target);
   ValidateGraph(graph, "quantize");
-  return inserted;
+  return writer.inserted();
 }
 
 bool HasQuantization(const Graph& graph) {

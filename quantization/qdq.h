@@ -50,11 +50,26 @@ struct QdqPlan {
 // integers. Values that are graph outputs are never quantized.
 QdqPlan PlanQdq(const Graph& graph, const LayerFilter& filter);
 
+// `full` (a PlanQdq of `graph`) with the layers named in `fp32_layers` left in float
+// (added to `skipped` with `reason`) and the activations planned for the rest. Every
+// value it plans is planned in `full` too (planning is monotonic in the layer set),
+// though a value `full` shares may be calibrated on its own here.
+QdqPlan PlanQdqWithout(const Graph& graph, const QdqPlan& full,
+                       const std::set<std::string>& fp32_layers, const std::string& reason);
+
 struct QdqOptions {
   at::ScalarType activation_type = at::kByte;  // kByte (uint8) or kChar (int8)
   bool per_channel = true;                     // weights: per output channel or per tensor
   Int8Target target = Int8Target::kPortable;   // weight range: [-64, 64] or [-127, 127]
+  // Weight scales to use instead of max|w| / qmax (QAT's learned scales), by weight
+  // initializer name: one per channel along WeightAxis, or one for per-tensor weights.
+  // A bias that needs a larger scale still raises it.
+  std::map<std::string, Tensor> weight_scales;
 };
+
+// The per-channel axis of a quantized layer's weight `w`: the output channels (axis 0
+// for Conv and Gemm transB=1, 1 for Gemm transB=0, the last for MatMul).
+int64_t WeightAxis(const Node& node, const Tensor& w);
 
 // Rewrites `graph` into QDQ form following `plan`, with `params` holding the calibrated
 // parameters of every planned value whose `share` is empty. Pruning masks are applied

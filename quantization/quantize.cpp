@@ -3,15 +3,18 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "compress/runtime/executor.h"
 #include "quantization/fold_batchnorm.h"
+#include "quantization/quant_sensitivity.h"
 
 namespace compress {
 
 std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
-                                              const std::vector<Tensor>& batches,
+                                              const CalibrationBatches& batches,
                                               CalibrationMethod method, double percentile,
                                               at::ScalarType activation_type) {
   torch::NoGradGuard no_grad;
@@ -27,12 +30,12 @@ std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan&
   exec.SetObserver(values, [&](const std::string& v, const Tensor& t) {
     calibrators.at(v).ObserveRange(t, "quantize: calibrating " + v);
   });
-  for (const auto& x : batches) exec.Run({x});
+  for (int64_t k = 0; k < batches.count; ++k) exec.Run({batches.batch(k)});
   if (method != CalibrationMethod::kMinMax) {
     exec.SetObserver(values, [&](const std::string& v, const Tensor& t) {
       calibrators.at(v).ObserveHistogram(t);
     });
-    for (const auto& x : batches) exec.Run({x});
+    for (int64_t k = 0; k < batches.count; ++k) exec.Run({batches.batch(k)});
   }
   std::map<std::string, AffineParams> params;
   for (const auto& [v, c] : calibrators) {
@@ -42,8 +45,54 @@ std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan&
   return params;
 }
 
-std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
-  QuantizeOptions o;
+std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
+                                              const std::vector<Tensor>& batches,
+                                              CalibrationMethod method, double percentile,
+                                              at::ScalarType activation_type) {
+  CalibrationBatches source;
+  source.count = static_cast<int64_t>(batches.size());
+  source.batch = [&batches](int64_t k) { return batches.at(k); };
+  return Calibrate(graph, plan, source, method, percentile, activation_type);
+}
+
+CalibrationBatches ContextCalibrationBatches(const PassContext& ctx, int64_t samples,
+                                             int64_t* drawn) {
+  const TensorDataset& train = ctx.data->train;
+  const int64_t n = samples > 0 ? samples : ctx.calibration_samples;
+  // Indices only: each batch is gathered when it is run and freed after.
+  const Tensor indices = CalibrationIndices(train, n, ctx.seed);
+  if (indices.numel() == 0) {
+    throw Error(ErrorKind::kRecipe, "calibration: 0 samples to calibrate on (the pass's "
+                                    "\"samples\" and data.calibration_samples); expected >= 1");
+  }
+  const int64_t batch_size = std::max<int64_t>(1, ctx.batch_size);
+  const c10::Device device = ctx.device;
+  CalibrationBatches batches;
+  batches.count = (indices.numel() + batch_size - 1) / batch_size;
+  batches.batch = [&train, indices, batch_size, device](int64_t k) {
+    const int64_t at = k * batch_size;
+    const int64_t count = std::min(batch_size, indices.numel() - at);
+    return train.Select(indices.narrow(0, at, count)).inputs.to(device);
+  };
+  if (drawn != nullptr) *drawn = indices.numel();
+  return batches;
+}
+
+void CheckQuantizable(const Graph& graph, const PassContext& ctx, const std::string& pass) {
+  if (HasQuantization(graph)) {
+    throw Error(ErrorKind::kRecipe,
+                pass + ": the model already holds QuantizeLinear/DequantizeLinear nodes");
+  }
+  if (ctx.data == nullptr || ctx.data->train.size() == 0) {
+    throw Error(ErrorKind::kRecipe, pass + ": calibration needs the training split; none loaded");
+  }
+  if (graph.inputs.size() != 1) {
+    throw Error(ErrorKind::kUnsupported, pass + ": calibration supports models with one input; "
+                                         "this one has " + std::to_string(graph.inputs.size()));
+  }
+}
+
+void ReadQuantizeOptions(OptionReader& r, QuantizeOptions& o) {
   r.ReadEnum("calibration", o.calibration, CalibrationMethods(),
              "how activation ranges are chosen from the calibration data");
   r.Read("percentile", o.percentile, 90.0, 100.0,
@@ -60,46 +109,92 @@ std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
              "INT8 target: portable (weights in [-64, 64]: right on every x86 kernel, VNNI or "
              "not, and ARM) or full_range ([-127, 127]: only for VNNI/AMX/ARM/GPU deployment)");
   ReadLayerFilter(r, o.layers);
+}
+
+std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
+  QuantizeOptions o;
+  ReadQuantizeOptions(r, o);
+  r.Read("bias_correction", o.bias_correction,
+         "add (W - W_q) E[x] to each quantized layer's bias (empirical bias correction)");
+  r.Read("max_accuracy_drop", o.max_accuracy_drop, -1.0, 1.0,
+         "accuracy-aware mode when >= 0: most harmful layers return to FP32 until validation "
+         "top-1 is at most this far (fraction) below FP32's; -1 = off");
+  r.Read("max_trials", o.max_trials, 0, 100000,
+         "accuracy-aware: most trials (0 = one per layer, plus all-INT8)");
+  r.Read("eval_samples", o.eval_samples, 0, 1 << 20,
+         "accuracy-aware: validation samples per trial (0 = the whole split)");
+  if (o.bias_correction && o.max_accuracy_drop >= 0) {
+    r.AddProblem("bias_correction", "bias correction with max_accuracy_drop is not supported "
+                                    "(each trial would need its own corrected biases)");
+  }
   return std::make_unique<QuantizePass>(o);
 }
 
+namespace {
+
+// The layers to quantize and their activation parameters. Accuracy-aware mode runs its
+// trials (quantization/quant_sensitivity.h) and keeps the FP32 layers it chose; every
+// trial goes into `result`.
+QdqPlan ChoosePlan(Graph& graph, const QuantizeOptions& o, const PassContext& ctx,
+                   const CalibrationBatches& batches, PassResult& result,
+                   std::map<std::string, AffineParams>* params) {
+  if (o.max_accuracy_drop < 0) {
+    QdqPlan plan = PlanQdq(graph, o.layers);
+    *params = Calibrate(graph, plan, batches, o.calibration, o.percentile, o.activations);
+    return plan;
+  }
+  const QuantTrials trials =
+      PrepareTrials(graph, o, ctx, o.eval_samples, QuantMetric::kTop1, "quantize");
+  const double fp32 = trials.Measure(graph);
+  const int64_t max_trials =
+      o.max_trials > 0 ? o.max_trials : static_cast<int64_t>(trials.full.layers.size()) + 1;
+  const std::set<std::string> fp32_layers =
+      AccuracyAwareFallback(trials, fp32, o.max_accuracy_drop, max_trials, &result.fallback_trials);
+  result.quant_metric = "val_top1";
+  result.stats["fp32_val_top1"] = fp32;
+  double chosen = result.fallback_trials.front().metric;
+  for (const auto& t : result.fallback_trials) {
+    if (std::set<std::string>(t.fp32_layers.begin(), t.fp32_layers.end()) == fp32_layers) {
+      chosen = t.metric;
+    }
+  }
+  result.stats["int8_val_top1"] = chosen;
+  result.stats["layers_kept_fp32"] = static_cast<double>(fp32_layers.size());
+  result.stats["accuracy_target_met"] = fp32 - chosen <= o.max_accuracy_drop ? 1 : 0;
+  *params = trials.params;
+  return PlanQdqWithout(graph, trials.full, fp32_layers,
+                        "kept FP32 by accuracy-aware quantization (max_accuracy_drop)");
+}
+
+}  // namespace
+
 PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   PassResult result;
-  if (HasQuantization(graph)) {
-    throw Error(ErrorKind::kRecipe,
-                "quantize: the model already holds QuantizeLinear/DequantizeLinear nodes");
-  }
-  if (ctx.data == nullptr || ctx.data->train.size() == 0) {
-    throw Error(ErrorKind::kRecipe, "quantize: calibration needs the training split; none loaded");
-  }
-  if (graph.inputs.size() != 1) {
-    throw Error(ErrorKind::kUnsupported, "quantize: calibration supports models with one input; "
-                                         "this one has " + std::to_string(graph.inputs.size()));
-  }
+  CheckQuantizable(graph, ctx, "quantize");
   if (options_.fold_batchnorm) {
     result.stats["batchnorms_folded"] = static_cast<double>(FoldBatchNorm(graph, &result.skipped));
   }
-  const QdqPlan plan = PlanQdq(graph, options_.layers);
+  int64_t drawn = 0;
+  const CalibrationBatches batches = ContextCalibrationBatches(ctx, options_.samples, &drawn);
+  std::map<std::string, AffineParams> params;
+  const QdqPlan plan = ChoosePlan(graph, options_, ctx, batches, result, &params);
   for (const auto& s : plan.skipped) result.skipped.push_back(s);
-
-  const int64_t n = options_.samples > 0 ? options_.samples : ctx.calibration_samples;
-  const TensorDataset subset = CalibrationSubset(ctx.data->train, n, ctx.seed);
-  std::vector<Tensor> batches;
-  for (int64_t at = 0; at < subset.size(); at += ctx.batch_size) {
-    batches.push_back(subset.Slice(at, ctx.batch_size).inputs.to(ctx.device));
-  }
   const at::ScalarType act = options_.activations;
-  const auto params = Calibrate(graph, plan, batches, options_.calibration, options_.percentile, act);
 
   // How far fake quantization moves the outputs, on the first calibration batch.
   torch::NoGradGuard no_grad;
-  const Tensor before = Executor(graph).Run({batches.front()})[0].detach().clone();
+  const Tensor first = batches.batch(0);
+  const Tensor before = Executor(graph).Run({first})[0].detach().clone();
   QdqOptions qo;
   qo.activation_type = act;
   qo.per_channel = options_.per_channel;
   qo.target = options_.target;
+  if (options_.bias_correction) {
+    result.stats["biases_corrected"] =
+        static_cast<double>(CorrectBiases(graph, plan, params, batches, qo));
+  }
   const int64_t inserted = ApplyQdq(graph, plan, params, qo);
-  const Tensor after = Executor(graph).Run({batches.front()})[0].detach();
+  const Tensor after = Executor(graph).Run({first})[0].detach();
   const double rel = (after - before).norm().item<double>() /
                      std::max(1e-12, before.norm().item<double>());
 
@@ -107,7 +202,7 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   result.stats["layers_quantized"] = static_cast<double>(plan.layers.size());
   result.stats["activations_quantized"] = static_cast<double>(plan.activations.size());
   result.stats["qdq_nodes"] = static_cast<double>(inserted);
-  result.stats["calibration_samples"] = static_cast<double>(subset.size());
+  result.stats["calibration_samples"] = static_cast<double>(drawn);
   result.stats["weight_qmax"] = static_cast<double>(WeightQmax(options_.target));
   result.stats["output_rel_error"] = rel;
   if (before.dim() == 2 && before.size(1) > 1) {
@@ -119,7 +214,7 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
           ", weights " + Int8TargetName(options_.target) + " [-" +
           std::to_string(WeightQmax(options_.target)) + ", " +
           std::to_string(WeightQmax(options_.target)) + "], calibrated (" +
-          CalibrationMethodName(options_.calibration) + ") on " + std::to_string(subset.size()) +
+          CalibrationMethodName(options_.calibration) + ") on " + std::to_string(drawn) +
           " samples; output relative error " + std::to_string(rel));
   return result;
 }

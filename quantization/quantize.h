@@ -6,6 +6,7 @@
 // and exports as ONNX QDQ that ONNX Runtime executes with integer kernels.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,14 +29,58 @@ struct QuantizeOptions {
   // right on every CPU; full_range [-127, 127] only where the kernels have dot products.
   Int8Target target = Int8Target::kPortable;
   LayerFilter layers;                   // layers left out stay float
+  // Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", sec. 4.2):
+  // each quantized layer's bias absorbs the mean output shift its weight rounding causes,
+  // (W - W_q) E[x], with E[x] per input channel from the calibration data.
+  bool bias_correction = false;
+  // Accuracy-aware mode when >= 0: layers return to FP32, most harmful first, until the
+  // validation top-1 is at most this far (a fraction) below the FP32 model's, within
+  // `max_trials` trials (0 = one per layer); the best model found is kept either way.
+  double max_accuracy_drop = -1;
+  int64_t max_trials = 0;
+  int64_t eval_samples = 0;  // validation samples per trial; 0 = the whole split
 };
 
-// Calibrated parameters of every planned value with no `share`, from `batches` run
+// Declares the PTQ options (calibration, activations, weights, fold_batchnorm, target,
+// layers) on `r`; quantize-qat reads the same ones for its initial calibration.
+void ReadQuantizeOptions(OptionReader& r, QuantizeOptions& options);
+
+// Calibration inputs produced on demand, one batch at a time, so that memory does not
+// grow with the number of samples: `batch(k)` for k in [0, count) gives the k-th batch
+// on the device to calibrate on. Histogram methods walk them twice.
+struct CalibrationBatches {
+  int64_t count = 0;
+  std::function<Tensor(int64_t k)> batch;
+};
+
+// The calibration batches of a pass: `samples` (0 = ctx.calibration_samples) drawn with
+// ctx's seed from the training split, gathered per batch of ctx.batch_size.
+CalibrationBatches ContextCalibrationBatches(const PassContext& ctx, int64_t samples,
+                                             int64_t* drawn);
+
+// Calibrated parameters of every planned value with no `share`, from the batches run
 // through `graph` (eval mode, no autograd) on the batches' device.
+std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
+                                              const CalibrationBatches& batches,
+                                              CalibrationMethod method, double percentile,
+                                              at::ScalarType activation_type);
+// The same over batches already in memory (tests, small inputs).
 std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
                                               const std::vector<Tensor>& batches,
                                               CalibrationMethod method, double percentile,
                                               at::ScalarType activation_type);
+
+// Bias correction (QuantizeOptions::bias_correction) of the layers of `plan`, with the
+// activation parameters `params` (for the bias-driven minimum weight scale, so the
+// correction uses the weights ApplyQdq will write). Returns the number of biases
+// corrected; layers without a float bias (and MatMul) are left alone.
+int64_t CorrectBiases(Graph& graph, const QdqPlan& plan,
+                      const std::map<std::string, AffineParams>& params,
+                      const CalibrationBatches& batches, const QdqOptions& options);
+
+// The checks quantize and quantize-qat share before touching the graph: no Q/DQ yet,
+// a training split to calibrate on, one graph input. `pass` names the pass in errors.
+void CheckQuantizable(const Graph& graph, const PassContext& ctx, const std::string& pass);
 
 class QuantizePass : public Pass {
  public:

@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
   libcli11-dev nlohmann-json3-dev zlib1g-dev libopenblas0-pthread libgloo-dev
+  libpng-dev libjpeg62-turbo-dev time
   googletest libgtest-dev
   python3-torch python3-torchvision python3-onnx
   dataset-fashion-mnist libonnx-testdata

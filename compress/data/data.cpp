@@ -113,7 +113,6 @@ namespace {
 
 constexpr uint32_t kIdxImagesMagic = 0x00000803;  // unsigned byte, 3 dims
 constexpr uint32_t kIdxLabelsMagic = 0x00000801;  // unsigned byte, 1 dim
-constexpr int64_t kNumClasses = 10;
 
 std::string Hex(uint32_t v) {
   char buf[16];
@@ -209,7 +208,7 @@ void CheckMagic(const std::string& path, uint32_t magic, uint32_t expected, cons
 }  // namespace
 
 TensorDataset ReadIdxPair(const std::string& images_path, const std::string& labels_path,
-                          bool normalize) {
+                          bool normalize, int64_t num_classes) {
   // Step 1: images. Header: magic, count, rows, cols (big-endian uint32), then bytes.
   Tensor images;
   uint32_t count = 0;
@@ -251,12 +250,13 @@ TensorDataset ReadIdxPair(const std::string& images_path, const std::string& lab
   Tensor labels = torch::from_blob(bytes.data(), {static_cast<int64_t>(label_count)},
                                    torch::kUInt8)
                       .to(torch::kLong);
-  const Tensor bad = (labels >= kNumClasses).nonzero();
+  const Tensor bad = (labels >= num_classes).nonzero();
   if (bad.numel() > 0) {
     const int64_t i = bad[0][0].item<int64_t>();
     throw Error(ErrorKind::kIo, labels_path + ": label " +
                                     std::to_string(labels[i].item<int64_t>()) + " at index " +
-                                    std::to_string(i) + " is out of range; expected 0..9");
+                                    std::to_string(i) + " is out of range; expected 0.." +
+                                    std::to_string(num_classes - 1));
   }
   return {images, labels};
 }
@@ -305,13 +305,17 @@ DatasetSplits LoadFashionMnist(const FashionMnistOptions& options) {
   return splits;
 }
 
-TensorDataset CalibrationSubset(const TensorDataset& dataset, int64_t n, uint64_t seed) {
+Tensor CalibrationIndices(const TensorDataset& dataset, int64_t n, uint64_t seed) {
   if (n < 0) {
     throw Error(ErrorKind::kRecipe,
                 "calibration subset size must be >= 0; got " + std::to_string(n));
   }
   n = std::min(n, dataset.size());
-  return dataset.Select(SeededPermutation(dataset.size(), seed).narrow(0, 0, n));
+  return SeededPermutation(dataset.size(), seed).narrow(0, 0, n);
+}
+
+TensorDataset CalibrationSubset(const TensorDataset& dataset, int64_t n, uint64_t seed) {
+  return dataset.Select(CalibrationIndices(dataset, n, seed));
 }
 
 // ---- DataLoader --------------------------------------------------------------------
@@ -360,9 +364,12 @@ bool DataLoader::Next(Tensor& x, Tensor& y) {
     const Tensor idx = order_.narrow(0, cursor_, count);
     x = dataset_.inputs.index_select(0, idx);
     y = dataset_.targets.index_select(0, idx.to(dataset_.targets.device()));
+    last_indices_ = idx;
   } else {
     x = dataset_.inputs.narrow(0, cursor_, count);
     y = dataset_.targets.narrow(0, cursor_, count);
+    last_indices_ = torch::arange(cursor_, cursor_ + count,
+                                  torch::TensorOptions().dtype(torch::kLong).device(x.device()));
   }
   cursor_ += count;
   return true;

@@ -59,9 +59,9 @@ constexpr double kFashionMnistStd = 0.3530;
 // [0,1] and, when `normalize`, standardized with kFashionMnistMean/kFashionMnistStd;
 // targets int64 [N]. Throws Error(kIo) naming the file for a missing file, a wrong
 // magic number, zero dims, differing counts, truncated or trailing data, and labels
-// outside 0..9.
+// outside 0..num_classes-1 (256 accepts every label byte).
 TensorDataset ReadIdxPair(const std::string& images_path, const std::string& labels_path,
-                          bool normalize = true);
+                          bool normalize = true, int64_t num_classes = 10);
 
 // Splits `full` into {train, validation}: validation is the first validation_size
 // entries of SeededPermutation(full.size(), seed), train the rest in that permuted
@@ -83,6 +83,9 @@ struct FashionMnistOptions {
 
 struct DatasetSplits {
   TensorDataset train, validation, test;
+  // False when a split came without labels (an image folder without class folders, a
+  // tensor file without targets): that split's targets are all -1.
+  bool labeled = true;
 };
 
 // Loads root/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (normalized) and carves
@@ -94,6 +97,9 @@ DatasetSplits LoadFashionMnist(const FashionMnistOptions& options = {});
 // A deterministic random subset of min(n, size) samples (for calibration).
 // Throws Error(kRecipe) when n < 0.
 TensorDataset CalibrationSubset(const TensorDataset& dataset, int64_t n, uint64_t seed);
+// The indices CalibrationSubset selects, for callers that gather batch by batch (so
+// memory does not grow with n).
+Tensor CalibrationIndices(const TensorDataset& dataset, int64_t n, uint64_t seed);
 
 // Iterates a dataset in batches. Batches are on the dataset's device. With `shuffle`,
 // each epoch's order is SeededPermutation(size, f(seed, epoch)); otherwise the stored
@@ -111,6 +117,9 @@ class DataLoader {
   void StartEpoch(int64_t epoch);
   // Fills the next batch and returns true, or returns false at the end of the epoch.
   bool Next(Tensor& x, Tensor& y);
+  // The dataset indices (int64, on the dataset's device) of the batch Next last served:
+  // per-sample caches (distillation's teacher logits) are keyed by them.
+  const Tensor& last_indices() const { return last_indices_; }
 
  private:
   TensorDataset dataset_;
@@ -121,6 +130,7 @@ class DataLoader {
   Tensor order_;  // on the dataset's device; undefined when not shuffling
   int64_t cursor_ = 0;
   int64_t end_ = 0;  // one past the last sample served this epoch
+  Tensor last_indices_;
 };
 
 }  // namespace compress

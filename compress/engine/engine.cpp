@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "compress/data/data.h"
+#include "compress/data/sources.h"
 #include "compress/train/eval.h"
 #include "compress/runtime/executor.h"
 #include "compress/engine/export.h"
@@ -75,15 +76,30 @@ void CheckFinite(const Metrics& m, const std::string& where) {
   }
 }
 
-// Step 1's data: the recipe's Fashion-MNIST splits.
+// The recipe's data source, as LoadRecipeData loads it and the manifest records it.
+DataSourceSpec RecipeDataSource(const Recipe& recipe) {
+  const DataSpec& d = recipe.data;
+  DataSourceSpec spec;
+  spec.kind = d.kind;
+  spec.root = d.root;
+  spec.train_images = d.train_images;
+  spec.train_labels = d.train_labels;
+  spec.test_images = d.test_images;
+  spec.test_labels = d.test_labels;
+  spec.train_file = d.train;
+  spec.test_file = d.test;
+  spec.num_classes = d.num_classes;
+  spec.transforms = d.transforms;
+  spec.validation_size = d.validation_size;
+  spec.train_limit = d.train_limit;
+  spec.test_limit = d.test_limit;
+  spec.split_seed = recipe.seed;
+  return spec;
+}
+
+// Step 1's data: the recipe's data source (docs/data.md), in three splits.
 DatasetSplits LoadRecipeData(const Recipe& recipe) {
-  FashionMnistOptions fo;
-  fo.root = recipe.data.root;
-  fo.validation_size = recipe.data.validation_size;
-  fo.split_seed = recipe.seed;
-  fo.train_limit = recipe.data.train_limit;
-  fo.test_limit = recipe.data.test_limit;
-  return LoadFashionMnist(fo);
+  return LoadDataSource(RecipeDataSource(recipe));
 }
 
 // Step 2: the run writes into `<out>.tmp-<pid>`, removed unless Commit() moves it over
@@ -147,6 +163,10 @@ fs::path BaselineCacheFile(const Recipe& recipe, const RunOptions& options, size
   nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
                         {"data", recipe.json.value("data", nlohmann::json::object())},
                         {"threads", threads}, {"version", MCOMPRESS_VERSION}};
+  // The data's content too: new images under the same root must not reuse a baseline.
+  for (const auto& [name, crc] : DataSourceFingerprint(RecipeDataSource(recipe))) {
+    key["data_files"][name] = crc;
+  }
   for (size_t i = 0; i < lead; ++i) key["stages"].push_back(recipe.stages[i].options);
   return fs::path(options.cache_dir) / ("baseline-" + RecipeHash(key) + ".onnx");
 }
@@ -160,6 +180,9 @@ void RunStage(StageSpec& stage, Graph& work, PassContext& ctx, StageReport& sr) 
     sr.stats = r.stats;
     sr.skipped = r.skipped;
     sr.sensitivity = r.sensitivity;
+    sr.quant_metric = r.quant_metric;
+    sr.quant_sensitivity = r.quant_sensitivity;
+    sr.fallback_trials = r.fallback_trials;
     sr.metrics = r.metrics;
   } catch (const Error& e) {
     throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
@@ -249,9 +272,9 @@ void WriteRunFiles(const Recipe& recipe, const Report& report, const fs::path& d
       {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
                     {"onnx", onnx::LAST_RELEASE_VERSION}}},
       {"model", recipe.model}};
-  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
-    manifest["dataset"][f] = FileCrc32((fs::path(recipe.data.root) / f).string());
+  // Fashion-MNIST: its four file names, as always; other sources: what they read.
+  for (const auto& [name, crc] : DataSourceFingerprint(RecipeDataSource(recipe))) {
+    manifest["dataset"][name] = crc;
   }
   WriteFileAtomic((dir / "manifest.json").string(), manifest.dump(2) + "\n");
 }
@@ -301,7 +324,10 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   // `known`: metrics the last baseline-training stage already measured on this very
   // graph (no need to evaluate the test set twice); NaN ones are measured here.
   std::map<std::string, std::vector<int64_t>> baseline_shapes;  // layer -> weight shape
+  Graph baseline_model;  // distillation's default teacher (ctx.baseline)
   auto measure_baseline = [&](const Metrics& known) {
+    baseline_model = work.Clone();
+    ctx.baseline = &baseline_model;
     report.baseline.pass = "baseline";
     report.baseline.metrics = std::isnan(known.top1)
                                   ? Measure(work, data, device, recipe.data.batch_size)

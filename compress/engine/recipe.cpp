@@ -25,7 +25,7 @@ namespace {
 // it is an ONNX file (which may already be in QDQ form; checked again at export).
 bool ModelMayBeQuantized(const Recipe& recipe) {
   for (const auto& st : recipe.stages) {
-    if (st.pass == "quantize") return true;
+    if (PassQuantizes(st.pass)) return true;
   }
   return !IsTorchScriptPath(recipe.model) && recipe.model.rfind("zoo:", 0) != 0;
 }
@@ -41,7 +41,13 @@ void CheckModelSpec(const std::string& spec, const std::string& key, OptionReade
   if (spec.rfind("zoo:", 0) == 0) {
     std::vector<std::string> names;
     for (const auto& z : ZooModels()) names.push_back(z.name);
-    const std::string name = spec.substr(4);
+    std::string name;
+    try {
+      name = ParseZooSpec(spec.substr(4)).name;
+    } catch (const Error& e) {
+      r.AddProblem(key, e.what());
+      return;
+    }
     if (std::find(names.begin(), names.end(), name) == names.end()) {
       std::string near = NearestName(name, names);
       r.AddProblem(key, "unknown zoo model \"" + name + "\"" +
@@ -110,24 +116,160 @@ void ParseModels(const nlohmann::json& json, const std::string& base_dir, Option
   }
 }
 
-// The dataset settings; the data folder must exist.
+// data.resize / data.center_crop: an integer n or [n] / [h, w] (torchvision's forms).
+void ReadImageSize(OptionReader& data, const nlohmann::json& raw, const std::string& key,
+                   std::vector<int64_t>& out, const std::string& doc) {
+  const std::string expected = "expected n or [h, w] with positive integers, found ";
+  if (raw.contains(key) && !raw.at(key).is_number_integer() && !raw.at(key).is_array()) {
+    data.Allow(key);
+    data.AddProblem(key, expected + raw.at(key).dump());
+    return;
+  }
+  if (raw.contains(key) && raw.at(key).is_number_integer()) {
+    int64_t n = 0;
+    data.Read(key, n, 1, 1 << 16, doc);
+    if (n > 0) out = {n};
+    return;
+  }
+  std::vector<double> dims;
+  data.Read(key, dims, 1, 1 << 16, doc);
+  if (dims.empty()) return;
+  const bool integral = std::all_of(dims.begin(), dims.end(),
+                                    [](double d) { return d == static_cast<int64_t>(d); });
+  if (dims.size() > 2 || !integral) {
+    data.AddProblem(key, expected + raw.at(key).dump());
+    return;
+  }
+  out.assign(dims.begin(), dims.end());
+}
+
+// Keys of `data` that only some sources read: given to another source, they are errors.
+void CheckDataKeysForKind(OptionReader& data, const nlohmann::json& raw, DataSourceKind kind) {
+  using K = DataSourceKind;
+  struct KeyKinds {
+    const char* key;
+    std::vector<K> kinds;
+  };
+  static const std::vector<KeyKinds> kTable = {
+      {"root", {K::kFashionMnist, K::kIdx, K::kImageFolder}},
+      {"train_images", {K::kIdx}}, {"train_labels", {K::kIdx}},
+      {"test_images", {K::kIdx}}, {"test_labels", {K::kIdx}},
+      {"train", {K::kTensors}}, {"test", {K::kTensors}},
+      {"num_classes", {K::kIdx, K::kImageFolder, K::kTensors}},
+      {"channels", {K::kIdx, K::kImageFolder, K::kTensors}},
+      {"resize", {K::kIdx, K::kImageFolder, K::kTensors}},
+      {"center_crop", {K::kIdx, K::kImageFolder, K::kTensors}},
+      {"normalize", {K::kIdx, K::kImageFolder, K::kTensors}},
+  };
+  for (const auto& row : kTable) {
+    if (!raw.contains(row.key) ||
+        std::find(row.kinds.begin(), row.kinds.end(), kind) != row.kinds.end()) {
+      continue;
+    }
+    std::string names;
+    for (size_t i = 0; i < row.kinds.size(); ++i) {
+      names += std::string(i == 0 ? "" : i + 1 == row.kinds.size() ? " or " : ", ") + "\"" +
+               DataSourceKindName(row.kinds[i]) + "\"";
+    }
+    data.AddProblem(row.key, "applies only to dataset " + names + "; this dataset is \"" +
+                                 DataSourceKindName(kind) + "\"");
+  }
+}
+
+// The files and folders each source reads must exist; paths resolve against the
+// recipe's folder (idx files not named default to root's MNIST names).
+void CheckDataFiles(OptionReader& data, const nlohmann::json& raw, const std::string& base_dir,
+                    DataSpec& d) {
+  // `default_name` null: the key is required.
+  auto file = [&](const char* key, std::string& path, const char* default_name) {
+    const bool given = raw.contains(key);
+    if (!given && default_name == nullptr) {
+      data.AddProblem(key, "missing; expected the path of a tensor file");
+      return;
+    }
+    path = given ? ResolvePath(path, base_dir) : IdxDefaultPath(d.root, default_name);
+    if (!fs::is_regular_file(path)) {
+      data.AddProblem(key, "file \"" + path + "\" does not exist" +
+                               (given ? "" : " (the default under data.root)"));
+    }
+  };
+  switch (d.kind) {
+    case DataSourceKind::kFashionMnist:
+      if (!fs::is_directory(d.root)) {
+        data.AddProblem("root", "folder \"" + d.root + "\" does not exist (Debian package "
+                                "dataset-fashion-mnist)");
+      }
+      break;
+    case DataSourceKind::kIdx:
+      file("train_images", d.train_images, "train-images-idx3-ubyte");
+      file("train_labels", d.train_labels, "train-labels-idx1-ubyte");
+      file("test_images", d.test_images, "t10k-images-idx3-ubyte");
+      file("test_labels", d.test_labels, "t10k-labels-idx1-ubyte");
+      break;
+    case DataSourceKind::kImageFolder:
+      if (!raw.contains("root")) {
+        data.AddProblem("root", "missing; expected the folder holding train/ and test/");
+      } else if (!fs::is_directory(fs::path(d.root) / "train") ||
+                 !fs::is_directory(fs::path(d.root) / "test")) {
+        data.AddProblem("root", "folder \"" + d.root + "\" has no train/ and test/ subfolders "
+                                "(ImageFolder layout: root/train/<class>/*.png)");
+      }
+      break;
+    case DataSourceKind::kTensors:
+      file("train", d.train, nullptr);
+      file("test", d.test, nullptr);
+      break;
+  }
+}
+
+// The dataset settings: the source (parsed once into DataSpec::kind), its files (which
+// must exist), the image transforms and the split sizes; Fashion-MNIST keeps its
+// ranges. `recipe.json` (set by Parse first) tells which keys were given and whether
+// resize/center_crop is n or [h, w].
 void ParseData(const std::string& base_dir, OptionReader& top, Recipe& recipe) {
   OptionReader data = top.Object("data", "dataset settings");
-  data.Read("dataset", recipe.data.dataset, {"fashion-mnist"}, "dataset");
-  data.Read("root", recipe.data.root, {}, "folder with the IDX .gz files");
-  data.Read("batch_size", recipe.data.batch_size, 1, 1 << 16, "batch size");
-  data.Read("validation_size", recipe.data.validation_size, 0, 59999,
+  const nlohmann::json& raw = recipe.json.is_object() && recipe.json.contains("data") &&
+                                      recipe.json.at("data").is_object()
+                                  ? recipe.json.at("data")
+                                  : nlohmann::json::object();
+  DataSpec& d = recipe.data;
+  data.ReadEnum("dataset", d.kind, DataSourceKinds(), "dataset");
+  d.dataset = DataSourceKindName(d.kind);
+  const bool fm = d.kind == DataSourceKind::kFashionMnist;
+  const int64_t kMany = int64_t{1} << 40;
+  data.Read("root", d.root, {}, "folder with the IDX files, or with train/ and test/ image folders");
+  data.Read("batch_size", d.batch_size, 1, 1 << 16, "batch size");
+  data.Read("validation_size", d.validation_size, 0, fm ? 59999 : kMany,
             "validation samples carved from training");
-  data.Read("calibration_samples", recipe.data.calibration_samples, 1, 60000,
-            "calibration subset size");
-  data.Read("train_limit", recipe.data.train_limit, 0, 60000, "use N training samples (0 = all)");
-  data.Read("test_limit", recipe.data.test_limit, 0, 10000, "use N test samples (0 = all)");
-  data.Finish();
-  recipe.data.root = ResolvePath(recipe.data.root, base_dir);
-  if (!fs::is_directory(recipe.data.root)) {
-    data.AddProblem("root", "folder \"" + recipe.data.root + "\" does not exist (Debian package "
-                            "dataset-fashion-mnist)");
+  data.Read("calibration_samples", d.calibration_samples, 1, 60000, "calibration subset size");
+  data.Read("train_limit", d.train_limit, 0, fm ? 60000 : kMany, "use N training samples (0 = all)");
+  data.Read("test_limit", d.test_limit, 0, fm ? 10000 : kMany, "use N test samples (0 = all)");
+  data.Read("train_images", d.train_images, {}, "idx: training images (IDX3 ubyte, .gz or raw)");
+  data.Read("train_labels", d.train_labels, {}, "idx: training labels (IDX1 ubyte)");
+  data.Read("test_images", d.test_images, {}, "idx: test images");
+  data.Read("test_labels", d.test_labels, {}, "idx: test labels");
+  data.Read("train", d.train, {}, "tensors: training file (torch.save / torch::pickle_save)");
+  data.Read("test", d.test, {}, "tensors: test file");
+  data.Read("num_classes", d.num_classes, 0, 1 << 20, "labels 0..num_classes-1 (0 = as found)");
+  ImageTransforms& t = d.transforms;
+  data.Read("channels", t.channels, 0, 3, "1 or 3 (0 = as stored)");
+  if (t.channels == 2) data.AddProblem("channels", "expected 1 or 3, found 2");
+  ReadImageSize(data, raw, "resize", t.resize, "shorter side n, or [h, w]; bilinear");
+  ReadImageSize(data, raw, "center_crop", t.center_crop, "n or [h, w]");
+  OptionReader norm = data.Object("normalize", "per-channel {\"mean\": [...], \"std\": [...]}");
+  norm.Read("mean", t.mean, -1e9, 1e9, "per-channel mean (one value: all channels)");
+  norm.Read("std", t.std, 1e-12, 1e9, "per-channel standard deviation");
+  norm.Finish();
+  if (raw.contains("normalize") && t.mean.size() != t.std.size()) {
+    data.AddProblem("normalize", "needs \"mean\" and \"std\" with the same number of values");
+  } else if (t.channels > 0 && t.mean.size() > 1 && static_cast<int64_t>(t.mean.size()) != t.channels) {
+    data.AddProblem("normalize", "has " + std::to_string(t.mean.size()) + " values per key; "
+                                 "expected 1 or data.channels (" + std::to_string(t.channels) + ")");
   }
+  data.Finish();
+  CheckDataKeysForKind(data, raw, d.kind);
+  d.root = ResolvePath(d.root, base_dir);
+  CheckDataFiles(data, raw, base_dir, d);
 }
 
 // The ordered stages: each names a registered pass, respects the ordering rules, and

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "compress/data/sources.h"
 #include "compress/pass/options.h"
 #include "compress/pass/pass.h"
 #include "compress/report/report.h"
@@ -24,6 +25,13 @@ struct DataSpec {
   int64_t calibration_samples = 512;
   int64_t train_limit = 0;  // 0 = all
   int64_t test_limit = 0;   // 0 = all
+  // The data source (docs/data.md): `dataset` parsed once, paths resolved against the
+  // recipe's folder (idx files not named default to root's MNIST file names).
+  DataSourceKind kind = DataSourceKind::kFashionMnist;
+  std::string train_images, train_labels, test_images, test_labels;  // idx
+  std::string train, test;                                           // tensors: files
+  int64_t num_classes = 0;     // 0 = the classes found
+  ImageTransforms transforms;  // channels, resize, center_crop, normalize
 };
 
 struct StageSpec {

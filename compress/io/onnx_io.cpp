@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "compress/base/file_util.h"
+#include "compress/runtime/fake_quant.h"
 #include "compress/runtime/ops.h"
 
 namespace compress {
@@ -615,6 +616,14 @@ void CheckOnnx(const std::string& path) {
 // ---- export --------------------------------------------------------------------------
 
 std::string SerializeOnnx(const Graph& graph, const OnnxExportOptions& options) {
+  for (const auto& n : graph.nodes) {
+    if (n.domain == kInternalDomain) {
+      throw Error(ErrorKind::kUnsupported,
+                  n.Describe() + ": " + n.domain + "::" + n.op_type +
+                      " is a training-only op and cannot be exported (quantize-qat replaces its "
+                      "FakeQuantize nodes by QuantizeLinear/DequantizeLinear when it ends)");
+    }
+  }
   onnx::ModelProto m;
   m.set_ir_version(8);
   m.set_producer_name(options.producer_name);

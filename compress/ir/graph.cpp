@@ -388,7 +388,8 @@ std::optional<ValueInfo> Graph::FindValue(const std::string& value) const {
 std::vector<std::string> Graph::TrainableNames() const {
   // Initializers read as statistics or configuration are not trained by gradient
   // descent: BatchNormalization inputs 3/4 (running mean/var) and the inputs after the
-  // first of Q/DQ, Clip and Dropout.
+  // first of Q/DQ, Clip and Dropout, and FakeQuantize's zero point (and its scale
+  // unless learned).
   std::set<std::string> frozen;
   for (const auto& node : nodes) {
     if (node.op_type == "BatchNormalization") {
@@ -397,6 +398,12 @@ std::vector<std::string> Graph::TrainableNames() const {
                node.op_type == "Clip" || node.op_type == "Dropout") {
       // Scale/zero point, clip bounds, dropout ratio: configuration, not weights.
       for (size_t i = 1; i < node.inputs.size(); ++i) frozen.insert(node.inputs[i]);
+    } else if (node.op_type == "FakeQuantize") {
+      // quantize-qat's fake quantization: the zero point is fixed; the scale is learned
+      // (LSQ) only when the node says so.
+      for (size_t i = 1; i < node.inputs.size(); ++i) {
+        if (i != 1 || node.GetInt("learn_scale", 0) == 0) frozen.insert(node.inputs[i]);
+      }
     }
   }
   std::vector<std::string> names;

@@ -145,8 +145,8 @@ class Graph {
   int64_t RemoveDeadNodes();
 
   // Names of initializers an optimizer should train: floating point, and not a
-  // BatchNormalization running statistic, Q/DQ scale/zero point, Clip bound or
-  // Dropout ratio. Sorted.
+  // BatchNormalization running statistic, Q/DQ scale/zero point, Clip bound,
+  // Dropout ratio or FakeQuantize zero point (or scale without learn_scale=1). Sorted.
   std::vector<std::string> TrainableNames() const;
   // The tensors of TrainableNames(), sharing storage with the graph.
   std::vector<Tensor> Parameters() const;

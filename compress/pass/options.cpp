@@ -209,6 +209,26 @@ OptionReader OptionReader::Object(const std::string& key, const std::string& doc
   return child;
 }
 
+std::vector<OptionReader> OptionReader::Objects(const std::string& key, const std::string& doc) {
+  const nlohmann::json* v = Find(key, "array of objects", "[]", doc);
+  std::vector<OptionReader> elements;
+  if (!v) return elements;
+  if (!v->is_array()) {
+    AddProblem(key, std::string("expected an array of objects, found ") + JsonTypeName(*v));
+    return elements;
+  }
+  for (size_t i = 0; i < v->size(); ++i) {
+    const std::string where = KeyPath(key) + "[" + std::to_string(i) + "]";
+    if (!(*v)[i].is_object()) {
+      problems_->push_back(
+          {where, std::string("expected an object, found ") + JsonTypeName((*v)[i])});
+      continue;
+    }
+    elements.emplace_back((*v)[i], where, problems_);
+  }
+  return elements;
+}
+
 void OptionReader::Finish() {
   for (auto it = object_.begin(); it != object_.end(); ++it) {
     if (std::find(known_.begin(), known_.end(), it.key()) != known_.end()) continue;

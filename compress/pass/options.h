@@ -68,6 +68,10 @@ class OptionReader {
             const std::string& doc);
   // A nested object option; returns a reader for it (an empty object when absent).
   OptionReader Object(const std::string& key, const std::string& doc);
+  // An array of objects (e.g. distill's feature pairs): one reader per element, at path
+  // "key[i]" (none when the key is absent). The caller declares each element's options
+  // and calls its Finish; they are not listed in docs() (describe them in `doc`).
+  std::vector<OptionReader> Objects(const std::string& key, const std::string& doc);
   // Keys that belong to the caller (e.g. "pass"): never reported as unknown.
   void Allow(const std::string& key);
 

@@ -18,6 +18,9 @@ namespace compress {
 
 struct PassContext {
   const Graph* teacher = nullptr;          // optional teacher model (distillation)
+  // The model as it was before the first compression stage (after the leading train
+  // stages): distillation's default teacher. Set by the engine once it exists.
+  const Graph* baseline = nullptr;
   const DatasetSplits* data = nullptr;     // train / validation / test
   c10::Device device = c10::Device(c10::kCPU);
   uint64_t seed = 0;
@@ -35,6 +38,10 @@ struct PassResult {
   std::map<std::string, double> stats;      // pass-defined counters, shown in the report
   std::vector<SkippedLayer> skipped;        // layers left alone, with the reason
   std::vector<SensitivityRow> sensitivity;  // per-layer scan (prune-sensitivity)
+  // quantize-sensitivity's scan / accuracy-aware quantization's trials, in quant_metric.
+  std::string quant_metric;
+  std::vector<QuantSensitivityRow> quant_sensitivity;
+  std::vector<FallbackTrial> fallback_trials;
   // Metrics the pass measured itself (the evaluate pass); NaN when not measured.
   Metrics metrics;
 };

@@ -1,6 +1,8 @@
 // The trainer's options from a recipe object, and training on a pass context's data.
 #include "compress/pass/train_context.h"
 
+#include <cmath>
+
 namespace compress {
 
 void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epochs_key) {
@@ -38,8 +40,28 @@ TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions o) {
   if (o.batch_size == 0) o.batch_size = ctx.batch_size;
   o.seed = ctx.seed;
   o.progress = ctx.progress;
-  if (ctx.after_step) o.after_step = [&](int64_t) { ctx.after_step(graph); };
+  // The context's hook (pruning masks) first, then the caller's own (QAT's scale care).
+  const std::function<void(int64_t)> own = o.after_step;
+  if (ctx.after_step || own) {
+    o.after_step = [&graph, &ctx, own](int64_t step) {
+      if (ctx.after_step) ctx.after_step(graph);
+      if (own) own(step);
+    };
+  }
   return Train(graph, ctx.data->train, &ctx.data->validation, o, ctx.device);
+}
+
+
+void AddTrainStats(const TrainResult& r, PassResult& result) {
+  if (r.epochs.empty()) return;
+  const EpochStats& last = r.epochs.back();
+  result.stats["epochs"] = static_cast<double>(r.epochs.size());
+  result.stats["train_loss"] = last.train_loss;
+  result.stats["train_accuracy"] = last.train_accuracy;
+  if (!std::isnan(last.val_accuracy)) result.stats["val_accuracy"] = last.val_accuracy;
+  double sps = 0;
+  for (const auto& e : r.epochs) sps += e.samples_per_second;
+  result.stats["samples_per_second"] = sps / static_cast<double>(r.epochs.size());
 }
 
 }  // namespace compress

@@ -17,7 +17,12 @@ namespace compress {
 void ReadTrainOptions(OptionReader& r, TrainOptions& options, const std::string& epochs_key);
 
 // Trains `graph` on ctx.data's training split (validation each epoch) with ctx's seed,
-// progress display and after_step hook; batch_size 0 takes ctx.batch_size.
+// progress display and after_step hook; batch_size 0 takes ctx.batch_size. An
+// options.after_step of the caller runs after the context's.
 TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions options);
+
+// The last epoch's loss/accuracy (and validation accuracy when measured), the epoch
+// count and the mean training throughput, as a pass's stats.
+void AddTrainStats(const TrainResult& r, PassResult& result);
 
 }  // namespace compress

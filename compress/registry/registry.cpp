@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "distill/distill.h"
 #include "training/evaluate_pass.h"
 #include "training/train_pass.h"
 #include "pruning/prune_channels.h"
@@ -10,6 +11,8 @@
 #include "pruning/prune_nm.h"
 #include "pruning/prune_sensitivity.h"
 #include "quantization/fold_batchnorm.h"
+#include "quantization/qat.h"
+#include "quantization/quant_sensitivity.h"
 #include "quantization/quantize.h"
 
 namespace compress {
@@ -18,6 +21,10 @@ namespace {
 
 const std::vector<PassEntry> kPasses = {
     {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
+    {"distill",
+     "Knowledge distillation from the recipe's teacher (or the baseline): KD on softened "
+     "logits + hard labels, optional feature hints and attention transfer",
+     DistillPass::Create},
     {"fold-batchnorm", "Fold BatchNormalization into the preceding Conv/Gemm (inference form)",
      FoldBatchNormPass::Create},
     {"prune-channels",
@@ -32,7 +39,15 @@ const std::vector<PassEntry> kPasses = {
      PruneSensitivityPass::Create},
     {"quantize",
      "Post-training INT8 quantization: BN folding, calibration, QDQ with per-channel int8 weights",
-     QuantizePass::Create},
+     QuantizePass::Create, /*quantizes=*/true},
+    {"quantize-qat",
+     "Quantization-aware INT8 training: calibrate, train with fake quantization (STE, optional "
+     "LSQ scales), then the QDQ form of quantize",
+     QuantizeQatPass::Create, /*quantizes=*/true},
+    {"quantize-sensitivity",
+     "Per-layer INT8 sensitivity on the validation split (only this layer / all but this "
+     "layer INT8); a report table, the model unchanged",
+     QuantizeSensitivityPass::Create},
     {"train", "Train or fine-tune on the training split with the Core trainer", TrainPass::Create},
 };
 
@@ -47,15 +62,22 @@ const PassEntry* FindPass(const std::string& name) {
   return nullptr;
 }
 
+bool PassQuantizes(const std::string& name) {
+  const PassEntry* e = FindPass(name);
+  return e != nullptr && e->quantizes;
+}
+
 std::string StageOrderProblem(const std::string& pass, const std::vector<std::string>& earlier) {
-  // After `quantize` the weights are int8 initializers and nothing trains them
-  // (quantization-aware training is not implemented): every pass that changes weights
-  // must come before it. Measuring and BN folding (a no-op by then) may follow.
+  // After `quantize` or `quantize-qat` the weights are int8 initializers and nothing
+  // trains them: every pass that changes weights must come before (training that
+  // should see the quantization belongs in quantize-qat itself). Measuring and BN
+  // folding (a no-op by then) may follow.
   for (const auto& e : earlier) {
-    if (e == "quantize" && pass != "evaluate" && pass != "fold-batchnorm") {
-      return "\"" + pass + "\" cannot follow \"quantize\": the quantized model holds int8 "
-             "weights that no later pass may change (quantization-aware training is not "
-             "supported); move this stage before \"quantize\"";
+    if (PassQuantizes(e) && pass != "evaluate" &&
+        pass != "fold-batchnorm") {
+      return "\"" + pass + "\" cannot follow \"" + e + "\": the quantized model holds int8 "
+             "weights that no later pass may change; move this stage before \"" + e +
+             "\" (to train with quantization in the loop, use quantize-qat's epochs)";
     }
   }
   return "";

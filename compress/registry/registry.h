@@ -17,7 +17,13 @@ struct PassEntry {
   // Reads the stage's options (problems recorded in the reader) and builds the pass.
   // Called with an empty object to list options and defaults.
   std::unique_ptr<Pass> (*create)(OptionReader& options);
+  // The pass leaves the model in QDQ form with int8 weights (quantize, quantize-qat):
+  // INT8 exports need such a stage, and no weight-changing stage may follow one.
+  bool quantizes = false;
 };
+
+// Whether pass `name` is a quantizing pass (false for unknown names).
+bool PassQuantizes(const std::string& name);
 
 const std::vector<PassEntry>& PassRegistry();
 const PassEntry* FindPass(const std::string& name);

@@ -23,6 +23,9 @@ using report_detail::LayerChart;
 using report_detail::LayersTable;
 using report_detail::RunTable;
 using report_detail::ScatterChart;
+using report_detail::FallbackTable;
+using report_detail::QuantSensitivityTable;
+using report_detail::QuantSensitivityChart;
 using report_detail::SensitivityTable;
 using report_detail::SizeChart;
 using report_detail::SkippedTable;
@@ -76,6 +79,10 @@ std::string RenderHtml(const Report& r) {
     if (!s.stats.empty()) os << HtmlTable(StatsTable(s));
     if (!s.skipped.empty()) os << HtmlTable(SkippedTable(s));
     if (!s.sensitivity.empty()) os << HtmlTable(SensitivityTable(s));
+    if (!s.quant_sensitivity.empty()) {
+      os << QuantSensitivityChart(s) << HtmlTable(QuantSensitivityTable(s));
+    }
+    if (!s.fallback_trials.empty()) os << HtmlTable(FallbackTable(s));
   }
   if (!any) os << "<p class=\"muted\">No pass statistics.</p>\n";
   os << "<h2>Acceptance</h2>\n";

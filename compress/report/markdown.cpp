@@ -19,6 +19,8 @@ using report_detail::LayersTable;
 using report_detail::MdCell;
 using report_detail::MdTable;
 using report_detail::RunTable;
+using report_detail::FallbackTable;
+using report_detail::QuantSensitivityTable;
 using report_detail::SensitivityTable;
 using report_detail::SkippedTable;
 using report_detail::StageTable;
@@ -48,6 +50,8 @@ std::string RenderMarkdown(const Report& r) {
     if (!s.stats.empty()) os << MdTable(StatsTable(s)) << "\n";
     if (!s.skipped.empty()) os << MdTable(SkippedTable(s)) << "\n";
     if (!s.sensitivity.empty()) os << MdTable(SensitivityTable(s)) << "\n";
+    if (!s.quant_sensitivity.empty()) os << MdTable(QuantSensitivityTable(s)) << "\n";
+    if (!s.fallback_trials.empty()) os << MdTable(FallbackTable(s)) << "\n";
   }
   if (!any) os << "No pass statistics.\n\n";
   os << "## Acceptance\n\n";

@@ -69,6 +69,22 @@ struct SensitivityRow {
   double chosen = std::numeric_limits<double>::quiet_NaN();
 };
 
+// One layer of quantize-sensitivity's scan: the metric (StageReport::quant_metric) with
+// only this layer INT8, and with every other planned layer INT8 but this one FP32.
+struct QuantSensitivityRow {
+  std::string layer;
+  double only_this = std::numeric_limits<double>::quiet_NaN();
+  double all_but_this = std::numeric_limits<double>::quiet_NaN();
+};
+
+// One trial of accuracy-aware quantization (quantize's max_accuracy_drop): the layers
+// kept FP32 and what the model measured (StageReport::quant_metric) on validation.
+struct FallbackTrial {
+  std::vector<std::string> fp32_layers;
+  double metric = std::numeric_limits<double>::quiet_NaN();
+  bool met = false;  // the target held
+};
+
 struct StageReport {
   int index = -1;           // -1 for the baseline, else position in recipe stages
   std::string pass;         // "baseline" for the baseline row
@@ -79,6 +95,12 @@ struct StageReport {
   std::map<std::string, double> stats;  // pass-defined counters
   std::vector<SkippedLayer> skipped;
   std::vector<SensitivityRow> sensitivity;  // prune-sensitivity's scan; usually empty
+  // quantize-sensitivity's scan and accuracy-aware quantization's trials (usually
+  // empty), both measured in `quant_metric`: "val_top1" (validation top-1) or
+  // "sqnr_db" (output SQNR against the FP32 model, when there are no labels).
+  std::string quant_metric;
+  std::vector<QuantSensitivityRow> quant_sensitivity;
+  std::vector<FallbackTrial> fallback_trials;
 };
 
 struct ExportReport {

@@ -87,6 +87,29 @@ OJson StageJson(const StageReport& s) {
     }
     j["sensitivity"] = rows;
   }
+  if (!s.quant_metric.empty()) j["quant_metric"] = s.quant_metric;
+  if (!s.quant_sensitivity.empty()) {
+    OJson rows = OJson::array();
+    for (const auto& row : s.quant_sensitivity) {
+      OJson rj;
+      rj["layer"] = row.layer;
+      rj["only_this"] = NumberJson(row.only_this);
+      rj["all_but_this"] = NumberJson(row.all_but_this);
+      rows.push_back(rj);
+    }
+    j["quant_sensitivity"] = rows;
+  }
+  if (!s.fallback_trials.empty()) {
+    OJson rows = OJson::array();
+    for (const auto& trial : s.fallback_trials) {
+      OJson rj;
+      rj["fp32_layers"] = trial.fp32_layers;
+      rj["metric"] = NumberJson(trial.metric);
+      rj["met"] = trial.met;
+      rows.push_back(rj);
+    }
+    j["fallback_trials"] = rows;
+  }
   return j;
 }
 
@@ -282,6 +305,40 @@ SizeStats ReadSize(const Reader& rd, const Json& obj, const std::string& path) {
   return s;
 }
 
+// The optional quant_metric / quant_sensitivity / fallback_trials of a stage.
+void ReadQuantTables(const Reader& rd, const Json& obj, const std::string& path, StageReport& s) {
+  if (obj.contains("quant_metric")) s.quant_metric = rd.String(obj, path, "quant_metric");
+  if (obj.contains("quant_sensitivity")) {
+    const Json& rows = rd.Array(obj, path, "quant_sensitivity");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::string p = Index(path, "quant_sensitivity", i);
+      rd.Expect(rows[i], p, rows[i].is_object(), "object");
+      QuantSensitivityRow row;
+      row.layer = rd.String(rows[i], p, "layer");
+      row.only_this = rd.Number(rows[i], p, "only_this");
+      row.all_but_this = rd.Number(rows[i], p, "all_but_this");
+      s.quant_sensitivity.push_back(row);
+    }
+  }
+  if (obj.contains("fallback_trials")) {
+    const Json& rows = rd.Array(obj, path, "fallback_trials");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::string p = Index(path, "fallback_trials", i);
+      rd.Expect(rows[i], p, rows[i].is_object(), "object");
+      FallbackTrial trial;
+      const Json& layers = rd.Array(rows[i], p, "fp32_layers");
+      for (size_t k = 0; k < layers.size(); ++k) {
+        const std::string lp = Index(p, "fp32_layers", k);
+        rd.Expect(layers[k], lp, layers[k].is_string(), "string");
+        trial.fp32_layers.push_back(layers[k].get<std::string>());
+      }
+      trial.metric = rd.Number(rows[i], p, "metric");
+      trial.met = rd.Bool(rows[i], p, "met");
+      s.fallback_trials.push_back(trial);
+    }
+  }
+}
+
 StageReport ReadStage(const Reader& rd, const Json& obj, const std::string& path) {
   StageReport s;
   s.index = static_cast<int>(rd.Int(obj, path, "index", kIntMin, kIntMax));
@@ -319,6 +376,7 @@ StageReport ReadStage(const Reader& rd, const Json& obj, const std::string& path
       s.sensitivity.push_back(row);
     }
   }
+  ReadQuantTables(rd, obj, path, s);
   return s;
 }
 

@@ -243,6 +243,21 @@ std::string SizeChart(const Report& r) {
                      "KB", "stage");
 }
 
+// quantize-sensitivity: grouped bars per layer (top-1 % or SQNR dB).
+std::string QuantSensitivityChart(const StageReport& s) {
+  const bool top1 = s.quant_metric == "val_top1";
+  std::vector<std::string> layers;
+  std::vector<std::vector<double>> values;
+  for (const auto& row : s.quant_sensitivity) {
+    layers.push_back(row.layer);
+    values.push_back({top1 ? row.only_this * 100 : row.only_this,
+                      top1 ? row.all_but_this * 100 : row.all_but_this});
+  }
+  return GroupedBars("Quantization sensitivity per layer", layers,
+                     {"only this layer INT8", "all but this layer INT8"}, values,
+                     top1 ? "validation top-1 %" : "output SQNR dB", "layer");
+}
+
 // Chart 3: sparsity of each weighted layer (horizontal bars), coloured by bit width.
 std::string LayerChart(const Report& r) {
   size_t name_len = 8;

@@ -16,6 +16,9 @@ std::string AccuracyChart(const Report& r);
 std::string SizeChart(const Report& r);
 // Sparsity of each weighted layer, coloured by bit width.
 std::string LayerChart(const Report& r);
+// quantize-sensitivity's scan of one stage: per layer, the metric with only that layer
+// INT8 and with all but that layer INT8.
+std::string QuantSensitivityChart(const StageReport& s);
 // Final accuracy against final stored size, one point per run; `names` label the points
 // ("run N" past its end).
 std::string ScatterChart(const std::vector<Report>& runs, const std::vector<std::string>& names);

@@ -281,7 +281,44 @@ std::string StageTitle(const StageReport& s) {
 }
 
 bool HasStatsOrSkips(const StageReport& s) {
-  return !s.stats.empty() || !s.skipped.empty() || !s.sensitivity.empty();
+  return !s.stats.empty() || !s.skipped.empty() || !s.sensitivity.empty() ||
+         !s.quant_sensitivity.empty() || !s.fallback_trials.empty();
+}
+
+namespace {
+
+// A value in quant_metric's unit: top-1 as %, SQNR in dB.
+std::string QuantMetricCell(const StageReport& s, double v) {
+  if (std::isnan(v)) return kDash;
+  return s.quant_metric == "val_top1" ? Percent(v, 2) : Fixed(v, 2);
+}
+
+std::string QuantMetricUnit(const StageReport& s) {
+  return s.quant_metric == "val_top1" ? "validation top-1 %" : "output SQNR dB";
+}
+
+}  // namespace
+
+Table QuantSensitivityTable(const StageReport& s) {
+  const std::string unit = QuantMetricUnit(s);
+  Table t{{"layer", unit + ", only this layer INT8", unit + ", all but this layer INT8"}, "lrr", {}};
+  for (const auto& row : s.quant_sensitivity) {
+    t.rows.push_back({row.layer, QuantMetricCell(s, row.only_this),
+                      QuantMetricCell(s, row.all_but_this)});
+  }
+  return t;
+}
+
+Table FallbackTable(const StageReport& s) {
+  Table t{{"trial", "layers kept FP32", QuantMetricUnit(s), "target met"}, "rlrl", {}};
+  for (size_t i = 0; i < s.fallback_trials.size(); ++i) {
+    const FallbackTrial& trial = s.fallback_trials[i];
+    std::string layers;
+    for (const auto& l : trial.fp32_layers) layers += (layers.empty() ? "" : ", ") + l;
+    t.rows.push_back({std::to_string(i), layers.empty() ? kDash : layers,
+                      QuantMetricCell(s, trial.metric), trial.met ? "yes" : "no"});
+  }
+  return t;
 }
 
 // Validation top-1 per layer (rows) and scanned sparsity (columns), plus the target

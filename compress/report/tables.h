@@ -55,6 +55,9 @@ std::string StageTitle(const StageReport& s);
 bool HasStatsOrSkips(const StageReport& s);
 // Requires a non-empty s.sensitivity.
 Table SensitivityTable(const StageReport& s);
+// quantize-sensitivity's scan and accuracy-aware quantization's trials.
+Table QuantSensitivityTable(const StageReport& s);
+Table FallbackTable(const StageReport& s);
 Table StatsTable(const StageReport& s);
 Table SkippedTable(const StageReport& s);
 

@@ -23,8 +23,8 @@ Executor::Executor(const Graph& graph) : graph_(graph) {
   // Step 1: every op must have a kernel; report all that do not at once.
   std::map<std::string, std::string> missing;  // op -> first node using it
   for (const auto& node : graph.nodes) {
-    bool default_domain = node.domain.empty() || node.domain == "ai.onnx";
-    if (!default_domain || FindOp(node.op_type) == nullptr) {
+    const bool default_domain = node.domain.empty() || node.domain == "ai.onnx";
+    if (FindNodeOp(node) == nullptr) {
       missing.emplace((default_domain ? "" : node.domain + "::") + node.op_type, node.name);
     }
   }
@@ -68,7 +68,7 @@ Executor::Executor(const Graph& graph) : graph_(graph) {
     }
     Step step;
     step.node = &node;
-    step.op = FindOp(node.op_type);
+    step.op = FindNodeOp(node);
     for (const auto& in : node.inputs) {
       if (in.empty()) {
         step.input_slots.push_back(-1);

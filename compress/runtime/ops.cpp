@@ -10,6 +10,8 @@
 #include <cmath>
 #include <limits>
 
+#include "compress/runtime/fake_quant.h"
+
 namespace compress {
 
 namespace {
@@ -601,6 +603,27 @@ Outputs DequantizeLinear(const KernelContext& ctx) {
   return {y.sub_(zp.to(scale.scalar_type())).mul_(scale)};
 }
 
+// Training-only fake quantization (compress/runtime/fake_quant.h). Inputs x, scale,
+// zero point; with x alone the scale is the symmetric max|x| / qmax per `axis` (the
+// weights of quantize-qat when scales are not learned) and the zero point 0.
+Outputs FakeQuantizeOp(const KernelContext& ctx) {
+  const Tensor& x = In(ctx, 0);
+  FakeQuantSpec spec;
+  spec.axis = ctx.node.GetInt("axis", -1);
+  if (spec.axis >= 0) spec.axis = NormAxis(ctx, spec.axis, x.dim());
+  spec.qmin = static_cast<double>(ctx.node.GetInt("qmin", 0));
+  spec.qmax = static_cast<double>(ctx.node.GetInt("qmax", 255));
+  spec.clipped = ctx.node.GetInt("clipped", 1) != 0;
+  spec.grad_scale = ctx.node.GetFloat("grad_scale", 1.0);
+  if (!(spec.qmax > spec.qmin)) Fail(ctx, "qmax must be greater than qmin");
+  if (!Has(ctx, 1)) {
+    const Tensor scale = SymmetricWeightScale(x, spec.axis, spec.qmax);
+    return {FakeQuantizeSte(x, scale, torch::zeros_like(scale), spec)};
+  }
+  if (!Has(ctx, 2)) Fail(ctx, "a scale needs a zero point input");
+  return {FakeQuantizeSte(x, In(ctx, 1), In(ctx, 2), spec)};
+}
+
 constexpr int kMany = 1 << 20;
 
 // The registry table, sorted by op type.
@@ -642,9 +665,23 @@ const std::vector<OpSpec> kOps = {
     {"Unsqueeze", Unsqueeze, 1, 2, 1, 1, kSharesInputGrid},
 };
 
+// Ops of kInternalDomain: training-time only, never imported or exported.
+const std::vector<OpSpec> kInternalOps = {
+    {"FakeQuantize", FakeQuantizeOp, 1, 3, 1, 1},
+};
+
 }  // namespace
 
 const std::vector<OpSpec>& OpRegistry() { return kOps; }
+
+const OpSpec* FindNodeOp(const Node& node) {
+  if (node.domain.empty() || node.domain == "ai.onnx") return FindOp(node.op_type);
+  if (node.domain != kInternalDomain) return nullptr;
+  for (const OpSpec& spec : kInternalOps) {
+    if (node.op_type == spec.op_type) return &spec;
+  }
+  return nullptr;
+}
 
 bool HasTrait(const std::string& op_type, OpTrait trait) {
   const OpSpec* spec = FindOp(op_type);
@@ -662,9 +699,7 @@ const OpSpec* FindOp(const std::string& op_type) {
 void ValidateGraph(const Graph& graph, const std::string& where, ErrorKind kind) {
   graph.Validate(where, kind, [kind](const Node& node, const std::string& prefix) {
     auto fail = [&](const std::string& msg) { throw Error(kind, prefix + msg); };
-    const OpSpec* spec = node.domain.empty() || node.domain == "ai.onnx"
-                             ? FindOp(node.op_type)
-                             : nullptr;
+    const OpSpec* spec = FindNodeOp(node);
     if (spec == nullptr) {
       throw Error(ErrorKind::kUnsupported,
                   prefix + node.Describe() + ": op '" +

@@ -47,6 +47,9 @@ struct OpSpec {
 const std::vector<OpSpec>& OpRegistry();
 // The spec for a default-domain op type, or nullptr.
 const OpSpec* FindOp(const std::string& op_type);
+// The spec for a node: default-domain ops from the table, and the training-only ops of
+// kInternalDomain (compress/runtime/fake_quant.h); nullptr for anything else.
+const OpSpec* FindNodeOp(const Node& node);
 // Whether default-domain `op_type` is in the table with `trait` (false when unknown).
 bool HasTrait(const std::string& op_type, OpTrait trait);
 

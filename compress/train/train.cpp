@@ -212,6 +212,9 @@ void ValidateTrainOptions(const TrainOptions& options) {
   }
   Require(options.epochs >= 0, "epochs", ">= 0", static_cast<double>(options.epochs));
   Require(options.batch_size >= 1, "batch_size", ">= 1", static_cast<double>(options.batch_size));
+  Require(options.warmup_steps >= 0, "warmup_steps", ">= 0",
+          static_cast<double>(options.warmup_steps));
+  Require(options.max_grad_norm >= 0, "max_grad_norm", ">= 0", options.max_grad_norm);
   Require(options.label_smoothing >= 0 && options.label_smoothing < 1, "label_smoothing",
           "in [0, 1)", options.label_smoothing);
   Require(o.lr >= 0, "optimizer.lr", ">= 0", o.lr);
@@ -232,9 +235,13 @@ void ValidateTrainOptions(const TrainOptions& options) {
   Require(s.final_div_factor > 0, "lr_schedule.final_div_factor", "> 0", s.final_div_factor);
 }
 
-TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset* validation,
-                  const TrainOptions& options, const c10::Device& device) {
-  // Step 1: check everything before touching the graph.
+namespace {
+
+// Step 1 of Train: everything checked before the graph is touched. Returns the largest
+// label of the training and validation data (checked against the logits' width once
+// the first batch has run).
+int64_t CheckTrainingRun(const Graph& graph, const TensorDataset& train,
+                         const TensorDataset* validation, const TrainOptions& options) {
   ValidateTrainOptions(options);
   if (graph.inputs.size() != 1 || graph.outputs.size() != 1) {
     std::ostringstream msg;
@@ -247,13 +254,16 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
   if (train.size() == 0) {
     throw Error(ErrorKind::kRecipe, "training data: dataset is empty; expected samples");
   }
-  const bool validate = validation != nullptr && validation->size() > 0;
-  if (validate) CheckDataset(*validation, "validation data");
   int64_t max_label = train.targets.max().item<int64_t>();
-  if (validate) max_label = std::max(max_label, validation->targets.max().item<int64_t>());
+  if (validation != nullptr && validation->size() > 0) {
+    CheckDataset(*validation, "validation data");
+    max_label = std::max(max_label, validation->targets.max().item<int64_t>());
+  }
+  return max_label;
+}
 
-  // Step 2: graph on the device, parameters, executor, optimizer, loader.
-  graph.To(device);
+// The graph's trainable initializers as autograd leaves (sharing storage with the graph).
+std::vector<Tensor> TrainableLeaves(Graph& graph) {
   std::vector<Tensor> params;
   for (const std::string& name : graph.TrainableNames()) {
     Tensor& value = graph.initializers.at(name).value;
@@ -265,8 +275,50 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     throw Error(ErrorKind::kRecipe,
                 "Train: graph '" + graph.name + "' has no trainable initializers");
   }
+  return params;
+}
+
+// The logits of the first batch must be [N, classes] with every label below classes.
+void CheckLogits(const Graph& graph, const Tensor& logits, int64_t batch, int64_t max_label) {
+  if (logits.dim() != 2 || logits.size(0) != batch) {
+    std::ostringstream msg;
+    msg << "Train: output '" << graph.outputs[0].name << "' has shape " << logits.sizes()
+        << "; expected logits [" << batch << ", classes]";
+    throw Error(ErrorKind::kUnsupported, msg.str());
+  }
+  if (max_label >= logits.size(1)) {
+    throw Error(ErrorKind::kRecipe, "training data: label " + std::to_string(max_label) +
+                                        " is out of range for a model with " +
+                                        std::to_string(logits.size(1)) + " outputs");
+  }
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// One epoch's running sums.
+struct EpochTotals {
+  double loss_sum = 0;
+  int64_t samples = 0;
+  Tensor correct;  // on the device: no sync per step
+};
+
+}  // namespace
+
+TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset* validation,
+                  const TrainOptions& options, const c10::Device& device) {
+  // Step 1: check everything before touching the graph.
+  const int64_t max_label = CheckTrainingRun(graph, train, validation, options);
+  const bool validate = validation != nullptr && validation->size() > 0;
+
+  // Step 2: graph on the device, parameters, executor, optimizer, loader.
+  graph.To(device);
+  std::vector<Tensor> params = TrainableLeaves(graph);
+  for (const Tensor& p : options.extra_parameters) params.push_back(p);
   RequiresGradScope requires_grad(params);
   Executor executor(graph);
+  if (options.observer) executor.SetObserver(options.observe, options.observer);
   auto optimizer = MakeOptimizer(options.optimizer, params);
   torch::manual_seed(options.seed);  // Dropout and other in-graph randomness
   DataLoader loader(train.To(device), options.batch_size, /*shuffle=*/true, options.seed);
@@ -276,86 +328,73 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
       torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing);
   Progress progress(options.progress, options.epochs, steps_per_epoch);
 
+  // One optimizer step on (x, y); returns the logits for the accuracy count.
+  int64_t global_step = 0;
+  auto step = [&](const Tensor& x, const Tensor& y, int64_t epoch, int64_t step_in_epoch) {
+    double lr = LearningRateAt(options.lr_schedule, options.optimizer.lr, global_step,
+                               total_steps, steps_per_epoch);
+    if (global_step < options.warmup_steps) {
+      lr *= static_cast<double>(global_step + 1) / static_cast<double>(options.warmup_steps);
+    }
+    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+    optimizer->zero_grad();
+    const Tensor logits = executor.Run({x}).at(0);
+    if (global_step == 0) CheckLogits(graph, logits, x.size(0), max_label);
+    const Tensor loss =
+        options.loss ? options.loss(logits, y, loader.last_indices())
+                     : torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y, ce_options);
+    const double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      throw Error(ErrorKind::kNumeric,
+                  "Train: loss is " + std::to_string(loss_value) + " at epoch " +
+                      std::to_string(epoch + 1) + ", step " + std::to_string(step_in_epoch + 1) +
+                      " of " + std::to_string(steps_per_epoch) +
+                      "; expected a finite loss (lower the learning rate?)");
+    }
+    loss.backward();
+    if (options.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, options.max_grad_norm);
+    optimizer->step();
+    ++global_step;
+    torch::NoGradGuard no_grad;
+    if (options.after_step) options.after_step(global_step);
+    return std::make_pair(logits.detach(), loss_value);
+  };
+
   // Step 3: the epochs.
   TrainResult result;
-  int64_t global_step = 0;
-  bool labels_checked = false;
   for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
     const auto epoch_start = std::chrono::steady_clock::now();
+    if (options.before_epoch) options.before_epoch(epoch);
     executor.SetTraining(true);
     loader.StartEpoch(epoch);
-    double loss_sum = 0;
-    int64_t samples = 0;
-    Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+    EpochTotals totals;
+    totals.correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
     Tensor x, y;
     int64_t step_in_epoch = 0;
     while (loader.Next(x, y)) {
-      const double lr = LearningRateAt(options.lr_schedule, options.optimizer.lr, global_step,
-                                       total_steps, steps_per_epoch);
-      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      optimizer->zero_grad();
-
-      const Tensor logits = executor.Run({x}).at(0);
-      if (logits.dim() != 2 || logits.size(0) != x.size(0)) {
-        std::ostringstream msg;
-        msg << "Train: output '" << graph.outputs[0].name << "' has shape " << logits.sizes()
-            << "; expected logits [" << x.size(0) << ", classes]";
-        throw Error(ErrorKind::kUnsupported, msg.str());
-      }
-      if (!labels_checked) {
-        if (max_label >= logits.size(1)) {
-          throw Error(ErrorKind::kRecipe,
-                      "training data: label " + std::to_string(max_label) +
-                          " is out of range for a model with " +
-                          std::to_string(logits.size(1)) + " outputs");
-        }
-        labels_checked = true;
-      }
-      const Tensor loss =
-          torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y, ce_options);
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        throw Error(ErrorKind::kNumeric,
-                    "Train: loss is " + std::to_string(loss_value) + " at epoch " +
-                        std::to_string(epoch + 1) + ", step " + std::to_string(step_in_epoch + 1) +
-                        " of " + std::to_string(steps_per_epoch) +
-                        "; expected a finite loss (lower the learning rate?)");
-      }
-      loss.backward();
-      optimizer->step();
-      ++global_step;
-      ++step_in_epoch;
-      if (options.after_step) {
-        torch::NoGradGuard no_grad;
-        options.after_step(global_step);
-      }
-      {
-        torch::NoGradGuard no_grad;
-        correct += logits.argmax(1).eq(y).sum();
-      }
-      loss_sum += loss_value * static_cast<double>(x.size(0));
-      samples += x.size(0);
-      progress.Step(epoch + 1, step_in_epoch, samples, loss_sum / static_cast<double>(samples),
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start)
-                        .count());
+      const auto [logits, loss_value] = step(x, y, epoch, step_in_epoch++);
+      totals.correct += logits.argmax(1).eq(y).sum();
+      totals.loss_sum += loss_value * static_cast<double>(x.size(0));
+      totals.samples += x.size(0);
+      progress.Step(epoch + 1, step_in_epoch, totals.samples,
+                    totals.loss_sum / static_cast<double>(totals.samples), Seconds(epoch_start));
     }
-    const double train_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    const double train_seconds = Seconds(epoch_start);
 
     EpochStats stats;
     stats.epoch = epoch + 1;
-    stats.train_loss = loss_sum / static_cast<double>(samples);
-    stats.train_accuracy =
-        static_cast<double>(correct.item<int64_t>()) / static_cast<double>(samples);
-    stats.samples_per_second = static_cast<double>(samples) / std::max(train_seconds, 1e-9);
+    stats.train_loss = totals.loss_sum / static_cast<double>(totals.samples);
+    stats.train_accuracy = static_cast<double>(totals.correct.item<int64_t>()) /
+                           static_cast<double>(totals.samples);
+    stats.samples_per_second =
+        static_cast<double>(totals.samples) / std::max(train_seconds, 1e-9);
     executor.SetTraining(false);
     if (validate) {
       const EvalResult val = Evaluate(graph, *validation, options.batch_size, device);
       stats.val_loss = val.loss;
       stats.val_accuracy = val.top1;
     }
-    stats.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    stats.seconds = Seconds(epoch_start);
     progress.Epoch(stats);
     result.epochs.push_back(stats);
   }

@@ -59,6 +59,27 @@ struct TrainOptions {
   // Called with the global step (1-based count of steps done) after every optimizer
   // step, under a NoGradGuard, so it may modify the graph's weights in place.
   std::function<void(int64_t step)> after_step;
+  // Called with the 0-based epoch before each epoch's first step (QAT freezes its
+  // observers there).
+  std::function<void(int64_t epoch)> before_epoch;
+  // When set, called during every training forward pass with each value named in
+  // `observe` (the executor's observer; the tensor is part of the autograd graph, so
+  // detach before keeping it). QAT tracks activation ranges with it.
+  std::vector<std::string> observe;
+  std::function<void(const std::string& value, const Tensor& tensor)> observer;
+  // When set, replaces the cross-entropy loss (distillation): called with the logits,
+  // the labels and the batch's indices into `train` (DataLoader::last_indices, for
+  // per-sample caches); returns the scalar loss to minimise. label_smoothing is then
+  // the caller's business.
+  std::function<Tensor(const Tensor& logits, const Tensor& targets, const Tensor& indices)> loss;
+  // Tensors trained with the graph's parameters by the same optimizer (distillation's
+  // adapters); leaves on the training device. Their requires_grad is set for the run.
+  std::vector<Tensor> extra_parameters;
+  // Linear learning-rate warm-up: step k < warmup_steps uses lr * (k + 1) / warmup_steps
+  // times the schedule's factor (Goyal et al. 2017). 0 = none.
+  int64_t warmup_steps = 0;
+  // Rescales the gradients so that their global L2 norm is at most this (0 = off).
+  double max_grad_norm = 0;
 };
 
 // Throws Error(kRecipe) naming the offending field (unknown optimizer/schedule/progress

@@ -17,8 +17,20 @@ struct ZooEntry {
 
 // Every zoo model, in a stable order.
 const std::vector<ZooEntry>& ZooModels();
-// Builds zoo model `name` with weights drawn from `seed`. Throws compress::Error
-// (kUsage) naming the valid models when `name` is unknown.
-Graph BuildZoo(const std::string& name, uint64_t seed = 0);
+// A zoo model reference: "lenet5", or with a width multiplier "lenet5?width=0.5"
+// (every hidden layer's channel/unit count scaled by `width` and rounded, at least 1;
+// the input and the 10 classes stay) — students of other sizes for distillation.
+struct ZooSpec {
+  std::string name;
+  double width = 1.0;
+};
+// Parses `text` (after "zoo:"). Throws compress::Error(kUsage) for an option other
+// than width or a width outside (0, 8]; the name is not checked here.
+ZooSpec ParseZooSpec(const std::string& text);
+
+// Builds zoo model `spec` (a name, optionally with "?width=W") with weights drawn from
+// `seed`. Throws compress::Error (kUsage) naming the valid models when the name is
+// unknown.
+Graph BuildZoo(const std::string& spec, uint64_t seed = 0);
 
 }  // namespace compress

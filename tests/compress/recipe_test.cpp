@@ -103,7 +103,8 @@ const Malformed kMalformed[] = {
     {"BatchSizeZero", [](json& j) { j["data"]["batch_size"] = 0; },
      "data.batch_size: value 0 is out of range; expected 1 <= value <= 65536"},
     {"UnknownDataset", [](json& j) { j["data"]["dataset"] = "mnist"; },
-     "data.dataset: unknown value \"mnist\"; expected one of fashion-mnist"},
+     "data.dataset: unknown value \"mnist\"; expected one of "
+     "fashion-mnist|idx|image-folder|tensors"},
     {"MissingDataRoot", [](json& j) { j["data"]["root"] = "/nonexistent"; },
      "data.root: folder \"/nonexistent\" does not exist (Debian package dataset-fashion-mnist)"},
     {"BadDevice", [](json& j) { j["device"] = "gpu"; },

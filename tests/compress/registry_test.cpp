@@ -28,6 +28,9 @@ struct NoOpCase {
 
 const std::map<std::string, NoOpCase>& NoOpCases() {
   static const std::map<std::string, NoOpCase> cases = {
+      {"distill",
+       {nullptr, "needs a teacher, which TinyContext lacks (tests/distill checks that lr 0 "
+                 "changes nothing)"}},
       {"evaluate", {nlohmann::json::object(), "measures only"}},
       {"fold-batchnorm", {nlohmann::json::object(), "lenet5 has no BatchNormalization"}},
       {"prune-channels", {{{"ratio", 0.0}}, "ratio 0 removes no channel"}},
@@ -35,6 +38,9 @@ const std::map<std::string, NoOpCase>& NoOpCases() {
       {"prune-nm", {{{"n", 1}, {"m", 64}}, "no lenet5 input dimension is a multiple of 64"}},
       {"prune-sensitivity", {{{"sparsities", {0.5}}, {"samples", 16}}, "scans without applying"}},
       {"quantize", {nullptr, "always rewrites the selected layers; selecting none is an error"}},
+      {"quantize-sensitivity", {{{"eval_samples", 16}}, "scans copies; the model is unchanged"}},
+      {"quantize-qat",
+       {nullptr, "always rewrites the selected layers; selecting none is an error"}},
       {"train",
        {{{"epochs", 1}, {"optimizer", {{"name", "sgd"}, {"lr", 0.0}}}},
         "learning rate 0 and no weight decay leave every weight as it is"}},
@@ -115,10 +121,12 @@ TEST(Registry, EveryPassLeavesTheModelAloneWhenItHasNothingToDo) {
       EXPECT_TRUE(torch::equal(passed.Weight(name), init.value)) << name;
     }
   }
-  // quantize's error case in place of a no-op: a filter that selects nothing.
-  Graph g = lenet5.Clone();
-  ExpectError([&] { RunPassFromJson("quantize", g, {{"exclude", ".*"}}, TinyContext()); },
-              ErrorKind::kRecipe, "quantize: no layer selected");
+  // The quantizing passes' error case in place of a no-op: a filter that selects nothing.
+  for (const char* pass : {"quantize", "quantize-qat"}) {
+    Graph g = lenet5.Clone();
+    ExpectError([&] { RunPassFromJson(pass, g, {{"exclude", ".*"}}, TinyContext()); },
+                ErrorKind::kRecipe, "quantize: no layer selected");
+  }
 }
 
 }  // namespace
