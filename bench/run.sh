@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
 # training accuracy, executor overhead, the pruning recipes (bench/prune.sh) and INT8
-# quantization (bench/quant.sh).
+# quantization (bench/quant.sh), INT8 targets, QAT, distillation and calibration memory.
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
 # Exit status: non-zero when an accuracy target is missed or outputs differ.
@@ -49,4 +49,10 @@ echo "## INT8 quantization: accuracy, ONNX Runtime and LibTorch latency FP32 vs 
 run bash bench/quant.sh "$BUILD_DIR"
 echo "## INT8 targets: portable vs full-range accuracy and ONNX Runtime latency (bench/int8_targets.sh)"
 run bash bench/int8_targets.sh "$BUILD_DIR"
+echo "## QAT vs PTQ: accuracy of quantize-qat against per-tensor / per-channel PTQ (bench/qat.sh)"
+run bash bench/qat.sh "$BUILD_DIR"
+echo "## Distillation: half-width lenet5 alone vs distilled from a convnet, 3 seeds (bench/distill.sh)"
+run bash bench/distill.sh "$BUILD_DIR"
+echo "## Calibration memory: peak RSS for 512 vs 32,768 calibration samples (bench/calib_memory.sh)"
+run bash bench/calib_memory.sh "$BUILD_DIR"
 exit $status
