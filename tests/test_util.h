@@ -4,15 +4,47 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "compress/base/error.h"
+#include "compress/data/data.h"
 #include "compress/io/verify.h"
 #include "compress/runtime/executor.h"
 #include "compress/registry/registry.h"
 
 namespace compress::testing_util {
+
+// Fashion-MNIST (Debian's dataset-fashion-mnist, seed-0 split) cut to `train` training,
+// `validation` validation and `test` test samples; each size is loaded once per binary.
+inline const DatasetSplits& FashionMnistSubset(int64_t train, int64_t validation, int64_t test) {
+  static std::map<std::array<int64_t, 3>, DatasetSplits> loaded;
+  const std::array<int64_t, 3> key{train, validation, test};
+  auto it = loaded.find(key);
+  if (it == loaded.end()) {
+    FashionMnistOptions o;
+    o.train_limit = train;
+    o.validation_size = validation;
+    o.test_limit = test;
+    it = loaded.emplace(key, LoadFashionMnist(o)).first;
+  }
+  return it->second;
+}
+
+// A pass context on `data` with batches of `batch_size`, `calibration` calibration
+// samples, no progress output and the engine's after-step hook (masks re-applied).
+inline PassContext SplitsContext(const DatasetSplits& data, int64_t batch_size,
+                                 int64_t calibration = 512) {
+  PassContext ctx;
+  ctx.data = &data;
+  ctx.batch_size = batch_size;
+  ctx.calibration_samples = calibration;
+  ctx.progress = "quiet";
+  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };
+  return ctx;
+}
 
 // Expects `fn()` to throw compress::Error of `kind` whose message contains `substring`.
 template <typename Fn>

@@ -118,16 +118,7 @@ TEST(DistillLosses, AdaptersStartSemiOrthogonalAndMapChannels) {
 
 // ---- data and models -------------------------------------------------------------------
 
-const DatasetSplits& Data() {
-  static const DatasetSplits data = [] {
-    FashionMnistOptions o;
-    o.validation_size = 256;
-    o.train_limit = 1024;
-    o.test_limit = 512;
-    return LoadFashionMnist(o);
-  }();
-  return data;
-}
+const DatasetSplits& Data() { return testing_util::FashionMnistSubset(1024, 256, 512); }
 
 const DatasetSplits& SmallData() {
   static const DatasetSplits small = {Data().train.Slice(0, 256), Data().validation.Slice(0, 64),
@@ -135,14 +126,7 @@ const DatasetSplits& SmallData() {
   return small;
 }
 
-PassContext Context(const DatasetSplits& data) {
-  PassContext ctx;
-  ctx.data = &data;
-  ctx.batch_size = 64;
-  ctx.progress = "quiet";
-  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };  // as the engine sets it
-  return ctx;
-}
+PassContext Context(const DatasetSplits& data) { return testing_util::SplitsContext(data, 64); }
 
 // The pass built from recipe JSON at "stages[0]" (through its own Create, so the tests
 // do not depend on the registry row).

@@ -128,26 +128,9 @@ TEST(FakeQuant, ForwardIsQuantizeLinearThenDequantizeLinear) {
 
 // ---- the pass -------------------------------------------------------------------------
 
-const DatasetSplits& QatData() {
-  static const DatasetSplits data = [] {
-    FashionMnistOptions o;
-    o.validation_size = 256;
-    o.train_limit = 1024;
-    o.test_limit = 512;
-    return LoadFashionMnist(o);
-  }();
-  return data;
-}
+const DatasetSplits& QatData() { return testing_util::FashionMnistSubset(1024, 256, 512); }
 
-PassContext QatContext() {
-  PassContext ctx;
-  ctx.data = &QatData();
-  ctx.calibration_samples = 256;
-  ctx.batch_size = 64;
-  ctx.progress = "quiet";
-  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };  // as the engine sets it
-  return ctx;
-}
+PassContext QatContext() { return testing_util::SplitsContext(QatData(), 64, 256); }
 
 Graph TrainedConvnet() {
   static const Graph trained = [] {

@@ -18,25 +18,9 @@ namespace {
 using testing_util::ExpectError;
 using testing_util::RunPassFromJson;
 
-const DatasetSplits& Data() {
-  static const DatasetSplits data = [] {
-    FashionMnistOptions o;
-    o.validation_size = 500;
-    o.train_limit = 1024;
-    o.test_limit = 256;
-    return LoadFashionMnist(o);
-  }();
-  return data;
-}
+const DatasetSplits& Data() { return testing_util::FashionMnistSubset(1024, 500, 256); }
 
-PassContext Context() {
-  PassContext ctx;
-  ctx.data = &Data();
-  ctx.calibration_samples = 256;
-  ctx.batch_size = 128;
-  ctx.progress = "quiet";
-  return ctx;
-}
+PassContext Context() { return testing_util::SplitsContext(Data(), 128, 256); }
 
 Graph Trained(const std::string& name) {
   Graph g = BuildZoo(name, 2);
