@@ -78,21 +78,7 @@ void CheckFinite(const Metrics& m, const std::string& where) {
 
 // The recipe's data source, as LoadRecipeData loads it and the manifest records it.
 DataSourceSpec RecipeDataSource(const Recipe& recipe) {
-  const DataSpec& d = recipe.data;
-  DataSourceSpec spec;
-  spec.kind = d.kind;
-  spec.root = d.root;
-  spec.train_images = d.train_images;
-  spec.train_labels = d.train_labels;
-  spec.test_images = d.test_images;
-  spec.test_labels = d.test_labels;
-  spec.train_file = d.train;
-  spec.test_file = d.test;
-  spec.num_classes = d.num_classes;
-  spec.transforms = d.transforms;
-  spec.validation_size = d.validation_size;
-  spec.train_limit = d.train_limit;
-  spec.test_limit = d.test_limit;
+  DataSourceSpec spec = recipe.data.source;
   spec.split_seed = recipe.seed;
   return spec;
 }

@@ -187,37 +187,37 @@ void CheckDataFiles(OptionReader& data, const nlohmann::json& raw, const std::st
       data.AddProblem(key, "missing; expected the path of a tensor file");
       return;
     }
-    path = given ? ResolvePath(path, base_dir) : IdxDefaultPath(d.root, default_name);
+    path = given ? ResolvePath(path, base_dir) : IdxDefaultPath(d.source.root, default_name);
     if (!fs::is_regular_file(path)) {
       data.AddProblem(key, "file \"" + path + "\" does not exist" +
                                (given ? "" : " (the default under data.root)"));
     }
   };
-  switch (d.kind) {
+  switch (d.source.kind) {
     case DataSourceKind::kFashionMnist:
-      if (!fs::is_directory(d.root)) {
-        data.AddProblem("root", "folder \"" + d.root + "\" does not exist (Debian package "
+      if (!fs::is_directory(d.source.root)) {
+        data.AddProblem("root", "folder \"" + d.source.root + "\" does not exist (Debian package "
                                 "dataset-fashion-mnist)");
       }
       break;
     case DataSourceKind::kIdx:
-      file("train_images", d.train_images, "train-images-idx3-ubyte");
-      file("train_labels", d.train_labels, "train-labels-idx1-ubyte");
-      file("test_images", d.test_images, "t10k-images-idx3-ubyte");
-      file("test_labels", d.test_labels, "t10k-labels-idx1-ubyte");
+      file("train_images", d.source.train_images, "train-images-idx3-ubyte");
+      file("train_labels", d.source.train_labels, "train-labels-idx1-ubyte");
+      file("test_images", d.source.test_images, "t10k-images-idx3-ubyte");
+      file("test_labels", d.source.test_labels, "t10k-labels-idx1-ubyte");
       break;
     case DataSourceKind::kImageFolder:
       if (!raw.contains("root")) {
         data.AddProblem("root", "missing; expected the folder holding train/ and test/");
-      } else if (!fs::is_directory(fs::path(d.root) / "train") ||
-                 !fs::is_directory(fs::path(d.root) / "test")) {
-        data.AddProblem("root", "folder \"" + d.root + "\" has no train/ and test/ subfolders "
+      } else if (!fs::is_directory(fs::path(d.source.root) / "train") ||
+                 !fs::is_directory(fs::path(d.source.root) / "test")) {
+        data.AddProblem("root", "folder \"" + d.source.root + "\" has no train/ and test/ subfolders "
                                 "(ImageFolder layout: root/train/<class>/*.png)");
       }
       break;
     case DataSourceKind::kTensors:
-      file("train", d.train, nullptr);
-      file("test", d.test, nullptr);
+      file("train", d.source.train_file, nullptr);
+      file("test", d.source.test_file, nullptr);
       break;
   }
 }
@@ -233,25 +233,25 @@ void ParseData(const std::string& base_dir, OptionReader& top, Recipe& recipe) {
                                   ? recipe.json.at("data")
                                   : nlohmann::json::object();
   DataSpec& d = recipe.data;
-  data.ReadEnum("dataset", d.kind, DataSourceKinds(), "dataset");
-  d.dataset = DataSourceKindName(d.kind);
-  const bool fm = d.kind == DataSourceKind::kFashionMnist;
+  data.ReadEnum("dataset", d.source.kind, DataSourceKinds(), "dataset");
+  d.dataset = DataSourceKindName(d.source.kind);
+  const bool fm = d.source.kind == DataSourceKind::kFashionMnist;
   const int64_t kMany = int64_t{1} << 40;
-  data.Read("root", d.root, {}, "folder with the IDX files, or with train/ and test/ image folders");
+  data.Read("root", d.source.root, {}, "folder with the IDX files, or with train/ and test/ image folders");
   data.Read("batch_size", d.batch_size, 1, 1 << 16, "batch size");
-  data.Read("validation_size", d.validation_size, 0, fm ? 59999 : kMany,
+  data.Read("validation_size", d.source.validation_size, 0, fm ? 59999 : kMany,
             "validation samples carved from training");
   data.Read("calibration_samples", d.calibration_samples, 1, 60000, "calibration subset size");
-  data.Read("train_limit", d.train_limit, 0, fm ? 60000 : kMany, "use N training samples (0 = all)");
-  data.Read("test_limit", d.test_limit, 0, fm ? 10000 : kMany, "use N test samples (0 = all)");
-  data.Read("train_images", d.train_images, {}, "idx: training images (IDX3 ubyte, .gz or raw)");
-  data.Read("train_labels", d.train_labels, {}, "idx: training labels (IDX1 ubyte)");
-  data.Read("test_images", d.test_images, {}, "idx: test images");
-  data.Read("test_labels", d.test_labels, {}, "idx: test labels");
-  data.Read("train", d.train, {}, "tensors: training file (torch.save / torch::pickle_save)");
-  data.Read("test", d.test, {}, "tensors: test file");
-  data.Read("num_classes", d.num_classes, 0, 1 << 20, "labels 0..num_classes-1 (0 = as found)");
-  ImageTransforms& t = d.transforms;
+  data.Read("train_limit", d.source.train_limit, 0, fm ? 60000 : kMany, "use N training samples (0 = all)");
+  data.Read("test_limit", d.source.test_limit, 0, fm ? 10000 : kMany, "use N test samples (0 = all)");
+  data.Read("train_images", d.source.train_images, {}, "idx: training images (IDX3 ubyte, .gz or raw)");
+  data.Read("train_labels", d.source.train_labels, {}, "idx: training labels (IDX1 ubyte)");
+  data.Read("test_images", d.source.test_images, {}, "idx: test images");
+  data.Read("test_labels", d.source.test_labels, {}, "idx: test labels");
+  data.Read("train", d.source.train_file, {}, "tensors: training file (torch.save / torch::pickle_save)");
+  data.Read("test", d.source.test_file, {}, "tensors: test file");
+  data.Read("num_classes", d.source.num_classes, 0, 1 << 20, "labels 0..num_classes-1 (0 = as found)");
+  ImageTransforms& t = d.source.transforms;
   data.Read("channels", t.channels, 0, 3, "1 or 3 (0 = as stored)");
   if (t.channels == 2) data.AddProblem("channels", "expected 1 or 3, found 2");
   ReadImageSize(data, raw, "resize", t.resize, "shorter side n, or [h, w]; bilinear");
@@ -267,8 +267,8 @@ void ParseData(const std::string& base_dir, OptionReader& top, Recipe& recipe) {
                                  "expected 1 or data.channels (" + std::to_string(t.channels) + ")");
   }
   data.Finish();
-  CheckDataKeysForKind(data, raw, d.kind);
-  d.root = ResolvePath(d.root, base_dir);
+  CheckDataKeysForKind(data, raw, d.source.kind);
+  d.source.root = ResolvePath(d.source.root, base_dir);
   CheckDataFiles(data, raw, base_dir, d);
 }
 

@@ -18,20 +18,13 @@
 namespace compress {
 
 struct DataSpec {
-  std::string dataset = "fashion-mnist";
-  std::string root = "/usr/share/datasets/fashion-mnist";
+  std::string dataset = "fashion-mnist";  // the recipe's spelling of source.kind
   int64_t batch_size = 128;
-  int64_t validation_size = 5000;
   int64_t calibration_samples = 512;
-  int64_t train_limit = 0;  // 0 = all
-  int64_t test_limit = 0;   // 0 = all
-  // The data source (docs/data.md): `dataset` parsed once, paths resolved against the
-  // recipe's folder (idx files not named default to root's MNIST file names).
-  DataSourceKind kind = DataSourceKind::kFashionMnist;
-  std::string train_images, train_labels, test_images, test_labels;  // idx
-  std::string train, test;                                           // tensors: files
-  int64_t num_classes = 0;     // 0 = the classes found
-  ImageTransforms transforms;  // channels, resize, center_crop, normalize
+  // What to load (docs/data.md): the kind parsed once from `dataset`, paths resolved
+  // against the recipe's folder (idx files not named default to root's MNIST names),
+  // transforms and split sizes. The split seed is the recipe's seed (set at load).
+  DataSourceSpec source;
 };
 
 struct StageSpec {

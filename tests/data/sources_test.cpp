@@ -638,12 +638,12 @@ TEST(RecipeData, ImageFolderKeysFillTheDataSpec) {
                       {"resize", 36}, {"center_crop", {32, 30}}, {"validation_size", 1},
                       {"normalize", {{"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}}}}),
       "r.json", "");
-  EXPECT_EQ(r.data.kind, DataSourceKind::kImageFolder);
+  EXPECT_EQ(r.data.source.kind, DataSourceKind::kImageFolder);
   EXPECT_EQ(r.data.dataset, "image-folder");
-  EXPECT_EQ(r.data.transforms.channels, 3);
-  EXPECT_EQ(r.data.transforms.resize, (std::vector<int64_t>{36}));
-  EXPECT_EQ(r.data.transforms.center_crop, (std::vector<int64_t>{32, 30}));
-  EXPECT_EQ(r.data.transforms.std, (std::vector<double>{0.229, 0.224, 0.225}));
+  EXPECT_EQ(r.data.source.transforms.channels, 3);
+  EXPECT_EQ(r.data.source.transforms.resize, (std::vector<int64_t>{36}));
+  EXPECT_EQ(r.data.source.transforms.center_crop, (std::vector<int64_t>{32, 30}));
+  EXPECT_EQ(r.data.source.transforms.std, (std::vector<double>{0.229, 0.224, 0.225}));
 }
 
 TEST(RecipeData, EachProblemNamesItsKey) {
