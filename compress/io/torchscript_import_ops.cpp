@@ -278,11 +278,19 @@ void MapAlias(Importer& im, jit::Node* n) {
   im.Alias(n);
 }
 
+// The spatial rank of a pooling op from its name (aten::max_pool2d -> 2): a C++ caller
+// may pass one kernel size for all dims ({2}), which Python's _pair would have expanded.
+size_t PoolRank(jit::Node* n) {
+  const std::string kind = Kind(n);
+  const char last = kind.empty() ? '2' : kind[kind.size() - 2];  // "...pool2d"
+  return last >= '1' && last <= '3' ? static_cast<size_t>(last - '0') : 2;
+}
+
 // aten::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).
 void MapMaxPool(Importer& im, jit::Node* n) {
   const std::string x = GraphIn(im, n, 0);
-  const std::vector<int64_t> kernel = im.Ints(n, 1);
-  const size_t k = kernel.size();
+  const size_t k = PoolRank(n);
+  const std::vector<int64_t> kernel = Repeat(im.Ints(n, 1), k);
   std::vector<int64_t> strides = im.Ints(n, 2);
   if (strides.empty()) strides = kernel;
   std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);
@@ -299,8 +307,8 @@ void MapMaxPool(Importer& im, jit::Node* n) {
 void MapAvgPool(Importer& im, jit::Node* n) {
   const std::string x = GraphIn(im, n, 0);
   if (n->inputs().size() > 6 && !im.IsNone(n, 6)) throw Unmappable{"avg_pool with divisor_override"};
-  const std::vector<int64_t> kernel = im.Ints(n, 1);
-  const size_t k = kernel.size();
+  const size_t k = PoolRank(n);
+  const std::vector<int64_t> kernel = Repeat(im.Ints(n, 1), k);
   std::vector<int64_t> strides = im.Ints(n, 2);
   if (strides.empty()) strides = kernel;
   std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);

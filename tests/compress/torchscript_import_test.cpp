@@ -226,6 +226,30 @@ TEST(TorchScriptImport, ImportModuleTracesACppModuleWithDynamicBatch) {
   EXPECT_TRUE(torch::equal(g.Weight("conv1.weight"), before));
 }
 
+// C++ callers pass one pooling size for all spatial dims (max_pool2d(x, 2)), which the
+// traced graph keeps as a one-element list; the pool is still 2-D.
+struct PoolNetImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) {
+    return torch::avg_pool2d(torch::max_pool2d(x, 2), 2, 1).flatten(1);
+  }
+};
+TORCH_MODULE(PoolNet);
+
+TEST(TorchScriptImport, OneSizePoolingOfACppModuleIsTwoDimensional) {
+  PoolNet net;
+  const Graph g = ImportModule(*net, torch::randn({1, 2, 8, 8}));
+  torch::NoGradGuard no_grad;
+  const Tensor x = torch::randn({3, 2, 8, 8});
+  const Tensor want = net->forward(x);
+  ASSERT_EQ(want.sizes(), (std::vector<int64_t>{3, 2 * 3 * 3}));
+  EXPECT_LE(RelDiff(RunGraph(g, {x})[0], want), kRelTol);
+  for (const auto& n : g.nodes) {
+    if (n.op_type == "MaxPool" || n.op_type == "AveragePool") {
+      EXPECT_EQ(n.GetInts("kernel_shape").size(), 2u) << n.name;
+    }
+  }
+}
+
 TEST(TorchScriptImport, StaticBatchOption) {
   TorchScriptImportOptions options;
   options.dynamic_batch = false;
