@@ -11,7 +11,7 @@ shift || true
 SEEDS=("$@")
 [[ ${#SEEDS[@]} -eq 0 ]] && SEEDS=(0 1 2)
 MC="$(cd "$(dirname "$BUILD_DIR/bin/mcompress")" && pwd)/mcompress"
-OUT=${BENCH_OUT:-$BUILD_DIR/bench-out}/distill
+OUT=$(realpath -m "${BENCH_OUT:-$BUILD_DIR/bench-out}/distill")
 mkdir -p "$OUT"
 status=0
 echo "$("$MC" cpu | head -1)"

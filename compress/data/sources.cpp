@@ -455,6 +455,7 @@ const std::vector<std::pair<std::string, DataSourceKind>>& DataSourceKinds() {
       {"idx", DataSourceKind::kIdx},
       {"image-folder", DataSourceKind::kImageFolder},
       {"tensors", DataSourceKind::kTensors},
+      {"caller", DataSourceKind::kCaller},
   };
   return kKinds;
 }
@@ -494,6 +495,10 @@ DatasetSplits LoadDataSource(const DataSourceSpec& spec) {
       return LoadImageFolder(spec);
     case DataSourceKind::kTensors:
       return LoadTensors(spec);
+    case DataSourceKind::kCaller:
+      throw Error(ErrorKind::kUsage,
+                  "data.dataset \"caller\": the data comes from the C++ program that runs the "
+                  "recipe (RunRecipeOn); there is nothing to load here");
   }
   throw Error(ErrorKind::kInternal, "unknown data source kind");
 }
@@ -530,6 +535,8 @@ std::vector<std::pair<std::string, std::string>> DataSourceFingerprint(const Dat
       out.emplace_back(spec.train_file, FileCrc32(spec.train_file));
       out.emplace_back(spec.test_file, FileCrc32(spec.test_file));
       break;
+    case DataSourceKind::kCaller:
+      break;  // RunRecipeOn records what the caller passed
   }
   return out;
 }

@@ -14,10 +14,12 @@
 
 namespace compress {
 
-enum class DataSourceKind { kFashionMnist, kIdx, kImageFolder, kTensors };
+// kCaller: the data comes from a C++ caller (RunRecipeOn in compress/engine/engine.h);
+// nothing is loaded from files.
+enum class DataSourceKind { kFashionMnist, kIdx, kImageFolder, kTensors, kCaller };
 
 // The recipe spelling of each kind, in documentation order: "fashion-mnist", "idx",
-// "image-folder", "tensors".
+// "image-folder", "tensors", "caller".
 const std::vector<std::pair<std::string, DataSourceKind>>& DataSourceKinds();
 const std::string& DataSourceKindName(DataSourceKind kind);
 

@@ -136,8 +136,8 @@ PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const D
   ctx.calibration_samples = recipe.data.calibration_samples;
   ctx.progress = options.progress;
   ctx.log = options.log;
-  // Masks from pruning stages hold through every later optimizer step.
-  ctx.after_step = [](Graph& g) { g.ApplyMasks(); };
+  // (Masks from pruning stages hold through every later optimizer step: the trainer
+  // re-applies them itself.)
   return ctx;
 }
 
@@ -245,7 +245,8 @@ void CheckAcceptance(const Recipe& recipe, Report& report) {
 }
 
 // Step 7: the reports, the recipe as run and the manifest, into the temporary folder.
-void WriteRunFiles(const Recipe& recipe, const Report& report, const fs::path& dir) {
+void WriteRunFiles(const Recipe& recipe, const Report& report, const DatasetSplits* caller_data,
+                   const fs::path& dir) {
   WriteFileAtomic((dir / "report.json").string(), ReportJsonText(report));
   for (const auto& f : recipe.report_formats) {
     if (f == "md") WriteFileAtomic((dir / "report.md").string(), RenderMarkdown(report));
@@ -258,25 +259,47 @@ void WriteRunFiles(const Recipe& recipe, const Report& report, const fs::path& d
       {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
                     {"onnx", onnx::LAST_RELEASE_VERSION}}},
       {"model", recipe.model}};
-  // Fashion-MNIST: its four file names, as always; other sources: what they read.
-  for (const auto& [name, crc] : DataSourceFingerprint(RecipeDataSource(recipe))) {
-    manifest["dataset"][name] = crc;
+  // Fashion-MNIST: its four file names, as always; other sources: what they read; data
+  // a C++ caller passed: the split sizes.
+  if (caller_data != nullptr) {
+    manifest["dataset"]["caller"] = {{"train", caller_data->train.size()},
+                                     {"validation", caller_data->validation.size()},
+                                     {"test", caller_data->test.size()}};
+  } else {
+    for (const auto& [name, crc] : DataSourceFingerprint(RecipeDataSource(recipe))) {
+      manifest["dataset"][name] = crc;
+    }
   }
   WriteFileAtomic((dir / "manifest.json").string(), manifest.dump(2) + "\n");
 }
 
 }  // namespace
 
-RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
-  const auto run_start = Clock::now();
-  auto& log = options.log;
+namespace {
 
-  // Step 1: runtime, data, model.
-  const int threads = ConfigureThreads(static_cast<int>(recipe.threads));
-  const c10::Device device = ResolveDevice(recipe.device);
+// Step 1's runtime: threads, device and the global seed, before anything is loaded.
+struct Runtime {
+  int threads = 0;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
+Runtime SetUpRuntime(const Recipe& recipe) {
+  Runtime rt;
+  rt.threads = ConfigureThreads(static_cast<int>(recipe.threads));
+  rt.device = ResolveDevice(recipe.device);
   torch::manual_seed(recipe.seed);
-  const DatasetSplits data = LoadRecipeData(recipe);
-  Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
+  return rt;
+}
+
+// Steps 2-7 on the loaded model and data. `caller_data` (RunRecipeOn) is the data a C++
+// caller passed: no baseline cache (its key would not know the data), and the manifest
+// records the split sizes instead of files.
+RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, const Runtime& rt,
+                     const DatasetSplits* caller_data, const RunOptions& options,
+                     Clock::time_point run_start) {
+  auto& log = options.log;
+  const int threads = rt.threads;
+  const c10::Device device = rt.device;
   if (ShapesMissing(work)) InferShapes(work);
   const std::string recipe_hash = RecipeHash(recipe.json);
 
@@ -301,7 +324,8 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   // against; with a cache folder they are reused across runs.
   size_t lead = 0;
   while (lead < recipe.stages.size() && recipe.stages[lead].pass == "train") ++lead;
-  const fs::path cache_file = BaselineCacheFile(recipe, options, lead, threads);
+  const fs::path cache_file =
+      caller_data != nullptr ? fs::path() : BaselineCacheFile(recipe, options, lead, threads);
   const bool cached = !cache_file.empty() && fs::exists(cache_file);
   if (cached) {
     log("reusing cached baseline " + cache_file.string());
@@ -375,7 +399,7 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   report.total_seconds = SecondsSince(run_start);
 
   // Step 7: reports, the recipe as run, the manifest; then the atomic rename.
-  WriteRunFiles(recipe, report, folder.tmp());
+  WriteRunFiles(recipe, report, caller_data, folder.tmp());
   folder.Commit();
 
   RunOutcome outcome;
@@ -383,6 +407,28 @@ RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
   outcome.out_dir = folder.out().string();
   outcome.exit_code = outcome.report.accepted ? 0 : 3;
   return outcome;
+}
+
+}  // namespace
+
+RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
+  const auto run_start = Clock::now();
+  // Step 1: runtime, data, model.
+  const Runtime rt = SetUpRuntime(recipe);
+  const DatasetSplits data = LoadRecipeData(recipe);
+  Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
+  return RunLoaded(recipe, std::move(work), data, rt, nullptr, options, run_start);
+}
+
+RunOutcome RunRecipeOn(Recipe& recipe, Graph model, const DatasetSplits& data,
+                       const RunOptions& options) {
+  const auto run_start = Clock::now();
+  const Runtime rt = SetUpRuntime(recipe);
+  if (data.test.size() == 0) {
+    throw Error(ErrorKind::kUsage, "RunRecipeOn: the caller's data has no test samples; the "
+                                   "report measures every stage on the test split");
+  }
+  return RunLoaded(recipe, std::move(model), data, rt, &data, options, run_start);
 }
 
 std::string SummaryTable(const Report& r) {

@@ -31,6 +31,17 @@ struct RunOutcome {
 // Throws compress::Error naming the failing stage ("stages[2] (train): ...").
 RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options);
 
+// The same run on a model and data a C++ pipeline already has: `model` (a Graph, e.g.
+// from ImportModule on the caller's torch::nn::Module) replaces recipe.model, and
+// `data` replaces what data.dataset would load (data.batch_size and
+// calibration_samples still apply). Write such recipes with "model": "caller" and
+// "data": {"dataset": "caller"} (validation then checks no files). No baseline cache is
+// used; the manifest records the caller's split sizes. Pruning masks hold through every
+// training the run does (the trainer re-applies them). Throws as RunRecipe, and
+// Error(kUsage) when `data` has no test split.
+RunOutcome RunRecipeOn(Recipe& recipe, Graph model, const DatasetSplits& data,
+                       const RunOptions& options);
+
 // A short text table of a report for the terminal.
 std::string SummaryTable(const Report& report);
 

@@ -44,6 +44,10 @@ std::vector<int64_t> ParseShape(const std::string& text) {
 }
 
 Graph LoadModel(const std::string& spec, const ModelLoadOptions& options) {
+  if (spec == kCallerModel) {
+    throw Error(ErrorKind::kUsage, "model \"caller\": the model comes from the C++ program "
+                                   "that runs the recipe (RunRecipeOn); there is nothing to load");
+  }
   if (spec.rfind("zoo:", 0) == 0) return BuildZoo(spec.substr(4), options.seed);
   if (EndsWith(spec, ".onnx")) return LoadOnnx(spec);
   if (IsTorchScriptPath(spec)) {

@@ -21,6 +21,11 @@ struct ModelLoadOptions {
 // path ending in .pt, .pth or .ts is imported as TorchScript (ImportTorchScript).
 // Anything else, or TorchScript without input shapes, is a kUsage error naming the
 // accepted forms.
+// The model spec of a recipe run by a C++ program on a model it already has
+// (RunRecipeOn, compress/engine/engine.h); data.dataset "caller" is its data twin.
+// LoadModel refuses it: there is nothing to load.
+inline constexpr const char* kCallerModel = "caller";
+
 Graph LoadModel(const std::string& spec, const ModelLoadOptions& options);
 Graph LoadModel(const std::string& spec, uint64_t seed = 0);
 

@@ -38,6 +38,7 @@ std::string ResolvePath(const std::string& path, const std::string& base_dir) {
 
 void CheckModelSpec(const std::string& spec, const std::string& key, OptionReader& r,
                     const std::string& base_dir) {
+  if (spec == kCallerModel) return;  // RunRecipeOn: the C++ caller passes the model
   if (spec.rfind("zoo:", 0) == 0) {
     std::vector<std::string> names;
     for (const auto& z : ZooModels()) names.push_back(z.name);
@@ -95,7 +96,7 @@ void ParseModels(const nlohmann::json& json, const std::string& base_dir, Option
   if (!json.contains("model")) {
     problems->push_back({"model", "missing; expected zoo:<name> or a path to an .onnx file"});
   }
-  top.Read("model", recipe.model, {}, "zoo:<name> or model.onnx");
+  top.Read("model", recipe.model, {}, "zoo:<name>, model.onnx, model.pt, or \"caller\" (RunRecipeOn)");
   if (!recipe.model.empty()) CheckModelSpec(recipe.model, "model", top, base_dir);
   if (EndsWith(recipe.model, ".onnx") || IsTorchScriptPath(recipe.model)) {
     recipe.model = ResolvePath(recipe.model, base_dir);
@@ -219,6 +220,8 @@ void CheckDataFiles(OptionReader& data, const nlohmann::json& raw, const std::st
       file("train", d.source.train_file, nullptr);
       file("test", d.source.test_file, nullptr);
       break;
+    case DataSourceKind::kCaller:
+      break;  // RunRecipeOn: the C++ caller passes the data
   }
 }
 

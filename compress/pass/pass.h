@@ -28,8 +28,8 @@ struct PassContext {
   int64_t calibration_samples = 512;
   std::string progress = "auto";           // trainer progress display
   std::function<void(const std::string&)> log = [](const std::string&) {};
-  // Called after every optimizer step of any training a pass runs (pruning masks
-  // re-apply themselves here). The engine sets it; passes forward it to the trainer.
+  // Called after every optimizer step of any training a pass runs (after the trainer
+  // has re-applied pruning masks); passes forward it to the trainer. Unset by default.
   std::function<void(Graph&)> after_step;
 };
 

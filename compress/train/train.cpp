@@ -354,6 +354,8 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     loss.backward();
     if (options.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, options.max_grad_norm);
     optimizer->step();
+    // Pruned weights stay zero whoever drives the training (a library caller included).
+    graph.ApplyMasks();
     ++global_step;
     torch::NoGradGuard no_grad;
     if (options.after_step) options.after_step(global_step);

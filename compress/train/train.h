@@ -105,7 +105,9 @@ struct TrainResult {
 // trainable initializers get requires_grad for the run and have it restored after.
 // Throws Error(kRecipe) for bad options or data, kUnsupported for a graph that is not
 // single-input single-output or whose output is not 2-D, kNumeric for NaN/Inf data or
-// a non-finite loss (naming the epoch and step).
+// a non-finite loss (naming the epoch and step). Pruning masks (Initializer::mask) are
+// re-applied after every optimizer step, so pruned weights and N:M patterns survive any
+// training, whoever calls it.
 TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset* validation,
                   const TrainOptions& options, const c10::Device& device);
 

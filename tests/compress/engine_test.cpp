@@ -10,6 +10,9 @@
 #include "compress/zoo/builder.h"
 #include "compress/engine/engine.h"
 #include "compress/io/onnx_io.h"
+#include "compress/io/verify.h"
+#include "compress/zoo/zoo.h"
+#include "tests/test_util.h"
 
 namespace compress {
 namespace {
@@ -147,6 +150,56 @@ TEST(Engine, FailingRunLeavesNoOutputs) {
   }
   EXPECT_FALSE(fs::exists(dir / "run"));
   EXPECT_FALSE(fs::exists(dir / ("run.tmp-" + std::to_string(getpid()))));
+  fs::remove_all(dir);
+}
+
+// A C++ pipeline's own model and data (issue 14): RunRecipeOn on a Graph and splits the
+// caller made, with "model": "caller" and "data": {"dataset": "caller"}. The masks of
+// the pruning stage survive the later training and the INT8 export is verified.
+TEST(Engine, RunRecipeOnTheCallersModelAndData) {
+  const fs::path dir = Scratch("caller");
+  const DatasetSplits& data = testing_util::FashionMnistSubset(1000, 200, 300);
+  const json j = json::parse(R"({
+    "model": "caller",
+    "data": {"dataset": "caller", "batch_size": 64, "calibration_samples": 256},
+    "device": "cpu", "seed": 1, "threads": 2,
+    "stages": [
+      {"pass": "train", "epochs": 1, "optimizer": {"name": "adam", "lr": 0.002}},
+      {"pass": "prune-magnitude", "sparsity": 0.6},
+      {"pass": "train", "epochs": 1, "optimizer": {"name": "adam", "lr": 0.001}},
+      {"pass": "quantize"},
+      {"pass": "evaluate"}
+    ],
+    "exports": [{"format": "onnx-qdq", "path": "int8.onnx"}],
+    "report": {"formats": ["json"], "latency": false}
+  })");
+  Recipe r = ParseRecipe(j, "pipeline", "");
+  RunOptions o;
+  o.out_dir = (dir / "run").string();
+  o.progress = "quiet";
+  const RunOutcome out = RunRecipeOn(r, BuildZoo("lenet5", 4), data, o);
+  ASSERT_EQ(out.report.stages.size(), 5u);
+  EXPECT_GT(out.report.stages.back().metrics.top1, 0.6);
+  ASSERT_EQ(out.report.exports.size(), 1u);
+  EXPECT_TRUE(out.report.exports[0].verified);
+  // Every pruned layer of the exported INT8 file is still at least 60% zeros.
+  const Graph exported = LoadOnnx((dir / "run" / "int8.onnx").string());
+  int layers = 0;
+  for (const auto& n : exported.nodes) {
+    if (n.op_type != "DequantizeLinear" || !exported.IsInitializer(n.inputs[0])) continue;
+    const Tensor& q = exported.Weight(n.inputs[0]);
+    if (q.scalar_type() != at::kChar) continue;
+    EXPECT_GE((q == 0).to(torch::kDouble).mean().item<double>(), 0.6 - 1e-9) << n.name;
+    ++layers;
+  }
+  EXPECT_EQ(layers, 5);
+  const json manifest = json::parse(ReadFile(dir / "run" / "manifest.json"));
+  EXPECT_EQ(manifest["dataset"]["caller"]["train"], 1000);
+  // Without the caller, such a recipe has nothing to load.
+  EXPECT_THROW(RunJson(j, dir / "cli"), Error);
+  DatasetSplits no_test = data;
+  no_test.test = TensorDataset{};
+  EXPECT_THROW(RunRecipeOn(r, BuildZoo("lenet5", 4), no_test, o), Error);
   fs::remove_all(dir);
 }
 

@@ -24,3 +24,10 @@ if(NOT rc EQUAL 0 OR NOT out MATCHES "consumer output 3x10")
   message(FATAL_ERROR "consumer run failed (${rc}): ${out}")
 endif()
 message(STATUS "${out}")
+execute_process(COMMAND ${build}/pipeline ${build}/pipeline-out RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "model_int8.onnx: [0-9]+ bytes, verified yes"
+   OR NOT out MATCHES "pipeline accepted")
+  message(FATAL_ERROR "pipeline example failed (${rc}): ${out}\n${err}")
+endif()
+message(STATUS "${out}")
