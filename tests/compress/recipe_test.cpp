@@ -104,7 +104,7 @@ const Malformed kMalformed[] = {
      "data.batch_size: value 0 is out of range; expected 1 <= value <= 65536"},
     {"UnknownDataset", [](json& j) { j["data"]["dataset"] = "mnist"; },
      "data.dataset: unknown value \"mnist\"; expected one of "
-     "fashion-mnist|idx|image-folder|tensors"},
+     "fashion-mnist|idx|image-folder|tensors|caller"},
     {"MissingDataRoot", [](json& j) { j["data"]["root"] = "/nonexistent"; },
      "data.root: folder \"/nonexistent\" does not exist (Debian package dataset-fashion-mnist)"},
     {"BadDevice", [](json& j) { j["device"] = "gpu"; },
