@@ -287,18 +287,31 @@ size_t PoolRank(jit::Node* n) {
 }
 
 // aten::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).
+// A pool's window, every list at the op's rank: kernel, strides (the kernel's when
+// empty) and ONNX pads (begin then end).
+struct PoolWindow {
+  size_t rank = 2;
+  std::vector<int64_t> kernel, strides, pads;
+};
+
+PoolWindow ReadPoolWindow(Importer& im, jit::Node* n) {
+  PoolWindow w;
+  w.rank = PoolRank(n);
+  w.kernel = Repeat(im.Ints(n, 1), w.rank);
+  w.strides = im.Ints(n, 2);
+  w.strides = Repeat(w.strides.empty() ? w.kernel : w.strides, w.rank);
+  w.pads = Repeat(im.Ints(n, 3), w.rank);
+  w.pads.insert(w.pads.end(), w.pads.begin(), w.pads.end());
+  return w;
+}
+
 void MapMaxPool(Importer& im, jit::Node* n) {
   const std::string x = GraphIn(im, n, 0);
-  const size_t k = PoolRank(n);
-  const std::vector<int64_t> kernel = Repeat(im.Ints(n, 1), k);
-  std::vector<int64_t> strides = im.Ints(n, 2);
-  if (strides.empty()) strides = kernel;
-  std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);
-  pads.insert(pads.end(), pads.begin(), pads.end());
+  const PoolWindow w = ReadPoolWindow(im, n);
   im.BindGraph(n->output(0),
                im.Emit1(n, "MaxPool", {x},
-                        {{"kernel_shape", Repeat(kernel, k)}, {"strides", Repeat(strides, k)},
-                         {"pads", pads}, {"dilations", Repeat(im.Ints(n, 4), k)},
+                        {{"kernel_shape", w.kernel}, {"strides", w.strides}, {"pads", w.pads},
+                         {"dilations", Repeat(im.Ints(n, 4), w.rank)},
                          {"ceil_mode", int64_t{im.Bool(n, 5)}}}));
 }
 
@@ -307,16 +320,11 @@ void MapMaxPool(Importer& im, jit::Node* n) {
 void MapAvgPool(Importer& im, jit::Node* n) {
   const std::string x = GraphIn(im, n, 0);
   if (n->inputs().size() > 6 && !im.IsNone(n, 6)) throw Unmappable{"avg_pool with divisor_override"};
-  const size_t k = PoolRank(n);
-  const std::vector<int64_t> kernel = Repeat(im.Ints(n, 1), k);
-  std::vector<int64_t> strides = im.Ints(n, 2);
-  if (strides.empty()) strides = kernel;
-  std::vector<int64_t> pads = Repeat(im.Ints(n, 3), k);
-  pads.insert(pads.end(), pads.begin(), pads.end());
+  const PoolWindow w = ReadPoolWindow(im, n);
   im.BindGraph(n->output(0),
                im.Emit1(n, "AveragePool", {x},
-                        {{"kernel_shape", kernel}, {"strides", Repeat(strides, k)},
-                         {"pads", pads}, {"ceil_mode", int64_t{im.Bool(n, 4)}},
+                        {{"kernel_shape", w.kernel}, {"strides", w.strides}, {"pads", w.pads},
+                         {"ceil_mode", int64_t{im.Bool(n, 4)}},
                          {"count_include_pad", int64_t{im.Bool(n, 5)}}}));
 }
 
