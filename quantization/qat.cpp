@@ -82,7 +82,8 @@ FakeQuantLayout InsertFakeQuant(Graph& graph, const QdqPlan& plan,
       throw Error(ErrorKind::kInternal, "quantize-qat: no calibrated parameters for " + a.value);
     }
     FakeQuantLayout::Activation entry{a.value, names.Fresh(a.value + "_qat_scale"),
-                                      names.Fresh(a.value + "_qat_zero_point")};
+                                      names.Fresh(a.value + "_qat_zero_point"),
+                                      ClipScaleBound(graph, a.value, it->second.zero_point, act)};
     graph.initializers[entry.scale].value = FloatScalar(static_cast<float>(it->second.scale), device);
     graph.initializers[entry.zero_point].value =
         FloatScalar(static_cast<double>(it->second.zero_point), device);
@@ -91,6 +92,7 @@ FakeQuantLayout InsertFakeQuant(Graph& graph, const QdqPlan& plan,
     Node n = fake_quant(a.value, out, act.qmin, act.qmax);
     n.inputs.push_back(entry.scale);
     n.inputs.push_back(entry.zero_point);
+    if (entry.scale_max > 0) n.attrs["scale_max"] = static_cast<double>(entry.scale_max);
     n.attrs["grad_scale"] = LsqGradScale(
         FeaturesPerSample(graph, a.value),
         static_cast<double>(std::max<int64_t>(1, act.qmax - it->second.zero_point)));
@@ -166,6 +168,7 @@ TrainedQuantParams ReadTrainedParams(const Graph& graph, const FakeQuantLayout& 
     check(s, a.value);
     AffineParams p;
     p.scale = static_cast<float>(s.item<double>());
+    if (a.scale_max > 0) p.scale = std::min(p.scale, static_cast<double>(a.scale_max));
     p.zero_point = static_cast<int64_t>(std::llround(graph.Weight(a.zero_point).item<double>()));
     out.activations[a.value] = p;
   }

@@ -49,6 +49,7 @@ struct FakeQuantLayout {
     std::string value;       // the quantized value (the FakeQuantize node's input)
     std::string scale;       // float scalar initializer
     std::string zero_point;  // float scalar initializer (holds an integer)
+    float scale_max = 0;     // ClipScaleBound of the value (0: none), applied in training
   };
   struct Weight {
     std::string weight;

@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <set>
 
 #include "compress/base/error.h"
@@ -157,6 +160,46 @@ QdqPlan PlanQdqWithout(const Graph& graph, const QdqPlan& full,
 
 namespace {
 
+// A scalar float initializer's value, when `value` is one.
+std::optional<float> ScalarInitializer(const Graph& graph, const std::string& value) {
+  if (value.empty() || !graph.IsInitializer(value)) return std::nullopt;
+  const Tensor& t = graph.Weight(value);
+  if (t.numel() != 1 || !at::isFloatingType(t.scalar_type())) return std::nullopt;
+  return t.to(torch::kCPU).to(torch::kFloat).item<float>();
+}
+
+// The largest float32 s <= bound / steps with s * steps <= bound in float32 arithmetic.
+float LargestScaleWithin(float bound, int64_t steps) {
+  const float n = static_cast<float>(steps);
+  float s = bound / n;
+  while (s > 0 && s * n > bound) s = std::nextafter(s, 0.0f);
+  return s;
+}
+
+}  // namespace
+
+float ClipScaleBound(const Graph& graph, const std::string& value, int64_t zero_point,
+                     QuantRange range) {
+  const int p = graph.ProducerIndex(value);
+  if (p < 0) return 0;
+  const Node& clip = graph.nodes[p];
+  if (clip.op_type != "Clip" || clip.outputs[0] != value) return 0;
+  const std::optional<float> lo = clip.HasInput(1) ? ScalarInitializer(graph, clip.inputs[1]) : std::nullopt;
+  const std::optional<float> hi = clip.HasInput(2) ? ScalarInitializer(graph, clip.inputs[2]) : std::nullopt;
+  float bound = std::numeric_limits<float>::infinity();
+  if (hi && range.qmax > zero_point) {
+    if (*hi <= 0) return 0;
+    bound = std::min(bound, LargestScaleWithin(*hi, range.qmax - zero_point));
+  }
+  if (zero_point > range.qmin) {  // the range reaches below 0: the clip's min bounds it
+    if (!lo || *lo >= 0) return 0;
+    bound = std::min(bound, LargestScaleWithin(-*lo, zero_point - range.qmin));
+  }
+  return std::isfinite(bound) ? bound : 0;
+}
+
+namespace {
+
 // The rewrite of ApplyQdq in three steps (activations, weights, node order), sharing
 // the fresh names, the new nodes and the count of inserted nodes.
 class QdqWriter {
@@ -206,12 +249,15 @@ void QdqWriter::Activations(const QdqPlan& plan,
       if (it == params.end()) {
         throw Error(ErrorKind::kInternal, "quantize: no calibrated parameters for " + a.value);
       }
+      AffineParams p = it->second;
+      const float bound = ClipScaleBound(graph_, a.value, p.zero_point, RangeOf(act));
+      if (bound > 0 && static_cast<float>(p.scale) > bound) p.scale = bound;
       qp = {names_.Fresh(a.value + "_scale"), names_.Fresh(a.value + "_zero_point")};
       graph_.initializers[qp.first].value =
-          ScalarOf(static_cast<float>(it->second.scale), at::kFloat, device_);
+          ScalarOf(static_cast<float>(p.scale), at::kFloat, device_);
       graph_.initializers[qp.second].value =
-          ScalarOf(static_cast<double>(it->second.zero_point), act, device_);
-      value_params_[a.value] = it->second;
+          ScalarOf(static_cast<double>(p.zero_point), act, device_);
+      value_params_[a.value] = p;
     } else {
       qp = qparam_names.at(a.share);
       value_params_[a.value] = value_params_.at(a.share);

@@ -71,8 +71,19 @@ struct QdqOptions {
 // for Conv and Gemm transB=1, 1 for Gemm transB=0, the last for MatMul).
 int64_t WeightAxis(const Node& node, const Tensor& w);
 
+// The largest float32 scale an activation `value` may have when a Clip with constant
+// bounds produces it: the quantized range [(qmin - z) s, (qmax - z) s], computed in
+// float32 as ONNX Runtime does, must lie within the clip's [min, max], or ONNX Runtime's
+// ClipQuantFusion keeps the Clip and the producing layer cannot fuse into an integer
+// kernel (with a Clip left between a Conv and its Q, ONNX Runtime 1.30 even rejects the
+// model at the extended optimization level). 0 when `value` is not such a Clip's
+// output or no scale can satisfy it (z > qmin over a clip with min >= 0).
+float ClipScaleBound(const Graph& graph, const std::string& value, int64_t zero_point,
+                     QuantRange range);
+
 // Rewrites `graph` into QDQ form following `plan`, with `params` holding the calibrated
-// parameters of every planned value whose `share` is empty. Pruning masks are applied
+// parameters of every planned value whose `share` is empty (an activation scale above
+// its ClipScaleBound is lowered to it). Pruning masks are applied
 // and dropped (zeros stay exact: the weight zero point is 0). Weights use the range of
 // `options.target`, which is recorded in graph.metadata[kInt8TargetKey]. Returns the number of
 // Q/DQ nodes inserted. Throws compress::Error(kInternal) when a planned value has no

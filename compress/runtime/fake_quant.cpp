@@ -90,7 +90,9 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
 
 Tensor FakeQuantizeSte(const Tensor& x, const Tensor& scale, const Tensor& zero_point,
                     const FakeQuantSpec& spec) {
-  return FakeQuantFunction::apply(x, scale, zero_point, spec.axis, spec.qmin, spec.qmax,
+  // The bound outside the Function: clamp_max's own gradient is zero above it.
+  const Tensor s = spec.scale_max > 0 ? scale.clamp_max(spec.scale_max) : scale;
+  return FakeQuantFunction::apply(x, s, zero_point, spec.axis, spec.qmin, spec.qmax,
                                   spec.clipped, spec.grad_scale);
 }
 

@@ -30,9 +30,13 @@ struct FakeQuantSpec {
   double qmin = 0, qmax = 255;
   bool clipped = true;     // clipped STE (zero gradient outside the range) or plain
   double grad_scale = 1;   // LSQ's g, applied to the scale's gradient
+  // > 0: the scale is used as min(scale, scale_max) (no gradient above it), so a learned
+  // scale cannot outgrow the range of the Clip before it (see ClipScaleBound in qdq.h).
+  double scale_max = 0;
 };
 
-// y = (clamp(round(x / s) + z, qmin, qmax) - z) * s with the gradients above. `scale`
+// y = (clamp(round(x / s) + z, qmin, qmax) - z) * s with the gradients above (s being
+// min(scale, spec.scale_max) when scale_max > 0). `scale`
 // and `zero_point` are scalars or 1-D along spec.axis; the zero point is a float tensor
 // holding integers and never receives a gradient. `scale` receives one only when it
 // requires grad.

@@ -615,7 +615,9 @@ Outputs FakeQuantizeOp(const KernelContext& ctx) {
   spec.qmax = static_cast<double>(ctx.node.GetInt("qmax", 255));
   spec.clipped = ctx.node.GetInt("clipped", 1) != 0;
   spec.grad_scale = ctx.node.GetFloat("grad_scale", 1.0);
+  spec.scale_max = ctx.node.GetFloat("scale_max", 0.0);
   if (!(spec.qmax > spec.qmin)) Fail(ctx, "qmax must be greater than qmin");
+  if (!(spec.scale_max >= 0)) Fail(ctx, "scale_max must be 0 (none) or positive");
   if (!Has(ctx, 1)) {
     const Tensor scale = SymmetricWeightScale(x, spec.axis, spec.qmax);
     return {FakeQuantizeSte(x, scale, torch::zeros_like(scale), spec)};

@@ -14,8 +14,10 @@
 #include "compress/runtime/fake_quant.h"
 #include "compress/train/eval.h"
 #include "compress/zoo/zoo.h"
+#include "quantization/fold_batchnorm.h"
 #include "quantization/int8_target.h"
 #include "quantization/qat.h"
+#include "quantization/qdq.h"
 #include "quantization/quant_math.h"
 #include "tests/test_util.h"
 
@@ -103,6 +105,61 @@ TEST(FakeQuant, LsqScaleGradientMatchesFiniteDifferencesPerChannel) {
     down[ch] -= h;
     const double fd = ((surrogate(up) - surrogate(down))[ch].item<double>()) / (2 * h);
     EXPECT_NEAR(grad[ch].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << ch;
+  }
+}
+
+// scale_max (a learned activation scale after a Clip): the forward uses
+// min(scale, scale_max), and the scale gets no gradient while above it.
+TEST(FakeQuant, ScaleMaxBoundsTheScaleAndStopsItsGradientAboveIt) {
+  const Tensor x = torch::tensor({0.1f, 1.0f, 2.5f, 7.0f});
+  const Tensor zero = torch::tensor(0.0f);
+  FakeQuantSpec spec;
+  spec.scale_max = 6.0 / 255;
+  FakeQuantSpec unbounded = spec;
+  unbounded.scale_max = 0;
+  Tensor above = torch::tensor(0.03f).requires_grad_(true);
+  Tensor y = FakeQuantizeSte(x, above, zero, spec);
+  const Tensor at_bound = FakeQuantizeSte(x, torch::tensor(static_cast<float>(6.0 / 255)), zero, unbounded);
+  EXPECT_TRUE(torch::equal(y.detach(), at_bound)) << y << at_bound;
+  y.sum().backward();
+  EXPECT_EQ(above.grad().item<float>(), 0.0f);
+  Tensor below = torch::tensor(0.02f).requires_grad_(true);  // under the bound: LSQ as usual
+  FakeQuantizeSte(x, below, zero, spec).sum().backward();
+  Tensor free = torch::tensor(0.02f).requires_grad_(true);
+  FakeQuantizeSte(x, free, zero, unbounded).sum().backward();
+  EXPECT_NE(below.grad().item<float>(), 0.0f);
+  EXPECT_EQ(below.grad().item<float>(), free.grad().item<float>());
+}
+
+// quantize-qat bounds the learned scale of every Clip output (mobilenet-tiny's ReLU6)
+// by ClipScaleBound, in training and when it reads the trained scales, so that ONNX
+// Runtime can drop the Clips and fuse the layers of the exported model.
+TEST(QuantizeQat, LearnedScalesAfterAClipStayWithinItsRange) {
+  Graph g = BuildZoo("mobilenet-tiny", 0);
+  FoldBatchNorm(g);
+  QatOptions o;
+  o.learn_scales = true;
+  const QdqPlan plan = PlanQdq(g, o.quantize.layers);
+  std::map<std::string, AffineParams> params;
+  for (const auto& a : plan.activations) {
+    if (a.share.empty()) params[a.value] = AsymmetricParams(0, 6, at::kByte);
+  }
+  const Graph before = g.Clone();
+  const FakeQuantLayout layout = InsertFakeQuant(g, plan, params, o);
+  int bounded = 0;
+  for (const auto& a : layout.activations) {
+    const float bound = ClipScaleBound(before, a.value, 0, RangeOf(at::kByte));
+    EXPECT_EQ(a.scale_max, bound) << a.value;
+    if (bound == 0) continue;
+    ++bounded;
+    g.initializers.at(a.scale).value.fill_(2 * bound);  // as if training had doubled it
+  }
+  EXPECT_GE(bounded, 8);  // every ReLU6 output
+  const TrainedQuantParams trained = ReadTrainedParams(g, layout);
+  for (const auto& a : layout.activations) {
+    if (a.scale_max > 0) {
+      EXPECT_EQ(trained.activations.at(a.value).scale, a.scale_max) << a.value;
+    }
   }
 }
 

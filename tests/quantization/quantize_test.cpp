@@ -235,6 +235,52 @@ TEST(QdqPlan, Resnet8QuantizesEveryLayerAndTheResidualAdds) {
   }
 }
 
+// ONNX Runtime drops a Clip before a QuantizeLinear (and can then fuse the layer)
+// only when the Q range, computed in float32, lies inside the clip's range.
+TEST(QdqPlan, ClipScaleBoundKeepsTheQuantizedRangeInsideTheClip) {
+  GraphBuilder b("clips", 0);
+  const std::string x = b.Input("input", {kDynamicDim, 4});
+  b.Constant("zero", torch::scalar_tensor(0.0f));
+  b.Constant("six", torch::scalar_tensor(6.0f));
+  b.Constant("minus_one", torch::scalar_tensor(-1.0f));
+  b.Constant("one", torch::scalar_tensor(1.0f));
+  const std::string relu6 = b.Op1("Clip", {x, "zero", "six"}, {}, "relu6");
+  const std::string tanh_like = b.Op1("Clip", {x, "minus_one", "one"}, {}, "hardtanh");
+  const std::string relu = b.Op1("Relu", {x}, {}, "relu");
+  b.Output(relu6);
+  b.Output(tanh_like);
+  b.Output(relu);
+  const Graph g = b.Build();
+  const QuantRange u8 = RangeOf(at::kByte);
+  const float s6 = ClipScaleBound(g, relu6, 0, u8);
+  ASSERT_GT(s6, 0.0f);
+  EXPECT_LE(s6 * 255.0f, 6.0f);                                       // inside, in float32
+  EXPECT_GT(std::nextafter(s6, 1.0f) * 255.0f, 6.0f);                 // and the largest such
+  EXPECT_NEAR(s6, 6.0 / 255, 1e-9);
+  // [-1, 1] with zero point 128: both ends bind, 1/127 above and 1/128 below.
+  const float st = ClipScaleBound(g, tanh_like, 128, u8);
+  EXPECT_LE(st * 127.0f, 1.0f);
+  EXPECT_LE(st * 128.0f, 1.0f);
+  EXPECT_NEAR(st, 1.0 / 128, 1e-9);
+  EXPECT_EQ(ClipScaleBound(g, tanh_like, 0, u8), 1.0f / 255);  // only the max binds
+  EXPECT_EQ(ClipScaleBound(g, relu6, 10, u8), 0.0f);  // a negative range: no clip can go
+  EXPECT_EQ(ClipScaleBound(g, relu, 0, u8), 0.0f);    // not a Clip
+  EXPECT_EQ(ClipScaleBound(g, x, 0, u8), 0.0f);       // a graph input
+
+  // ApplyQdq lowers a calibrated scale above the bound to it.
+  Graph q = g.Clone();
+  QdqPlan plan;
+  plan.activations.push_back({relu6, ""});
+  ApplyQdq(q, plan, {{relu6, AffineParams{6.2 / 255, 0}}}, QdqOptions{});
+  int seen = 0;
+  for (const auto& n : q.nodes) {
+    if (n.op_type != "QuantizeLinear") continue;
+    EXPECT_EQ(q.Weight(n.inputs[1]).item<float>(), s6);
+    ++seen;
+  }
+  EXPECT_EQ(seen, 1);
+}
+
 // Real data: 512 training images for calibration, 256 test images.
 const DatasetSplits& SmallFashionMnist() {
   static const DatasetSplits data = [] {
