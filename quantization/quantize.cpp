@@ -211,7 +211,8 @@ PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   }
   ctx.log("quantize: " + std::to_string(plan.layers.size()) + " layers int8, " +
           std::to_string(plan.activations.size()) + " activations " + DtypeName(act) +
-          ", weights " + Int8TargetName(options_.target) + " [-" +
+          ", weights " + (options_.per_channel ? "per channel " : "per tensor ") +
+          Int8TargetName(options_.target) + " [-" +
           std::to_string(WeightQmax(options_.target)) + ", " +
           std::to_string(WeightQmax(options_.target)) + "], calibrated (" +
           CalibrationMethodName(options_.calibration) + ") on " + std::to_string(drawn) +

@@ -167,7 +167,8 @@ class Exporter {
   std::string PackLayer(const Int8Layer& layer);
   void PlanChains();
   void PlanAdds(TorchScriptExportResult* result);
-  int RealSource(const std::string& value) const;
+  std::string MatchAdd(int index, QuantizedAdd* add) const;
+  int QuantizedSource(const std::string& value) const;
   bool Passthrough(const Node& node) const;
 
   const Graph& graph_;

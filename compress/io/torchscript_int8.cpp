@@ -274,53 +274,82 @@ void Exporter::PlanInt8(TorchScriptExportResult* result) {
   PlanChains();
 }
 
-// The real QuantizeLinear whose tensor `value` dequantizes (same per-tensor
-// parameters), or -1.
-int Exporter::RealSource(const std::string& value) const {
+// The QuantizeLinear whose tensor `value` dequantizes with the same per-tensor uint8
+// parameters, or -1. Any such Q can produce a real quantized tensor (the kernels take
+// quint8), whether or not an INT8 layer reads it already.
+int Exporter::QuantizedSource(const std::string& value) const {
   const Node* dq = ProducerOf(graph_, value, "DequantizeLinear");
   if (!dq) return -1;
   int q = -1;
-  if (!ProducerOf(graph_, dq->inputs[0], "QuantizeLinear", &q) || !real_q_.count(q)) return -1;
+  if (!ProducerOf(graph_, dq->inputs[0], "QuantizeLinear", &q)) return -1;
   Tensor qs, qz, ds, dz;
   if (!PerTensorParams(graph_, graph_.nodes[q], &qs, &qz).empty() ||
-      !PerTensorParams(graph_, *dq, &ds, &dz).empty() || !SameTensor(qs, ds) || !SameTensor(qz, dz)) {
+      !PerTensorParams(graph_, *dq, &ds, &dz).empty() || !SameTensor(qs, ds) ||
+      !SameTensor(qz, dz) || qz.scalar_type() != at::kByte) {
     return -1;
   }
   return q;
 }
 
-// Adds whose operands are both quantized tensors already (outputs of INT8 layers or
-// of earlier quantized Adds, or quantized inputs of them), in graph order so residual
-// blocks chain.
-void Exporter::PlanAdds(TorchScriptExportResult* result) {
+// Whether the Add at `index` runs as quantized.add[_relu]: both operands quantized
+// tensors, the result read only by ([Relu] then) a per-tensor uint8 QuantizeLinear that
+// no other INT8 node computes. Returns why not, or "".
+std::string Exporter::MatchAdd(int index, QuantizedAdd* add) const {
   const Graph& g = graph_;
+  const Node& node = g.nodes[index];
+  add->node = index;
+  add->qa = QuantizedSource(node.inputs[0]);
+  add->qb = QuantizedSource(node.inputs[1]);
+  if (add->qa < 0 || add->qb < 0) {
+    return std::string("its ") + (add->qa < 0 ? "first" : "second") +
+           " operand is not a per-tensor uint8 Q/DQ pair";
+  }
   auto only_reader = [&](const std::string& value) -> int {
     std::vector<int> c = g.ConsumerIndices(value);
     return c.size() == 1 && !g.IsOutput(value) ? c[0] : -1;
   };
+  int next = only_reader(node.outputs[0]);
+  if (next >= 0 && g.nodes[next].op_type == "Relu") {
+    add->relu = next;
+    next = only_reader(g.nodes[next].outputs[0]);
+  }
+  if (next < 0 || g.nodes[next].op_type != "QuantizeLinear") {
+    return "its result is read by more than a QuantizeLinear (or is a graph output)";
+  }
+  if (layer_at_q_out_.count(next) || add_at_q_out_.count(next) || chain_at_q_.count(next)) {
+    return "its QuantizeLinear is computed by another INT8 node";
+  }
+  Tensor s, z;
+  const std::string why = PerTensorParams(g, g.nodes[next], &s, &z);
+  if (!why.empty()) return "output QuantizeLinear: " + why;
+  if (z.scalar_type() != at::kByte) return "its result is quantized to " + DtypeName(z.scalar_type()) + ", not uint8";
+  add->q_out = next;
+  add->scale = s.to(torch::kCPU).item<float>();
+  add->zp = z.to(torch::kCPU).item<int64_t>();
+  return "";
+}
+
+// Quantized Adds (both operands read through DequantizeLinear, as residual blocks in
+// QDQ form are) on LibTorch's quantized add, in graph order so residual blocks chain;
+// the ones that cannot are listed as fallbacks with why.
+void Exporter::PlanAdds(TorchScriptExportResult* result) {
+  const Graph& g = graph_;
   for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
     const Node& node = g.nodes[i];
-    if (node.op_type != "Add") continue;
-    QuantizedAdd add;
-    add.node = i;
-    add.qa = RealSource(node.inputs[0]);
-    add.qb = RealSource(node.inputs[1]);
-    if (add.qa < 0 || add.qb < 0) continue;
-    int next = only_reader(node.outputs[0]);
-    if (next >= 0 && g.nodes[next].op_type == "Relu") {
-      add.relu = next;
-      next = only_reader(g.nodes[next].outputs[0]);
+    if (node.op_type != "Add" || !ProducerOf(g, node.inputs[0], "DequantizeLinear") ||
+        !ProducerOf(g, node.inputs[1], "DequantizeLinear")) {
+      continue;
     }
-    if (next < 0 || g.nodes[next].op_type != "QuantizeLinear" || real_q_.count(next)) continue;
-    Tensor s, z;
-    if (!PerTensorParams(g, g.nodes[next], &s, &z).empty() || z.scalar_type() != at::kByte) continue;
-    add.q_out = next;
-    add.scale = s.to(torch::kCPU).item<float>();
-    add.zp = z.to(torch::kCPU).item<int64_t>();
-    add_at_q_out_[next] = add;
+    QuantizedAdd add;
+    const std::string why = MatchAdd(i, &add);
+    if (!why.empty()) {
+      result->fallback_layers.emplace_back(node.name, why);
+      continue;
+    }
+    add_at_q_out_[add.q_out] = add;
     skipped_.insert(i);
     if (add.relu >= 0) skipped_.insert(add.relu);
-    real_q_.insert(next);
+    real_q_.insert({add.qa, add.qb, add.q_out});
     result->int8_layers.push_back(node.name);
   }
 }

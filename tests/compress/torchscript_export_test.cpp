@@ -539,21 +539,35 @@ TEST(TorchScriptExport, RealInt8FullRangeWeightsAreRightOnlyWithDotProducts) {
   }
 }
 
-// A residual block in QDQ form: relu(conv2(relu(conv1(x))) + x), uint8 activations.
-Graph QdqResidual() {
+// `blocks` residual blocks in QDQ form, x <- relu(conv_b(relu(conv_a(x))) + x), uint8
+// activations. Block k's layers: conv{2k+1}, conv{2k+2}, relu{2k+1}, add (k = 0) or
+// add{k+1}, and its result relu{2k+2} (the last one is the output "out"). From the
+// second block on, the Add's operand x is the previous Add's quantized result, which
+// the next block's first conv also reads.
+Graph QdqResidual(int blocks = 1) {
+  auto conv_name = [](int k, int j) { return "conv" + std::to_string(2 * k + j); };
+  auto relu_name = [](int k, int j) { return "relu" + std::to_string(2 * k + j); };
+  auto add_name = [](int k) { return k == 0 ? std::string("add") : "add" + std::to_string(k + 1); };
+  auto block_out = [&](int k) { return k + 1 == blocks ? std::string("out") : relu_name(k, 2); };
   GraphBuilder fb("residual_fp32", 4);
   {
-    const std::string x = fb.Input("input", {kDynamicDim, 8, 8, 8});
-    std::string y = fb.Op1("Relu", {fb.Conv(x, 8, 8, 3, 1, 1, 1, true, "conv1")}, {}, "relu1");
-    y = fb.Conv(y, 8, 8, 3, 1, 1, 1, true, "conv2");
-    fb.Output("out", fb.Op1("Relu", {fb.Op1("Add", {y, x}, {}, "add")}, {}, "relu2"));
+    std::string x = fb.Input("input", {kDynamicDim, 8, 8, 8});
+    for (int k = 0; k < blocks; ++k) {
+      std::string y = fb.Op1("Relu", {fb.Conv(x, 8, 8, 3, 1, 1, 1, true, conv_name(k, 1))}, {}, relu_name(k, 1));
+      y = fb.Conv(y, 8, 8, 3, 1, 1, 1, true, conv_name(k, 2));
+      x = fb.Op1("Relu", {fb.Op1("Add", {y, x}, {}, add_name(k))}, {}, relu_name(k, 2));
+    }
+    fb.Output("out", x);
   }
   const Graph fg = fb.Build();
+  std::vector<std::string> stats = {"input"};
+  for (int k = 0; k < blocks; ++k) {
+    for (const std::string& v : {relu_name(k, 1), conv_name(k, 2), block_out(k)}) stats.push_back(v);
+  }
   std::map<std::string, Tensor> seen;
   {
     Executor exec(fg);
-    exec.SetObserver({"input", "relu1", "conv2", "out"},
-                     [&](const std::string& v, const Tensor& t) { seen[v] = t.detach().clone(); });
+    exec.SetObserver(stats, [&](const std::string& v, const Tensor& t) { seen[v] = t.detach().clone(); });
     torch::NoGradGuard no_grad;
     exec.Run(RandomInputs(fg, 64, 5));
   }
@@ -576,12 +590,14 @@ Graph QdqResidual() {
     const std::string bias = b.Op1("DequantizeLinear", {layer + ".bq", layer + ".bs"}, {{"axis", int64_t{0}}}, layer + ".bdq");
     return b.Op1("Conv", {x, w, bias}, {{"kernel_shape", Ints{3, 3}}, {"pads", Ints{1, 1, 1, 1}}}, layer);
   };
-  const std::string x = b.Input("input", {kDynamicDim, 8, 8, 8});
-  auto [x0, s0] = qdq("input", x);
-  auto [x1, s1] = qdq("relu1", b.Op1("Relu", {conv("conv1", x0, s0)}, {}, "relu1"));
-  auto [x2, s2] = qdq("conv2", conv("conv2", x1, s1));
-  auto [y, sy] = qdq("out", b.Op1("Relu", {b.Op1("Add", {x2, x0}, {}, "add")}, {}, "relu2"));
-  b.Output("out", y);
+  const std::string input = b.Input("input", {kDynamicDim, 8, 8, 8});
+  auto [x, sx] = qdq("input", input);
+  for (int k = 0; k < blocks; ++k) {
+    auto [x1, s1] = qdq(relu_name(k, 1), b.Op1("Relu", {conv(conv_name(k, 1), x, sx)}, {}, relu_name(k, 1)));
+    auto [x2, s2] = qdq(conv_name(k, 2), conv(conv_name(k, 2), x1, s1));
+    std::tie(x, sx) = qdq(block_out(k), b.Op1("Relu", {b.Op1("Add", {x2, x}, {}, add_name(k))}, {}, relu_name(k, 2)));
+  }
+  b.Output("out", x);
   return b.Build();
 }
 
@@ -607,6 +623,42 @@ TEST(TorchScriptExport, RealInt8ResidualAddRunsQuantized) {
   torch::jit::Module fake = GraphToTorchScript(g);
   const std::vector<Tensor> inputs = RandomInputs(g, 3, 8);
   EXPECT_LE(RelDiff(RunModule(fake, inputs)[0], RunExecutor(g, inputs)[0]), kRelTol);
+}
+
+// Chained residual blocks (resnet's layout): every Add reads the previous Add's
+// quantized result, which the next conv reads too; all of them run quantized.
+TEST(TorchScriptExport, RealInt8ChainedResidualAddsRunQuantized) {
+  const Graph g = QdqResidual(3);
+  TorchScriptExportOptions options;
+  options.real_int8 = true;
+  TorchScriptExportResult result;
+  torch::jit::Module m = GraphToTorchScript(g, options, &result);
+  EXPECT_EQ(result.int8_layers, (std::vector<std::string>{"conv1", "conv2", "add", "conv3", "conv4",
+                                                          "add2", "conv5", "conv6", "add3"}));
+  EXPECT_TRUE(result.fallback_layers.empty()) << result.fallback_layers[0].first << ": "
+                                              << result.fallback_layers[0].second;
+  const std::string ir = m.get_method("forward").graph()->toString();
+  EXPECT_EQ(ir.find("aten::add("), std::string::npos) << ir;
+  const std::vector<Tensor> inputs = RandomInputs(g, 16, 41);
+  const OutputCheck check = CompareOutput("out", RunExecutor(g, inputs)[0], RunModule(m, inputs)[0], Int8Tolerance());
+  EXPECT_TRUE(check.passed) << check.failure;
+}
+
+// A quantized Add that cannot run on the quantized kernel is listed with why.
+TEST(TorchScriptExport, RealInt8AddFallbackIsListed) {
+  Graph g = QdqResidual(1);
+  // The Add's result becomes a second graph output: it must stay float.
+  const int relu = g.ProducerIndex("relu2");
+  ASSERT_GE(relu, 0);
+  g.outputs.push_back(ValueInfo{g.nodes[relu].inputs[0], at::kFloat, std::nullopt});
+  TorchScriptExportOptions options;
+  options.real_int8 = true;
+  TorchScriptExportResult result;
+  GraphToTorchScript(g, options, &result);
+  ASSERT_EQ(result.fallback_layers.size(), 1u);
+  EXPECT_EQ(result.fallback_layers[0].first, "add");
+  EXPECT_NE(result.fallback_layers[0].second.find("graph output"), std::string::npos)
+      << result.fallback_layers[0].second;
 }
 
 // x -> MatMul(int8 [K,N] weight, per-channel on axis 1) -> Add(int32 bias) -> Relu,
