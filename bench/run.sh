@@ -53,6 +53,8 @@ echo "## QAT vs PTQ: accuracy of quantize-qat against per-tensor / per-channel P
 run bash bench/qat.sh "$BUILD_DIR"
 echo "## Distillation: half-width lenet5 alone vs distilled from a convnet, 3 seeds (bench/distill.sh)"
 run bash bench/distill.sh "$BUILD_DIR"
+echo "## Calibrators: minmax, percentile, mse, entropy on convnet, lenet5, resnet8 (bench/calibrators.sh)"
+run bash bench/calibrators.sh "$BUILD_DIR"
 echo "## Calibration memory: peak RSS for 512 vs 32,768 calibration samples (bench/calib_memory.sh)"
 run bash bench/calib_memory.sh "$BUILD_DIR"
 exit $status
