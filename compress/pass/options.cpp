@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace compress {
@@ -195,6 +196,44 @@ void OptionReader::Read(const std::string& key, std::vector<double>& value, doub
     out.push_back(x);
   }
   value = out;
+}
+
+void OptionReader::Read(const std::string& key, Ramp& value, double min, double max,
+                        const std::string& doc) {
+  const std::string shown = value.constant() ? FormatNumber(value.from)
+                                             : "{\"from\": " + FormatNumber(value.from) +
+                                                   ", \"to\": " + FormatNumber(value.to) + "}";
+  const nlohmann::json* v = Find(key, "number or {from, to}", shown, doc);
+  if (!v) return;
+  if (v->is_number()) {
+    const double x = v->get<double>();
+    if (!(x >= min && x <= max)) {
+      AddProblem(key, "value " + FormatNumber(x) + " is out of range; expected " +
+                          FormatNumber(min) + " <= value <= " + FormatNumber(max));
+      return;
+    }
+    value = Ramp(x);
+    return;
+  }
+  if (!v->is_object()) {
+    AddProblem(key, std::string("expected a number or {\"from\": a, \"to\": b}, found ") +
+                        JsonTypeName(*v));
+    return;
+  }
+  // The ends are read by a reader of their own (its declarations stay out of docs():
+  // `mcompress passes` lists the ramp once, under `key`), so their problems carry
+  // "key.from" / "key.to" and a misspelt end is an unknown key with a suggestion.
+  OptionReader ends(*v, KeyPath(key), problems_);
+  const double unset = std::numeric_limits<double>::quiet_NaN();
+  Ramp read(unset, unset);
+  ends.Read("from", read.from, min, max, "value in the first epoch");
+  ends.Read("to", read.to, min, max, "value in the last epoch");
+  ends.Finish();
+  for (const char* end : {"from", "to"}) {
+    if (!v->contains(end)) ends.AddProblem(end, "missing; a ramp is {\"from\": a, \"to\": b}");
+  }
+  if (std::isnan(read.from) || std::isnan(read.to)) return;
+  value = read;
 }
 
 OptionReader OptionReader::Object(const std::string& key, const std::string& doc) {

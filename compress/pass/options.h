@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "compress/pass/ramp.h"
+
 namespace compress {
 
 // One problem found in a recipe: where (JSON path like "stages[2].sparsity") and what.
@@ -66,6 +68,11 @@ class OptionReader {
   // A non-empty array of numbers, each in [min, max].
   void Read(const std::string& key, std::vector<double>& value, double min, double max,
             const std::string& doc);
+  // A number that may ramp over the pass's epochs: a plain number (a flat ramp) or
+  // {"from": a, "to": b}, each end in [min, max]; problems name "key.from" / "key.to".
+  void Read(const std::string& key, Ramp& value, double min, double max, const std::string& doc);
+  // Whether the object has `key` (an optional sub-object that switches a feature on).
+  bool Contains(const std::string& key) const { return object_.contains(key); }
   // A nested object option; returns a reader for it (an empty object when absent).
   OptionReader Object(const std::string& key, const std::string& doc);
   // An array of objects (e.g. distill's feature pairs): one reader per element, at path
