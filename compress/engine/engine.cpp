@@ -126,9 +126,9 @@ class OutputFolder {
 };
 
 PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const DatasetSplits& data,
-                        const c10::Device& device, const Graph* teacher) {
+                        const c10::Device& device, std::vector<TeacherRef> teachers) {
   PassContext ctx;
-  ctx.teacher = teacher;
+  ctx.teachers = std::move(teachers);
   ctx.data = &data;
   ctx.device = device;
   ctx.seed = recipe.seed;
@@ -139,6 +139,25 @@ PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const D
   // (Masks from pruning stages hold through every later optimizer step: the trainer
   // re-applies them itself.)
   return ctx;
+}
+
+// Step 2's teachers: each recipe teacher loaded into `models` (which must not change
+// after: the references point into it), a load error naming its recipe path.
+std::vector<TeacherRef> LoadTeachers(const Recipe& recipe, std::vector<Graph>& models) {
+  models.clear();
+  models.reserve(recipe.teachers.size());
+  for (const TeacherSpec& spec : recipe.teachers) {
+    try {
+      models.push_back(LoadModel(spec.model, ModelLoadOptions{recipe.seed, recipe.input_shapes}));
+    } catch (const Error& e) {
+      throw Error(e.kind(), spec.path + ": " + e.what());
+    }
+  }
+  std::vector<TeacherRef> refs;
+  for (size_t k = 0; k < models.size(); ++k) {
+    refs.push_back(TeacherRef{&models[k], recipe.teachers[k].weight, recipe.teachers[k].path});
+  }
+  return refs;
 }
 
 // Step 3's cache: where the baseline of the recipe's `lead` leading train stages is
@@ -305,12 +324,9 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
 
   // Step 2: a temporary output folder, removed unless the run completes.
   OutputFolder folder(options.out_dir);
-  Graph teacher;
-  if (!recipe.teacher.empty()) {
-    teacher = LoadModel(recipe.teacher, ModelLoadOptions{recipe.seed, recipe.input_shapes});
-  }
-  PassContext ctx = MakeContext(recipe, options, data, device,
-                                recipe.teacher.empty() ? nullptr : &teacher);
+  std::vector<Graph> teacher_models;
+  PassContext ctx =
+      MakeContext(recipe, options, data, device, LoadTeachers(recipe, teacher_models));
   Report report;
   report.mcompress_version = MCOMPRESS_VERSION;
   report.torch_version = TORCH_VERSION;

@@ -90,6 +90,48 @@ void ReadInputShapes(const nlohmann::json& j, std::vector<std::vector<int64_t>>*
   for (size_t i = 0; i < j.size(); ++i) read_one(j[i], "input_shape[" + std::to_string(i) + "]");
 }
 
+// "teacher": one model spec (weight 1; "" = none), or a non-empty array of
+// {"model": spec, "weight": w > 0 (default 1)}. Paths resolve against the recipe's folder.
+void ParseTeachers(const nlohmann::json& json, const std::string& base_dir, OptionReader& top,
+                   Recipe& recipe, std::vector<Problem>* problems) {
+  top.Allow("teacher");
+  if (!json.contains("teacher")) return;
+  auto add = [&](TeacherSpec spec, OptionReader& r, const std::string& key) {
+    CheckModelSpec(spec.model, key, r, base_dir);
+    if (EndsWith(spec.model, ".onnx") || IsTorchScriptPath(spec.model)) {
+      spec.model = ResolvePath(spec.model, base_dir);
+    }
+    recipe.teachers.push_back(spec);
+  };
+  const nlohmann::json& t = json["teacher"];
+  if (t.is_string()) {
+    if (!t.get<std::string>().empty()) add({t.get<std::string>(), 1.0, "teacher"}, top, "teacher");
+    return;
+  }
+  if (!t.is_array() || t.empty()) {
+    problems->push_back({"teacher", std::string("expected a model (zoo:<name> or a file) or a "
+                                                "non-empty array of {\"model\": ..., "
+                                                "\"weight\": ...}, found ") +
+                                        (t.is_array() ? "an empty array" : JsonTypeName(t))});
+    return;
+  }
+  for (size_t i = 0; i < t.size(); ++i) {
+    TeacherSpec spec;
+    spec.path = "teacher[" + std::to_string(i) + "]";
+    OptionReader e(t[i], spec.path, problems);
+    e.Read("model", spec.model, {}, "the teacher model (same forms as model)");
+    e.Read("weight", spec.weight, 0.0, 1e6, "its weight among the teachers (> 0)");
+    e.Finish();
+    if (!t[i].is_object()) continue;  // the reader said so
+    if (spec.weight == 0) e.AddProblem("weight", "must be > 0; got 0");
+    if (spec.model.empty()) {
+      e.AddProblem("model", "required: zoo:<name> or a path to an .onnx or TorchScript file");
+      continue;
+    }
+    add(spec, e, "model");
+  }
+}
+
 // The model and teacher specs, and the input shapes TorchScript files need.
 void ParseModels(const nlohmann::json& json, const std::string& base_dir, OptionReader& top,
                  Recipe& recipe, std::vector<Problem>* problems) {
@@ -101,17 +143,15 @@ void ParseModels(const nlohmann::json& json, const std::string& base_dir, Option
   if (EndsWith(recipe.model, ".onnx") || IsTorchScriptPath(recipe.model)) {
     recipe.model = ResolvePath(recipe.model, base_dir);
   }
-  top.Read("teacher", recipe.teacher, {}, "teacher model for distillation (same forms as model)");
-  if (!recipe.teacher.empty()) CheckModelSpec(recipe.teacher, "teacher", top, base_dir);
-  if (EndsWith(recipe.teacher, ".onnx") || IsTorchScriptPath(recipe.teacher)) {
-    recipe.teacher = ResolvePath(recipe.teacher, base_dir);
-  }
+  ParseTeachers(json, base_dir, top, recipe, problems);
   // TorchScript models (and teachers) need their input shapes: [1, 3, 224, 224], or one
   // such list per forward input.
   top.Allow("input_shape");
   if (json.contains("input_shape")) {
     ReadInputShapes(json["input_shape"], &recipe.input_shapes, problems);
-  } else if (IsTorchScriptPath(recipe.model) || IsTorchScriptPath(recipe.teacher)) {
+  } else if (IsTorchScriptPath(recipe.model) ||
+             std::any_of(recipe.teachers.begin(), recipe.teachers.end(),
+                         [](const TeacherSpec& t) { return IsTorchScriptPath(t.model); })) {
     problems->push_back({"input_shape", "missing; a TorchScript model needs the shape of each "
                                         "input, e.g. [1, 3, 224, 224]"});
   }

@@ -40,11 +40,20 @@ struct ExportSpec {
   bool sparse = true;  // mostly-zero initializers as ONNX sparse_initializer
 };
 
+// A teacher of distillation as the recipe names it: "teacher": "zoo:convnet" (one, of
+// weight 1) or "teacher": [{"model": ..., "weight": 2}, ...].
+struct TeacherSpec {
+  std::string model;         // zoo:<name> or a path (resolved against the recipe's folder)
+  double weight = 1;         // > 0; the objective normalises the weights to sum 1
+  std::string path = "teacher";  // "teacher" or "teacher[1]", for messages
+};
+
 struct Recipe {
   nlohmann::json json;      // as run (after --set overrides)
   std::string source;       // file it came from ("" for in-memory)
   std::string model;        // zoo:<name> or a path (resolved against the recipe's folder)
-  std::string teacher;      // optional, same forms; loaded into PassContext::teacher
+  // Optional, in recipe order; loaded into PassContext::teachers.
+  std::vector<TeacherSpec> teachers;
   // "input_shape": the shape of each forward input of a TorchScript model/teacher
   // (required for .pt/.pth/.ts; batch first, the batch stays dynamic).
   std::vector<std::vector<int64_t>> input_shapes;

@@ -16,8 +16,19 @@
 
 namespace compress {
 
+// One teacher of distillation: the model, its weight among the teachers (> 0; the
+// objective normalises the weights to sum 1), and where the recipe names it
+// ("teacher", "teacher[1]"), for messages.
+struct TeacherRef {
+  const Graph* model = nullptr;
+  double weight = 1;
+  std::string where = "teacher";
+};
+
 struct PassContext {
-  const Graph* teacher = nullptr;          // optional teacher model (distillation)
+  // The recipe's teachers (distillation), in recipe order; empty: none (distillation
+  // then learns from `baseline`). A recipe's single "teacher" string is one of weight 1.
+  std::vector<TeacherRef> teachers;
   // The model as it was before the first compression stage (after the leading train
   // stages): distillation's default teacher. Set by the engine once it exists.
   const Graph* baseline = nullptr;

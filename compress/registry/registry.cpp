@@ -22,8 +22,8 @@ namespace {
 const std::vector<PassEntry> kPasses = {
     {"evaluate", "Measure top-1/top-5/loss on the test (or validation) split", EvaluatePass::Create},
     {"distill",
-     "Knowledge distillation from the recipe's teacher (or the baseline): KD on softened "
-     "logits + hard labels, optional feature hints and attention transfer",
+     "Knowledge distillation from the recipe's teachers (or the baseline): KD on softened "
+     "logits + hard labels, optional feature hints and attention transfer, ramped weights",
      DistillPass::Create},
     {"fold-batchnorm", "Fold BatchNormalization into the preceding Conv/Gemm (inference form)",
      FoldBatchNormPass::Create},

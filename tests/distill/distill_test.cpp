@@ -163,8 +163,8 @@ std::map<std::string, Tensor> Snapshot(const Graph& g) {
 
 // lenet5 "MaxPool" [N,6,14,14] vs convnet "MaxPool" [N,32,14,14] and "fc1" [N,120] vs
 // [N,128] need adapters; attention on the first ReLUs ([N,6,28,28] vs [N,32,28,28]).
-DistillOptions FeatureOptions() {
-  DistillOptions o;
+DistillLossOptions FeatureOptions() {
+  DistillLossOptions o;
   o.features = {{"MaxPool", "MaxPool", 1.0}, {"fc1", "fc1", 0.5}};
   o.attention = {{"Relu", "Relu", 2.0}};
   return o;
@@ -217,7 +217,7 @@ TEST(DistillObjective, CachedTeacherLogitsGiveTheLossOfRecomputingTheTeacher) {
   Graph student = BuildZoo("lenet5", 1);
   const Graph teacher = TrainedConvnet();
   const TensorDataset& train = Data().train;
-  DistillOptions o;
+  DistillLossOptions o;
   o.temperature = 3;
   o.alpha = 0.7;
   const Tensor sample = train.inputs.slice(0, 0, 16);
@@ -258,7 +258,7 @@ TEST(DistillObjective, CachedTeacherLogitsGiveTheLossOfRecomputingTheTeacher) {
 TEST(Distill, KeepsThePrunedStudentsMasksAndTheTeacherBitIdentical) {
   PassContext ctx = Context(SmallData());
   const Graph teacher = BuildZoo("convnet", 2);
-  ctx.teacher = &teacher;
+  ctx.teachers = {{&teacher}};
   const std::map<std::string, Tensor> teacher_before = Snapshot(teacher);
   Graph student = BuildZoo("lenet5", 1);
   RunPassFromJson("prune-magnitude", student, {{"sparsity", 0.7}}, ctx);
@@ -304,7 +304,7 @@ TEST(Distill, KeepsThePrunedStudentsMasksAndTheTeacherBitIdentical) {
 TEST(Distill, LearningRateZeroLeavesTheStudentAsItIs) {
   PassContext ctx = Context(SmallData());
   const Graph teacher = BuildZoo("convnet", 2);
-  ctx.teacher = &teacher;
+  ctx.teachers = {{&teacher}};
   Graph student = BuildZoo("lenet5", 1);
   const std::map<std::string, Tensor> before = Snapshot(student);
   const PassResult r = RunDistill(student, json::parse(R"({
@@ -362,7 +362,7 @@ TEST(Distill, DivergenceGuardStopsAStudentAtChance) {
     }
   }
   PassContext ctx = Context(Data());
-  ctx.teacher = &teacher;
+  ctx.teachers = {{&teacher}};
   ctx.batch_size = 16;  // 64 steps an epoch: epoch 2 ends at step 128
   Graph student = BuildZoo("lenet5", 1);
   try {
@@ -389,14 +389,14 @@ Graph FiveClassModel() {
 TEST(Distill, BadInputIsAClearError) {
   const Graph teacher = BuildZoo("convnet", 2);
   PassContext ctx = Context(SmallData());
-  ctx.teacher = &teacher;
+  ctx.teachers = {{&teacher}};
   Graph student = BuildZoo("lenet5", 1);
   auto fails = [&](const json& options, const PassContext& c, ErrorKind kind,
                    const std::string& message) {
     ExpectError([&] { RunDistill(student, options, c); }, kind, message);
   };
   PassContext no_teacher = ctx;
-  no_teacher.teacher = nullptr;
+  no_teacher.teachers.clear();
   fails(json::object(), no_teacher, ErrorKind::kRecipe, "stages[0]: distill has no teacher");
   PassContext no_data = ctx;
   no_data.data = nullptr;
@@ -428,14 +428,14 @@ TEST(Distill, BadInputIsAClearError) {
   // A teacher of other classes.
   const Graph five = FiveClassModel();
   PassContext other = ctx;
-  other.teacher = &five;
+  other.teachers = {{&five}};
   fails(json::object(), other, ErrorKind::kRecipe,
         "the teacher 'five-classes' outputs [N,5] but the student 'lenet5' outputs [N,10]");
 
   // C++ callers get the same checks.
   DistillOptions o;
-  o.alpha = -0.1;
-  o.where = "mine";
+  o.loss.alpha = -0.1;
+  o.loss.where = "mine";
   ExpectError([&] { ValidateDistillOptions(o); }, ErrorKind::kRecipe, "mine.alpha");
   // None of the failures above trained the student.
   const std::map<std::string, Tensor> fresh = Snapshot(BuildZoo("lenet5", 1));
