@@ -218,6 +218,14 @@ std::unique_ptr<Pass> QuantizeQatPass::Create(OptionReader& r) {
     r.AddProblem("observer_epochs", "learned scales are not observed; set observer_epochs to 0 "
                                     "or learn_scales to false");
   }
+  // Declared even when absent, so `mcompress passes` lists distill.temperature etc.
+  OptionReader distill = r.Object(
+      "distill", "distil while training: the distill pass's loss options (temperature, alpha, "
+                 "features, attention) against the recipe's teachers, else the baseline");
+  DistillLossOptions loss;
+  ReadDistillLossOptions(distill, loss);
+  distill.Finish();
+  if (r.Contains("distill")) o.distill = loss;
   return std::make_unique<QuantizeQatPass>(o);
 }
 
@@ -287,6 +295,32 @@ void KeepScalesPositive(Graph& graph, const std::vector<std::string>& scales, in
   }
 }
 
+// quantize-qat's `distill`: the fake-quantized graph becomes the student of the teachers
+// the distill pass would use; its objective replaces the cross-entropy in `t` (after the
+// range observer's hooks) and each finished epoch's sums go to `epochs`. Every check runs
+// here, before the first step. t.batch_size must be resolved (> 0).
+std::unique_ptr<DistillObjective> AttachDistillation(Graph& graph, PassContext& ctx,
+                                                     DistillLossOptions loss, TrainOptions& t,
+                                                     std::vector<DistillEpoch>& epochs) {
+  const std::vector<TeacherRef> teachers = DistillTeachers(ctx, loss.where);
+  const TensorDataset& train = ctx.data->train;
+  graph.To(ctx.device);
+  loss.label_smoothing = t.label_smoothing;
+  const Tensor sample =
+      train.inputs.slice(0, 0, std::min(t.batch_size, train.size())).to(ctx.device);
+  auto objective =
+      std::make_unique<DistillObjective>(graph, teachers, loss, sample, ctx.device, ctx.seed);
+  objective->CacheTeacherLogits(train.inputs, t.batch_size);
+  DistillObjective* o = objective.get();
+  auto before = t.before_epoch;
+  t.before_epoch = [o, before, &epochs](int64_t epoch) {
+    if (before) before(epoch);
+    if (epoch > 0) epochs.push_back(o->TakeEpoch());
+  };
+  AttachDistillObjective(*objective, t);
+  return objective;
+}
+
 double RelativeError(const Tensor& a, const Tensor& b) {
   return (a - b).norm().item<double>() / std::max(1e-12, b.norm().item<double>());
 }
@@ -312,11 +346,12 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
   const CalibrationBatches batches = ContextCalibrationBatches(ctx, q.samples, &drawn);
   const auto params = Calibrate(graph, plan, batches, q.calibration, q.percentile, q.activations);
 
-  // Step 2: train with fake quantization.
+  // Step 2: train with fake quantization (against the teachers with `distill`).
   const FakeQuantLayout layout = InsertFakeQuant(graph, plan, params, options_);
   const std::vector<std::string> learned = LearnedScales(layout, options_.learn_scales);
   RangeObserver observer(layout, options_);
   TrainOptions t = options_.train;
+  if (t.batch_size == 0) t.batch_size = ctx.batch_size;
   if (observer.enabled()) {
     t.before_epoch = [&](int64_t epoch) { observer.StartEpoch(epoch); };
     t.observe = observer.values();
@@ -326,8 +361,16 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
     KeepScalesPositive(graph, learned, step);
     observer.Apply(graph);
   };
+  std::vector<DistillEpoch> distill_epochs;
+  const std::unique_ptr<DistillObjective> objective =
+      options_.distill ? AttachDistillation(graph, ctx, *options_.distill, t, distill_epochs)
+                       : nullptr;
   const TrainResult trained_run = TrainInContext(graph, ctx, t);
   AddTrainStats(trained_run, result);
+  if (objective) {
+    distill_epochs.push_back(objective->TakeEpoch());
+    AddDistillStats(*objective, *options_.distill, distill_epochs, result);
+  }
 
   // Step 3: the QDQ form with the trained weights and scales.
   torch::NoGradGuard no_grad;
@@ -358,6 +401,9 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
           Int8TargetName(q.target) + "), " + std::to_string(trained_run.epochs.size()) +
           " epochs of fake-quantized training" +
           (options_.learn_scales ? " with learned scales" : "") +
+          (objective ? ", distilled (" + DescribeDistillation(*objective, *options_.distill) +
+                           "; final KD loss " + std::to_string(distill_epochs.back().kd) + ")"
+                     : std::string()) +
           "; QDQ form vs trained model: relative error " + std::to_string(rel));
   return result;
 }

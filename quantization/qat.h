@@ -19,16 +19,21 @@
 //     after, or learned (LSQ, the zero point stays the calibrated one).
 //   - Pruning masks and N:M patterns survive: the engine re-applies them after every
 //     step, and a zero weight fake-quantizes to exactly zero (weight zero point 0).
+//   - With `distill` the loss is the distillation objective's (distill/objective.h):
+//     the fake-quantized model is the student of the recipe's teachers, else of the
+//     baseline, exactly as the distill pass picks them.
 #pragma once
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "compress/pass/pass.h"
 #include "compress/train/train.h"
+#include "distill/objective.h"
 #include "quantization/qdq.h"
 #include "quantization/quantize.h"
 
@@ -41,6 +46,9 @@ struct QatOptions {
   bool clipped_ste = true;     // zero gradient where a value saturates, or plain pass-through
   int64_t observer_epochs = 0; // epochs of moving-average range tracking (fixed scales only)
   double observer_momentum = 0.01;
+  // Train against the teachers with this loss (temperature, alpha, features, attention)
+  // instead of cross-entropy; train's epochs and optimizer stay QAT's. Unset: plain QAT.
+  std::optional<DistillLossOptions> distill;
 };
 
 // The FakeQuantize nodes of a prepared model, and the initializers they read.
