@@ -200,6 +200,56 @@ TEST(Recipe, HashIsStableAndSensitive) {
   EXPECT_EQ(RecipeHash(a).size(), 16u);
 }
 
+// "teacher": one model, or a list of {"model", "weight"}; each problem names its entry.
+TEST(Recipe, TeacherIsAModelOrAWeightedList) {
+  json one = Valid();
+  one["teacher"] = "zoo:lenet5";
+  Recipe r = ParseRecipe(one, "x.json", "");
+  ASSERT_EQ(r.teachers.size(), 1u);
+  EXPECT_EQ(r.teachers[0].model, "zoo:lenet5");
+  EXPECT_EQ(r.teachers[0].weight, 1);
+  EXPECT_EQ(r.teachers[0].path, "teacher");
+
+  json two = Valid();
+  two["teacher"] = json::parse(R"([{"model": "zoo:convnet", "weight": 2}, {"model": "zoo:lenet5"}])");
+  r = ParseRecipe(two, "x.json", "");
+  ASSERT_EQ(r.teachers.size(), 2u);
+  EXPECT_EQ(r.teachers[0].weight, 2);
+  EXPECT_EQ(r.teachers[1].weight, 1);  // the default
+  EXPECT_EQ(r.teachers[1].path, "teacher[1]");
+
+  json bad = Valid();
+  bad["teacher"] = json::parse(R"([{"model": "zoo:convnet", "weight": 0}, {"weight": 1},
+                                   {"model": "zoo:lenet", "wieght": 1}, "zoo:lenet5"])");
+  EXPECT_EQ(ProblemsOf(bad), (std::vector<std::string>{
+                                 "teacher[0].weight: must be > 0; got 0",
+                                 "teacher[1].model: required: zoo:<name> or a path to an .onnx "
+                                 "or TorchScript file",
+                                 "teacher[2].wieght: unknown option (did you mean \"weight\"?)",
+                                 "teacher[2].model: unknown zoo model \"lenet\" (did you mean "
+                                 "\"zoo:lenet5\"?)",
+                                 "teacher[3]: expected an object, found string"}));
+  bad["teacher"] = json::array();
+  ASSERT_EQ(ProblemsOf(bad).size(), 1u);
+  EXPECT_EQ(ProblemsOf(bad)[0].rfind("teacher: expected a model", 0), 0u) << ProblemsOf(bad)[0];
+  bad["teacher"] = json::parse(R"([{"model": "zoo:convnet", "weight": -1}])");
+  EXPECT_EQ(ProblemsOf(bad), (std::vector<std::string>{
+                                 "teacher[0].weight: value -1 is out of range; expected 0 <= "
+                                 "value <= 1e+06"}));
+}
+
+// Every recipe shipped in recipes/ is valid as written.
+TEST(Recipe, EveryShippedRecipeIsValid) {
+  int checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MCOMPRESS_SOURCE_DIR) +
+                                                           "/recipes")) {
+    if (e.path().extension() != ".json") continue;
+    EXPECT_NO_THROW(LoadRecipe(e.path().string())) << e.path();
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
+}
+
 TEST(Registry, EveryPassListsItsOptionsWithDefaults) {
   const std::string text = DescribePasses();
   for (const auto& e : PassRegistry()) {
