@@ -295,14 +295,14 @@ void KeepScalesPositive(Graph& graph, const std::vector<std::string>& scales, in
   }
 }
 
-// quantize-qat's `distill`: the fake-quantized graph becomes the student of the teachers
-// the distill pass would use; its objective replaces the cross-entropy in `t` (after the
+// quantize-qat's `distill`: the fake-quantized graph becomes the student of `teachers`
+// (DistillTeachers: those the distill pass would use); its objective replaces the cross-entropy in `t` (after the
 // range observer's hooks) and each finished epoch's sums go to `epochs`. Every check runs
 // here, before the first step. t.batch_size must be resolved (> 0).
 std::unique_ptr<DistillObjective> AttachDistillation(Graph& graph, PassContext& ctx,
+                                                     const std::vector<TeacherRef>& teachers,
                                                      DistillLossOptions loss, TrainOptions& t,
                                                      std::vector<DistillEpoch>& epochs) {
-  const std::vector<TeacherRef> teachers = DistillTeachers(ctx, loss.where);
   const TensorDataset& train = ctx.data->train;
   graph.To(ctx.device);
   loss.label_smoothing = t.label_smoothing;
@@ -330,6 +330,9 @@ double RelativeError(const Tensor& a, const Tensor& b) {
 PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
   PassResult result;
   CheckQuantizable(graph, ctx, "quantize-qat");
+  // Without a teacher to distil from, fail before calibrating.
+  const std::vector<TeacherRef> teachers =
+      options_.distill ? DistillTeachers(ctx, options_.distill->where) : std::vector<TeacherRef>{};
   const QuantizeOptions& q = options_.quantize;
   if (q.fold_batchnorm) {
     result.stats["batchnorms_folded"] = static_cast<double>(FoldBatchNorm(graph, &result.skipped));
@@ -363,8 +366,9 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
   };
   std::vector<DistillEpoch> distill_epochs;
   const std::unique_ptr<DistillObjective> objective =
-      options_.distill ? AttachDistillation(graph, ctx, *options_.distill, t, distill_epochs)
-                       : nullptr;
+      options_.distill
+          ? AttachDistillation(graph, ctx, teachers, *options_.distill, t, distill_epochs)
+          : nullptr;
   const TrainResult trained_run = TrainInContext(graph, ctx, t);
   AddTrainStats(trained_run, result);
   if (objective) {
