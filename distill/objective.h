@@ -7,9 +7,10 @@
 //
 // Choices (docs/distill.md):
 //   - Several teachers: the soft term is the weighted mean of each teacher's KD term,
-//     KD = Σ_k w̄_k · KD(s, t_k; T) with w̄_k = w_k / Σ_j w_j (KD against each teacher's
-//     own softened distribution, not against a mixed one). Feature and attention terms
-//     read one teacher each: `teacher_index` (default 0, the first).
+//     KD = Σ_k w̄_k · KD(s, t_k; T) with w̄_k = w_k / Σ_j w_j: KD against each teacher's
+//     own softened distribution, averaged. (Its gradient equals that of KD against the
+//     mixture Σ_k w̄_k softmax(t_k/T); the values differ by a student-independent term.)
+//     Feature and attention terms read one teacher each: `teacher_index` (default 0).
 //   - Each teacher runs in eval mode without autograd on the training device and never
 //     changes (it is cloned when it is elsewhere or shares tensors with the student). A
 //     teacher no term reads has its logits computed once for the whole training split
