@@ -296,9 +296,10 @@ void KeepScalesPositive(Graph& graph, const std::vector<std::string>& scales, in
 }
 
 // quantize-qat's `distill`: the fake-quantized graph becomes the student of `teachers`
-// (DistillTeachers: those the distill pass would use); its objective replaces the cross-entropy in `t` (after the
-// range observer's hooks) and each finished epoch's sums go to `epochs`. Every check runs
-// here, before the first step. t.batch_size must be resolved (> 0).
+// (DistillTeachers: those the distill pass would use); its objective replaces the
+// cross-entropy in `t` (after the range observer's hooks) and each finished epoch's sums
+// go to `epochs`. Every check runs here, before the first step. t.batch_size must be
+// resolved (> 0).
 std::unique_ptr<DistillObjective> AttachDistillation(Graph& graph, PassContext& ctx,
                                                      const std::vector<TeacherRef>& teachers,
                                                      DistillLossOptions loss, TrainOptions& t,
