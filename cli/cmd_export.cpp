@@ -61,9 +61,11 @@ void AddExportCommand(CLI::App& app, const GlobalOptions& global) {
         graph, args->out, format, settings, compress::RandomInputs(graph, args->samples, args->seed));
     for (const auto& w : o.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     if (format.real_int8) {
-      std::printf("INT8 kernels (onednn engine): %zu layers", o.int8_layers.size());
-      for (const auto& l : o.int8_layers) std::printf(" %s", l.c_str());
+      std::printf("INT8 kernels (onednn engine): %zu layers", o.int8.integer.size());
+      for (const auto& l : o.int8.integer) std::printf(" %s", l.c_str());
       std::printf("\n");
+    } else if (o.int8.quantized > 0) {
+      std::printf("%s\n", compress::Int8ExecutionSummary(o.int8).c_str());
     }
     if (!o.int8_target.empty()) {
       std::printf("INT8 target: %s", o.int8_target.c_str());

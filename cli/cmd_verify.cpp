@@ -30,6 +30,7 @@ void AddVerifyCommand(CLI::App& app, const GlobalOptions& global) {
         args->model, args->samples, args->seed,
         [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); }, &target);
     if (!target.empty()) std::printf("INT8 target: %s\n", target.c_str());
+    if (r.int8.quantized > 0) std::printf("%s\n", compress::Int8ExecutionSummary(r.int8).c_str());
     std::cout << compress::VerifySummary(r);
     std::printf("verified %s: ONNX checker passed; ONNX Runtime %s matches mcompress on %lld "
                 "random samples\n",

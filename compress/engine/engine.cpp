@@ -198,6 +198,43 @@ void RunStage(StageSpec& stage, Graph& work, PassContext& ctx, StageReport& sr) 
   }
 }
 
+// The report's row of one verified export (`bytes` long).
+ExportReport ExportRow(const ExportSpec& ex, const ExportFormat& format, const ExportOutcome& o,
+                       int64_t bytes) {
+  const VerifyReport& v = o.verify;
+  ExportReport er;
+  er.format = ex.format;
+  er.path = ex.path;
+  er.sparse = ex.sparse && !format.torchscript;
+  er.int8_target = o.int8_target;
+  er.bytes = bytes;
+  er.verified = true;
+  er.verified_with = v.runtime;
+  er.verify_samples = v.samples;
+  er.max_abs_diff = v.max_abs_diff;
+  er.max_rel_diff = v.max_rel_diff;
+  er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
+  er.int8_quantized_layers = o.int8.quantized;
+  er.int8_integer_layers = o.int8.integer;
+  for (const auto& [layer, why] : o.int8.fallback) er.int8_fallback_layers.push_back({layer, why});
+  return er;
+}
+
+// "exported q.onnx (430098 bytes; verified in ...; INT8 target portable; 4/4 layers on
+// integer kernels)".
+std::string ExportLogLine(const ExportReport& er) {
+  std::string line = "exported " + er.path + " (" + std::to_string(er.bytes) +
+                     " bytes; verified in " + er.verified_with + " on " +
+                     std::to_string(er.verify_samples) + " test samples, max |diff| " +
+                     std::to_string(er.max_abs_diff);
+  if (!er.int8_target.empty()) line += "; INT8 target " + er.int8_target;
+  if (er.int8_quantized_layers > 0) {
+    line += "; " + std::to_string(er.int8_integer_layers.size()) + "/" +
+            std::to_string(er.int8_quantized_layers) + " layers on integer kernels";
+  }
+  return line + ")";
+}
+
 // Step 5: every export of the recipe, each run in its runtime (ONNX Runtime, LibTorch)
 // and compared with the in-memory graph on test samples.
 void RunExports(const Recipe& recipe, const Graph& final_cpu, const DatasetSplits& data,
@@ -224,24 +261,8 @@ void RunExports(const Recipe& recipe, const Graph& final_cpu, const DatasetSplit
                                 ReplaceAll(e.what(), folder.tmp().string(), folder.out().string()));
     }
     for (const auto& w : o.warnings) log("warning: " + ex.path + ": " + w);
-    const VerifyReport& v = o.verify;
-    ExportReport er;
-    er.format = ex.format;
-    er.path = ex.path;
-    er.sparse = ex.sparse && !format->torchscript;
-    er.int8_target = o.int8_target;
-    er.bytes = static_cast<int64_t>(fs::file_size(file));
-    er.verified = true;
-    er.verified_with = v.runtime;
-    er.verify_samples = v.samples;
-    er.max_abs_diff = v.max_abs_diff;
-    er.max_rel_diff = v.max_rel_diff;
-    er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
-    report.exports.push_back(er);
-    log("exported " + ex.path + " (" + std::to_string(er.bytes) + " bytes; verified in " +
-        v.runtime + " on " + std::to_string(v.samples) + " test samples, max |diff| " +
-        std::to_string(v.max_abs_diff) +
-        (o.int8_target.empty() ? std::string() : "; INT8 target " + o.int8_target) + ")");
+    report.exports.push_back(ExportRow(ex, *format, o, static_cast<int64_t>(fs::file_size(file))));
+    log(ExportLogLine(report.exports.back()));
   }
 }
 

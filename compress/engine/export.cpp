@@ -39,6 +39,24 @@ const ExportFormat* FindExportFormat(const std::string& name) {
   return nullptr;
 }
 
+namespace {
+
+// torchscript-int8's layers as an Int8Execution: every quantized layer is either on
+// LibTorch's INT8 kernels or left fake-quant.
+Int8Execution TorchScriptInt8Execution(const TorchScriptExportResult& r) {
+  Int8Execution e;
+  e.integer = r.int8_layers;
+  e.fallback = r.fallback_layers;
+  e.quantized = static_cast<int64_t>(e.integer.size() + e.fallback.size());
+  return e;
+}
+
+std::string FloatInOrtWarning(const std::string& layer, const std::string& why) {
+  return layer + " runs in float in ONNX Runtime: " + why;
+}
+
+}  // namespace
+
 ExportOutcome ExportModel(const Graph& graph, const std::string& path, const ExportFormat& format,
                           const ExportSettings& settings, const std::vector<Tensor>& samples) {
   const bool quantized = HasQuantization(graph);
@@ -81,7 +99,7 @@ ExportOutcome ExportModel(const Graph& graph, const std::string& path, const Exp
           [&](const std::string& tmp) {
             return VerifyTorchScriptFile(*g, tmp, samples, tol, ts.qengine);
           });
-      out.int8_layers = r.int8_layers;
+      out.int8 = TorchScriptInt8Execution(r);
       for (const auto& [layer, why] : r.fallback_layers) {
         out.warnings.push_back(layer + " stays fake-quant: " + why);
       }
@@ -89,6 +107,10 @@ ExportOutcome ExportModel(const Graph& graph, const std::string& path, const Exp
       out.verify = WriteVerified(
           path, [&](const std::string& tmp) { SaveOnnx(*g, tmp, settings.onnx); },
           [&](const std::string& tmp) { return VerifyOnnxInOrt(*g, tmp, samples, tol); });
+      out.int8 = out.verify.int8;
+      for (const auto& [layer, why] : out.int8.fallback) {
+        out.warnings.push_back(FloatInOrtWarning(layer, why));
+      }
     }
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kNumeric || !format.needs_quantized) throw;
@@ -109,12 +131,15 @@ VerifyReport VerifyModelFile(const std::string& path, int64_t samples, uint64_t 
     if (!check->saturating.empty()) warn(check->Warning());
   }
   if (int8_target) *int8_target = check ? Int8TargetName(check->target) : "";
+  VerifyReport report;
   try {
-    return VerifyOnnxFile(graph, path, samples, seed);
+    report = VerifyOnnxFile(graph, path, samples, seed);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kNumeric || !check) throw;
     throw Error(e.kind(), e.what() + SaturationHint(*check, OrtInt8PairsSaturate(CpuInt8())));
   }
+  for (const auto& [layer, why] : report.int8.fallback) warn(FloatInOrtWarning(layer, why));
+  return report;
 }
 
 }  // namespace compress

@@ -40,7 +40,10 @@ struct ExportOutcome {
   VerifyReport verify;
   std::string int8_target;              // INT8 formats: the target the file meets
   int64_t retargeted = 0;               // weights re-quantized for settings.target
-  std::vector<std::string> int8_layers;  // torchscript-int8: layers on INT8 kernels
+  // INT8 formats: which quantized layers the runtime runs on integer kernels: ONNX
+  // Runtime's fused ops for onnx-qdq (VerifyReport::int8); for torchscript-int8,
+  // SaveTorchScript's INT8 layers (quantized Adds included) and fake-quant fallbacks.
+  Int8Execution int8;
   std::vector<std::string> warnings;    // one line each: saturation risk, fallbacks
 };
 
@@ -57,7 +60,8 @@ ExportOutcome ExportModel(const Graph& graph, const std::string& path, const Exp
 
 // `mcompress verify`: VerifyOnnxFile on `path`, and for a QDQ file the static proof of
 // its INT8 target first (its warning goes to `warn` before ONNX Runtime runs, so it is
-// seen even when verification then fails) and the saturation hint on a failure.
+// seen even when verification then fails), the saturation hint on a failure, and one
+// warning per quantized layer ONNX Runtime runs in float (report.int8.fallback).
 // `int8_target` (optional) receives the target's name, empty for an FP32 file.
 VerifyReport VerifyModelFile(const std::string& path, int64_t samples, uint64_t seed,
                              const std::function<void(const std::string&)>& warn,

@@ -595,6 +595,14 @@ OnnxModelInfo InspectOnnx(const std::string& path) {
   return info;
 }
 
+std::vector<OnnxNodeInfo> ListOnnxNodes(const std::string& path) {
+  const onnx::ModelProto m = ParseModel(ReadFile(path), path);
+  std::vector<OnnxNodeInfo> nodes;
+  nodes.reserve(m.graph().node_size());
+  for (const auto& n : m.graph().node()) nodes.push_back({n.name(), n.domain(), n.op_type()});
+  return nodes;
+}
+
 void CheckOnnx(const std::string& path) {
   const onnx::ModelProto m = ParseModel(ReadFile(path), path);
   try {

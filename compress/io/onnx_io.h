@@ -79,4 +79,14 @@ struct OnnxModelInfo {
 // Throws compress::Error(kIo) for an unreadable or corrupt file.
 OnnxModelInfo InspectOnnx(const std::string& path);
 
+// One node of a model file as written: its name (possibly empty), domain (empty or
+// "ai.onnx" for the default one) and op type.
+struct OnnxNodeInfo {
+  std::string name, domain, op_type;
+};
+// The top-level graph's nodes in file order, with no check of ops or domains: for
+// files other runtimes write (ONNX Runtime's optimized graphs hold com.microsoft ops
+// that LoadOnnx refuses). Throws compress::Error(kIo) for an unreadable or corrupt file.
+std::vector<OnnxNodeInfo> ListOnnxNodes(const std::string& path);
+
 }  // namespace compress

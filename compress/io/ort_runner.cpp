@@ -227,6 +227,10 @@ OrtRun RunOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
     argv.insert(argv.end(), {"--bench", std::to_string(options.bench_runs), "--warmup",
                              std::to_string(options.bench_warmup)});
   }
+  if (!options.optimized_model_path.empty()) {
+    argv.insert(argv.end(),
+                {"--optimized", fs::absolute(options.optimized_model_path).string()});
+  }
   const int status = Spawn(argv, search_path, tmp.path() / "stdout.txt",
                            tmp.path() / "stderr.txt", dir);
 

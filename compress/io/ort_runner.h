@@ -16,6 +16,9 @@ struct OrtOptions {
   std::string graph_optimization_level = "all";  // disabled|basic|extended|layout|all
   int bench_runs = 0;    // > 0: also time this many runs after `bench_warmup` ones
   int bench_warmup = 0;
+  // Not empty: also write the graph ONNX Runtime executes (level "extended", where QDQ
+  // groups become QLinearConv, QGemm, ...) to this path, for the caller to remove.
+  std::string optimized_model_path;
 };
 
 // Per-run latencies of a --bench run, in milliseconds.

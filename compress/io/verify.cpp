@@ -14,6 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <map>
+#include <utility>
 
 #include "compress/runtime/executor.h"
 #include "compress/io/onnx_io.h"
@@ -105,7 +108,85 @@ void CompareWithExecutor(const Graph& graph, const std::vector<Tensor>& sample_i
   }
 }
 
+// ONNX Runtime's integer kernels: a quantized layer fused into one of these computes
+// in integers; anything else dequantizes its weight and runs in float.
+constexpr const char* kIntegerKernelPrefixes[] = {"QLinear", "NhwcQLinear"};
+constexpr const char* kIntegerKernels[] = {"QGemm", "ConvInteger", "MatMulInteger",
+                                           "MatMulIntegerToFloat", "DynamicQuantizeMatMul"};
+
+bool IsIntegerKernel(const std::string& op_type) {
+  for (const char* prefix : kIntegerKernelPrefixes) {
+    if (op_type.rfind(prefix, 0) == 0) return true;
+  }
+  for (const char* op : kIntegerKernels) {
+    if (op_type == op) return true;
+  }
+  return false;
+}
+
+// A Conv, Gemm or MatMul whose weight (input 1) is a DequantizeLinear of an initializer:
+// a layer the QDQ form asks the runtime to run in integers.
+bool ReadsQuantizedWeight(const Graph& graph, const Node& node) {
+  if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
+  if (!node.HasInput(1)) return false;
+  const int p = graph.ProducerIndex(node.inputs[1]);
+  if (p < 0) return false;
+  const Node& dq = graph.nodes[p];
+  return dq.op_type == "DequantizeLinear" && dq.HasInput(0) && graph.IsInitializer(dq.inputs[0]);
+}
+
+// A fresh, empty file under $TMPDIR for ONNX Runtime's optimized graph: not beside the
+// verified file, whose folder may be read-only or shared with another verification.
+std::string TempOptimizedPath() {
+  std::string pattern = (std::filesystem::temp_directory_path() /
+                         ("mcompress-ort-optimized-" + std::to_string(::getpid()) + "-XXXXXX.onnx"))
+                            .string();
+  const int fd = ::mkstemps(pattern.data(), 5);  // 5: the ".onnx" suffix
+  if (fd < 0) {
+    throw Error(ErrorKind::kIo, "cannot create a temporary file " + pattern + ": " +
+                                    std::strerror(errno));
+  }
+  ::close(fd);
+  return pattern;
+}
+
+// Deletes a file when the scope ends, however it ends (empty path: nothing).
+class RemoveOnExit {
+ public:
+  explicit RemoveOnExit(std::string path) : path_(std::move(path)) {}
+  ~RemoveOnExit() {
+    if (!path_.empty()) std::remove(path_.c_str());
+  }
+  RemoveOnExit(const RemoveOnExit&) = delete;
+  RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+
+ private:
+  std::string path_;
+};
+
 }  // namespace
+
+Int8Execution ClassifyInt8Execution(const Graph& graph,
+                                    const std::vector<OnnxNodeInfo>& runtime_nodes) {
+  std::map<std::string, const OnnxNodeInfo*> by_name;  // the first node of each name
+  for (const OnnxNodeInfo& n : runtime_nodes) by_name.emplace(n.name, &n);
+  Int8Execution out;
+  for (const Node& node : graph.nodes) {
+    if (!ReadsQuantizedWeight(graph, node)) continue;
+    ++out.quantized;
+    auto it = by_name.find(node.name);
+    // ORT 1.30's Gemm + activation fusion (float FusedGemm) renames the node this way.
+    if (it == by_name.end()) it = by_name.find("fused " + node.name);
+    if (it == by_name.end()) {
+      out.fallback.emplace_back(node.name, "not found in ONNX Runtime's optimized graph");
+    } else if (IsIntegerKernel(it->second->op_type)) {
+      out.integer.push_back(node.name);
+    } else {
+      out.fallback.emplace_back(node.name, "ONNX Runtime runs it as " + it->second->op_type);
+    }
+  }
+  return out;
+}
 
 OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
                           const Tensor& candidate, const VerifyTolerance& tol) {
@@ -233,9 +314,15 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                     " outputs, the graph has " + std::to_string(graph.outputs.size()));
   }
 
-  // Step 2: ONNX Runtime, all samples in one run.
+  // Step 2: ONNX Runtime, all samples in one run; for an INT8 file also the graph it
+  // runs, to see which quantized layers it fused into integer kernels.
+  const bool int8 = tol.mode == VerifyTolerance::Mode::kInt8;
+  OrtOptions options = ort;
+  const bool own_optimized = int8 && options.optimized_model_path.empty();
+  if (own_optimized) options.optimized_model_path = TempOptimizedPath();
+  const RemoveOnExit cleanup(own_optimized ? options.optimized_model_path : "");
   const auto t0 = std::chrono::steady_clock::now();
-  OrtRun run = RunOrt(onnx_path, sample_inputs, ort);
+  OrtRun run = RunOrt(onnx_path, sample_inputs, options);
   report.ort_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.ort_version = run.ort_version;
@@ -244,6 +331,9 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
   // Steps 3 and 4: our executor on the same inputs; every output, in order and by name.
   CompareWithExecutor(graph, sample_inputs, run.outputs, run.output_names, tol, onnx_path,
                       "ONNX Runtime", report);
+
+  // Step 5: INT8 files: integer kernels or float, per quantized layer.
+  if (int8) report.int8 = ClassifyInt8Execution(graph, ListOnnxNodes(options.optimized_model_path));
   return report;
 }
 
@@ -326,6 +416,13 @@ std::string VerifySummary(const VerifyReport& report) {
     if (c.top1_agreement >= 0) s += ", top-1 agreement " + Percent(c.top1_agreement);
     s += "\n";
   }
+  return s;
+}
+
+std::string Int8ExecutionSummary(const Int8Execution& e) {
+  std::string s = "INT8 kernels (ONNX Runtime): " + std::to_string(e.integer.size()) + "/" +
+                  std::to_string(e.quantized) + " quantized layers";
+  for (const auto& layer : e.integer) s += " " + layer;
   return s;
 }
 

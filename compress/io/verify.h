@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "compress/ir/graph.h"
@@ -55,6 +56,26 @@ struct OutputCheck {
 OutputCheck CompareOutput(const std::string& name, const Tensor& reference,
                           const Tensor& candidate, const VerifyTolerance& tol);
 
+// How a runtime runs the quantized layers of an INT8 file.
+struct Int8Execution {
+  // Weighted layers (Conv, Gemm, MatMul) whose weight is read through DequantizeLinear
+  // in our graph; 0 when not measured (not an INT8 file).
+  int64_t quantized = 0;
+  std::vector<std::string> integer;  // of those, the ones on integer kernels (graph order)
+  // The others, in graph order: layer name, why it is not on an integer kernel.
+  std::vector<std::pair<std::string, std::string>> fallback;
+};
+
+// The quantized layers of `graph` (see Int8Execution::quantized), each classified by the
+// node of the same name in `runtime_nodes`, the graph ONNX Runtime runs (its optimized
+// model: fused nodes keep the original node's name, except a float Gemm fused with its
+// activation, "fused <name>"): integer when its op is an integer kernel (QLinear*,
+// NhwcQLinear*, QGemm, ConvInteger, MatMulInteger, MatMulIntegerToFloat,
+// DynamicQuantizeMatMul), else a fallback saying what ONNX Runtime runs it as, or that
+// the optimized graph has no such node. Pure.
+Int8Execution ClassifyInt8Execution(const Graph& graph,
+                                    const std::vector<OnnxNodeInfo>& runtime_nodes);
+
 struct VerifyReport {
   std::string onnx_path;    // the verified file (ONNX or TorchScript)
   std::string ort_version;  // ONNX Runtime's version (ONNX files)
@@ -64,11 +85,15 @@ struct VerifyReport {
   double max_abs_diff = 0, max_rel_diff = 0;  // over all outputs
   double top1_agreement = -1;                 // the lowest over logits outputs; -1 if none
   double ort_seconds = 0;                     // the node process, start to finish
+  Int8Execution int8;  // INT8 (QDQ) files verified in ONNX Runtime; else quantized == 0
 };
 
 // Runs the ONNX checker on `onnx_path` (and our importer), then the file in ONNX
 // Runtime and `graph` in our executor on `sample_inputs` (graph input order; moved to
-// each side's device), and compares every output, in order and by name.
+// each side's device), and compares every output, in order and by name. Under the
+// INT8 rule (tol.mode kInt8, QDQ files) it also has ONNX Runtime write its optimized
+// graph (to ort.optimized_model_path when set, else to a temporary file under $TMPDIR,
+// removed afterwards) and fills report.int8 from it (ClassifyInt8Execution).
 // Throws compress::Error: kIo for a file the checker or importer rejects (naming the
 // file), kNumeric naming the first diverging output, the element and both values,
 // and RunOrt's errors (kUnsupported when node or ONNX Runtime is missing or rejects
@@ -111,5 +136,9 @@ VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
 // One line per output: "logits [8,10]: max |Δ| 1.2e-06 (rel 3.1e-07, tolerance 1e-04),
 // top-1 agreement 100.00%".
 std::string VerifySummary(const VerifyReport& report);
+
+// One line, no newline: "INT8 kernels (ONNX Runtime): 3/4 quantized layers conv1 conv2
+// fc1" (the layers on integer kernels; the fallbacks are the caller's to list).
+std::string Int8ExecutionSummary(const Int8Execution& e);
 
 }  // namespace compress

@@ -16,6 +16,7 @@ using report_detail::AccuracyChart;
 using report_detail::CompareTable;
 using report_detail::ExportTable;
 using report_detail::HasStatsOrSkips;
+using report_detail::Int8FallbackTable;
 using report_detail::Html;
 using report_detail::HtmlTable;
 using report_detail::LatencyTable;
@@ -66,6 +67,9 @@ std::string RenderHtml(const Report& r) {
   os << "<h2>Exports</h2>\n";
   if (r.exports.empty()) os << "<p class=\"muted\">No exports.</p>\n";
   else os << HtmlTable(ExportTable(r));
+  if (const auto fallback = Int8FallbackTable(r); !fallback.rows.empty()) {
+    os << HtmlTable(fallback);
+  }
   os << "<h2>Layers</h2>\n<p class=\"muted\">Weighted layers of the final graph; MACs per "
         "sample.</p>\n"
      << LayerChart(r);

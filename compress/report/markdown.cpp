@@ -14,6 +14,7 @@ using report_detail::AcceptanceTable;
 using report_detail::CompareTable;
 using report_detail::ExportTable;
 using report_detail::HasStatsOrSkips;
+using report_detail::Int8FallbackTable;
 using report_detail::LatencyTable;
 using report_detail::LayersTable;
 using report_detail::MdCell;
@@ -38,6 +39,9 @@ std::string RenderMarkdown(const Report& r) {
   os << "## Exports\n\n";
   if (r.exports.empty()) os << "No exports.\n\n";
   else os << MdTable(ExportTable(r)) << "\n";
+  if (const auto fallback = Int8FallbackTable(r); !fallback.rows.empty()) {
+    os << MdTable(fallback) << "\n";
+  }
   os << "## Layers\n\nWeighted layers of the final graph; MACs per sample.\n\n";
   if (r.layers.empty()) os << "No weighted layers.\n\n";
   else os << MdTable(LayersTable(r)) << "\n";

@@ -118,6 +118,12 @@ struct ExportReport {
   // INT8 formats: the INT8 target the file meets ("portable", "full_range"); empty for
   // FP32 formats and older reports.
   std::string int8_target;
+  // INT8 formats: how the runtime runs the quantized layers. int8_quantized_layers is
+  // 0 when not measured (FP32 formats, older reports); the integer layers and the
+  // fallbacks ({layer, why it runs in float / fake-quant}) together make it up.
+  int64_t int8_quantized_layers = 0;
+  std::vector<std::string> int8_integer_layers;
+  std::vector<SkippedLayer> int8_fallback_layers;
 };
 
 struct AcceptanceCheck {

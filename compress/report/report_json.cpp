@@ -120,6 +120,18 @@ OJson LatencyJson(const LatencyStats& l) {
   return j;
 }
 
+OJson Int8KernelsJson(const ExportReport& e) {
+  OJson j;
+  j["quantized"] = e.int8_quantized_layers;
+  j["integer"] = e.int8_integer_layers;
+  OJson fallback = OJson::array();
+  for (const auto& f : e.int8_fallback_layers) {
+    fallback.push_back({{"layer", f.layer}, {"reason", f.reason}});
+  }
+  j["fallback"] = fallback;
+  return j;
+}
+
 OJson ReportOrderedJson(const Report& r) {
   OJson j;
   j["schema_version"] = r.schema_version;
@@ -170,6 +182,7 @@ OJson ReportOrderedJson(const Report& r) {
     }
     ej["sparse"] = e.sparse;
     if (!e.int8_target.empty()) ej["int8_target"] = e.int8_target;
+    if (e.int8_quantized_layers > 0) ej["int8_kernels"] = Int8KernelsJson(e);
     exports.push_back(ej);
   }
   j["exports"] = exports;
@@ -387,6 +400,31 @@ LatencyStats ReadLatency(const Reader& rd, const Json& obj, const std::string& p
   return l;
 }
 
+// An export's optional "int8_kernels": {"quantized": N, "integer": [layer, ...],
+// "fallback": [{"layer", "reason"}, ...]}, the two lists making up the N layers.
+void ReadInt8Kernels(const Reader& rd, const Json& obj, const std::string& path, ExportReport& e) {
+  e.int8_quantized_layers = rd.Int(obj, path, "quantized", 0);
+  const Json& integer = rd.Array(obj, path, "integer");
+  for (size_t i = 0; i < integer.size(); ++i) {
+    const std::string p = Index(path, "integer", i);
+    rd.Expect(integer[i], p, integer[i].is_string(), "string");
+    e.int8_integer_layers.push_back(integer[i].get<std::string>());
+  }
+  const Json& fallback = rd.Array(obj, path, "fallback");
+  for (size_t i = 0; i < fallback.size(); ++i) {
+    const std::string p = Index(path, "fallback", i);
+    rd.Expect(fallback[i], p, fallback[i].is_object(), "object");
+    e.int8_fallback_layers.push_back(
+        {rd.String(fallback[i], p, "layer"), rd.String(fallback[i], p, "reason")});
+  }
+  const size_t listed = e.int8_integer_layers.size() + e.int8_fallback_layers.size();
+  if (static_cast<size_t>(e.int8_quantized_layers) != listed) {
+    rd.Fail(Reader::Join(path, "quantized"),
+            std::to_string(e.int8_quantized_layers) + " layers, but integer and fallback list " +
+                std::to_string(listed));
+  }
+}
+
 // Each element of array `key` must be an object; `fn(element, path)` reads it.
 template <typename T, typename Fn>
 std::vector<T> ReadArray(const Reader& rd, const Json& obj, const char* key, Fn fn) {
@@ -494,6 +532,9 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
     }
     if (j.contains("sparse")) e.sparse = rd.Bool(j, p, "sparse");
     if (j.contains("int8_target")) e.int8_target = rd.String(j, p, "int8_target");
+    if (j.contains("int8_kernels")) {
+      ReadInt8Kernels(rd, rd.Object(j, p, "int8_kernels"), Reader::Join(p, "int8_kernels"), e);
+    }
     return e;
   });
   r.acceptance =

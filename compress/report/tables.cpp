@@ -213,11 +213,34 @@ Table LatencyTable(const Report& r) {
   return t;
 }
 
+namespace {
+
+// "9/10": quantized layers on integer kernels, of all quantized layers; a dash when
+// not measured.
+std::string Int8Kernels(const ExportReport& e) {
+  if (e.int8_quantized_layers <= 0) return kDash;
+  return std::to_string(e.int8_integer_layers.size()) + "/" +
+         std::to_string(e.int8_quantized_layers);
+}
+
+}  // namespace
+
 Table ExportTable(const Report& r) {
-  Table t{{"format", "path", "bytes", "verified", "max |\u0394|", "INT8 target"}, "llrlrl", {}};
+  Table t{{"format", "path", "bytes", "verified", "max |\u0394|", "INT8 target", "INT8 kernels"},
+          "llrlrlr",
+          {}};
   for (const auto& e : r.exports) {
     t.rows.push_back({e.format, e.path, Grouped(e.bytes), e.verified ? "yes" : "no",
-                      Scientific(e.max_abs_diff), e.int8_target.empty() ? "\u2014" : e.int8_target});
+                      Scientific(e.max_abs_diff), e.int8_target.empty() ? kDash : e.int8_target,
+                      Int8Kernels(e)});
+  }
+  return t;
+}
+
+Table Int8FallbackTable(const Report& r) {
+  Table t{{"export", "layer not on integer kernels", "reason"}, "lll", {}};
+  for (const auto& e : r.exports) {
+    for (const auto& f : e.int8_fallback_layers) t.rows.push_back({e.path, f.layer, f.reason});
   }
   return t;
 }

@@ -45,6 +45,9 @@ Table RunTable(const Report& r);
 Table StageTable(const Report& r);
 Table LatencyTable(const Report& r);
 Table ExportTable(const Report& r);
+// The quantized layers of every export that run in float (or fake-quant), with why;
+// no rows when every one is on integer kernels.
+Table Int8FallbackTable(const Report& r);
 Table LayersTable(const Report& r);
 Table AcceptanceTable(const Report& r);
 // "ACCEPTED (...)" or "REJECTED (...)" with how many criteria failed.

@@ -275,6 +275,54 @@ TEST_F(OnnxIo, TruncatedOrCorruptFileIsIoError) {
   ExpectIoError(Path("missing.onnx"), "cannot read");
 }
 
+// ListOnnxNodes reads what other runtimes write: names, domains and op types as in the
+// file, ops outside the registry and other domains included.
+TEST_F(OnnxIo, ListOnnxNodesReadsEveryNodeWithoutCheckingOps) {
+  SaveOnnx(SmallCnn(), Path("m.onnx"));
+  const std::vector<OnnxNodeInfo> nodes = ListOnnxNodes(Path("m.onnx"));
+  ASSERT_EQ(nodes.size(), 4u);
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"conv1", "Conv"}, {"relu1", "Relu"}, {"flat", "Flatten"}, {"fc", "Gemm"}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(nodes[i].name, want[i].first);
+    EXPECT_EQ(nodes[i].op_type, want[i].second);
+    EXPECT_EQ(nodes[i].domain, "");
+  }
+
+  Graph g;
+  g.inputs.push_back(MakeValue("x", at::kFloat, std::vector<int64_t>{2}));
+  g.outputs.push_back(MakeValue("y", at::kFloat, std::vector<int64_t>{2}));
+  Node fused = MakeNode("fc", "QGemm", {"x"}, {"y"});
+  fused.domain = "com.microsoft";
+  g.nodes.push_back(fused);
+  OnnxExportOptions options;
+  options.check = false;
+  SaveOnnx(g, Path("ort.onnx"), options);
+  EXPECT_THROW(LoadOnnx(Path("ort.onnx")), Error);
+  const std::vector<OnnxNodeInfo> ort = ListOnnxNodes(Path("ort.onnx"));
+  ASSERT_EQ(ort.size(), 1u);
+  EXPECT_EQ(ort[0].name, "fc");
+  EXPECT_EQ(ort[0].domain, "com.microsoft");
+  EXPECT_EQ(ort[0].op_type, "QGemm");
+}
+
+TEST_F(OnnxIo, ListOnnxNodesOfATruncatedFileIsIoError) {
+  const std::string bytes = SerializeOnnx(SmallCnn());
+  WriteAll(Path("half.onnx"), bytes.substr(0, bytes.size() / 2));
+  for (const std::string name : {"half.onnx", "missing.onnx"}) {
+    try {
+      ListOnnxNodes(Path(name));
+      ADD_FAILURE() << "expected an error listing " << name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kIo) << e.what();
+      const std::string want = name == "half.onnx"
+                                   ? Path(name) + ": not a valid ONNX model (truncated or corrupt protobuf)"
+                                   : "cannot read " + Path(name);
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(OnnxIo, UnsupportedOpsAreListedInOneError) {
   Graph g;
   g.inputs.push_back(MakeValue("x", at::kFloat, std::vector<int64_t>{2}));

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -20,6 +21,7 @@
 #include "compress/runtime/executor.h"
 #include "compress/io/onnx_io.h"
 #include "compress/io/ort_runner.h"
+#include "compress/engine/export.h"
 #include "compress/engine/recipe.h"
 #include "compress/runtime/runtime_config.h"
 #include "compress/io/verify.h"
@@ -112,6 +114,7 @@ TEST_F(Ort, EveryZooModelMatchesWithin1e4) {
     EXPECT_LE(r.max_rel_diff, 1e-4);
     EXPECT_EQ(r.top1_agreement, 1.0);
     EXPECT_FALSE(r.ort_version.empty());
+    EXPECT_EQ(r.int8.quantized, 0);  // an FP32 file: integer kernels are not measured
     std::printf("[ zoo ] %-15s max |diff| %.3g  rel %.3g  top-1 %.4f  ORT %.2f s  %lld bytes\n",
                 entry.name.c_str(), r.max_abs_diff, r.max_rel_diff, r.top1_agreement,
                 r.ort_seconds, static_cast<long long>(fs::file_size(file)));
@@ -300,6 +303,145 @@ TEST_F(Ort, OrtsOwnMessageComesThroughOnOneLine) {
     EXPECT_NE(msg.find("99"), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
+}
+
+// ---- integer kernels of INT8 (QDQ) files ----------------------------------------------
+
+// Files VerifyOnnxInOrt of this process left in $TMPDIR for ONNX Runtime's optimized graph.
+int LeftoverOptimizedGraphs() {
+  const std::string prefix = "mcompress-ort-optimized-" + std::to_string(::getpid()) + "-";
+  int n = 0;
+  for (const auto& f : fs::directory_iterator(fs::temp_directory_path())) {
+    n += f.path().filename().string().rfind(prefix, 0) == 0;
+  }
+  return n;
+}
+
+// Every zoo model, quantized, runs every quantized layer on an ONNX Runtime integer kernel
+// (QLinearConv, QGemm): no layer of the QDQ layout falls back to float.
+TEST_F(Ort, EveryQuantizedZooLayerRunsOnIntegerKernels) {
+  const DatasetSplits& data = testing_util::FashionMnistSubset(1024, 256, 512);
+  VerifyTolerance tol;
+  tol.mode = VerifyTolerance::Mode::kInt8;
+  for (const auto& entry : ZooModels()) {
+    SCOPED_TRACE(entry.name);
+    Graph g = Zoo(entry.name);
+    const PassResult q = testing_util::RunPassFromJson(
+        "quantize", g, nlohmann::json::object(), testing_util::SplitsContext(data, 128, 256));
+    const int64_t layers = static_cast<int64_t>(q.stats.at("layers_quantized"));
+    ASSERT_GT(layers, 0);
+    const std::string file = Path(entry.name + ".onnx");
+    SaveOnnx(g, file);
+    const VerifyReport r = VerifyOnnxInOrt(g, file, {data.test.inputs}, tol);
+    EXPECT_EQ(r.int8.quantized, layers);
+    EXPECT_EQ(static_cast<int64_t>(r.int8.integer.size()), layers);
+    for (const auto& [layer, why] : r.int8.fallback) ADD_FAILURE() << layer << ": " << why;
+    EXPECT_EQ(LeftoverOptimizedGraphs(), 0);  // the optimized graph is removed
+    std::printf("[ int8 ] %-15s %s\n", entry.name.c_str(), Int8ExecutionSummary(r.int8).c_str());
+  }
+}
+
+// RunOrt writes the graph ONNX Runtime runs when asked; the fused nodes keep their names.
+// ExportModel reports the same layers, without a float warning.
+TEST_F(Ort, OptimizedGraphAndExportOutcomeNameTheIntegerKernels) {
+  const DatasetSplits& data = testing_util::FashionMnistSubset(1024, 256, 512);
+  Graph g = Zoo("convnet");
+  testing_util::RunPassFromJson("quantize", g, nlohmann::json::object(),
+                                testing_util::SplitsContext(data, 128, 256));
+  const std::string file = Path("convnet.onnx");
+  SaveOnnx(g, file);
+  OrtOptions o;
+  o.optimized_model_path = Path("optimized.onnx");
+  RunOrt(file, {Images(2)}, o);
+  std::map<std::string, std::string> ops;
+  for (const OnnxNodeInfo& n : ListOnnxNodes(o.optimized_model_path)) ops[n.name] = n.op_type;
+  EXPECT_EQ(ops["conv1"], "QLinearConv");
+  EXPECT_EQ(ops["fc2"], "QGemm");
+
+  const ExportOutcome out = ExportModel(g, Path("exported.onnx"), *FindExportFormat("onnx-qdq"),
+                                        {}, {data.test.inputs});
+  EXPECT_EQ(out.int8.quantized, 4);
+  EXPECT_EQ(out.int8.integer, (std::vector<std::string>{"conv1", "conv2", "fc1", "fc2"}));
+  EXPECT_TRUE(out.int8.fallback.empty());
+  for (const auto& w : out.warnings) EXPECT_EQ(w.find("runs in float"), std::string::npos) << w;
+
+  // A failed run leaves no temporary optimized graph behind either.
+  VerifyTolerance tol;
+  tol.mode = VerifyTolerance::Mode::kInt8;
+  ScopedEnv env("MCOMPRESS_NODE", "/nonexistent/node");
+  ExpectError([&] { VerifyOnnxInOrt(g, file, {Images(2)}, tol); }, ErrorKind::kUnsupported,
+              "needs node and onnxruntime-node in");
+  EXPECT_EQ(LeftoverOptimizedGraphs(), 0);
+}
+
+// A hand-built QDQ graph: two Conv layers read int8 weights through DequantizeLinear,
+// one Conv keeps a float weight; a Gemm and a MatMul are quantized too.
+Graph QuantizedLayers() {
+  Graph g;
+  auto node = [&](const std::string& name, const std::string& op,
+                  std::vector<std::string> in, const std::string& out) {
+    Node n;
+    n.name = name;
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    g.nodes.push_back(std::move(n));
+  };
+  for (const std::string w : {"w_int", "w_float", "w_fc", "w_mm"}) {
+    g.initializers[w].value = torch::ones({2, 2}, torch::kChar);
+    g.initializers[w + "_scale"].value = torch::ones({2});
+    node(w + "_dq", "DequantizeLinear", {w, w + "_scale"}, w + "_dequantized");
+  }
+  g.initializers["w_fp32"].value = torch::ones({2, 2});
+  node("conv_int", "Conv", {"x", "w_int_dequantized"}, "a");
+  node("conv_float", "Conv", {"a", "w_float_dequantized"}, "b");
+  node("conv_fp32", "Conv", {"b", "w_fp32"}, "c");
+  node("fc", "Gemm", {"c", "w_fc_dequantized"}, "d");
+  node("mm", "MatMul", {"d", "w_mm_dequantized"}, "y");
+  return g;
+}
+
+TEST(OrtInt8Execution, FusedLayersAreIntegerTheOthersSayWhatRunsThem) {
+  const Graph g = QuantizedLayers();
+  const std::vector<OnnxNodeInfo> optimized = {
+      {"conv_int", "", "QLinearConv"},
+      {"conv_float", "com.microsoft", "FusedConv"},
+      {"conv_fp32", "", "Conv"},
+      {"mm", "com.microsoft", "MatMulIntegerToFloat"},
+      {"fc_other", "com.microsoft", "QGemm"},  // a name that is not the layer's
+  };
+  std::vector<OnnxNodeInfo> renamed = optimized;
+  renamed.push_back({"fused fc", "com.microsoft", "FusedGemm"});  // ORT's Gemm + Relu
+  const Int8Execution e = ClassifyInt8Execution(g, optimized);
+  EXPECT_EQ(e.quantized, 4);  // conv_fp32 reads a float weight
+  EXPECT_EQ(e.integer, (std::vector<std::string>{"conv_int", "mm"}));
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"conv_float", "ONNX Runtime runs it as FusedConv"},
+      {"fc", "not found in ONNX Runtime's optimized graph"}};
+  EXPECT_EQ(e.fallback, want);
+  EXPECT_EQ(Int8ExecutionSummary(e), "INT8 kernels (ONNX Runtime): 2/4 quantized layers conv_int mm");
+  EXPECT_EQ(ClassifyInt8Execution(g, renamed).fallback.back(),
+            std::make_pair(std::string("fc"), std::string("ONNX Runtime runs it as FusedGemm")));
+}
+
+TEST(OrtInt8Execution, EveryIntegerKernelCountsAndAFloatGraphHasNoLayers) {
+  const Graph g = QuantizedLayers();
+  for (const std::string op : {"QLinearConv", "NhwcQLinearConv", "QGemm", "ConvInteger",
+                               "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                               "QLinearMatMul"}) {
+    std::vector<OnnxNodeInfo> optimized;
+    for (const std::string name : {"conv_int", "conv_float", "fc", "mm"}) {
+      optimized.push_back({name, "", op});
+    }
+    EXPECT_EQ(ClassifyInt8Execution(g, optimized).integer.size(), 4u) << op;
+  }
+  // QuantizeLinear alone is no integer layer kernel.
+  EXPECT_EQ(ClassifyInt8Execution(g, {{"conv_int", "", "QuantizeLinear"}}).integer.size(), 0u);
+  // Must not change: a float graph has nothing to classify.
+  const Int8Execution none = ClassifyInt8Execution(Zoo("lenet5"), {{"conv1", "", "QLinearConv"}});
+  EXPECT_EQ(none.quantized, 0);
+  EXPECT_TRUE(none.integer.empty());
+  EXPECT_TRUE(none.fallback.empty());
 }
 
 // ---- the pure comparison --------------------------------------------------------------

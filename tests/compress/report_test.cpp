@@ -214,6 +214,9 @@ Report FullReport() {
   r.exports.push_back({"torchscript", "model.pt", 260000, false, kNaN});
   r.exports.push_back({"onnx-qdq", "model_int8.onnx", 70000, true, 0.01});
   r.exports.back().int8_target = "portable";
+  r.exports.back().int8_quantized_layers = 3;
+  r.exports.back().int8_integer_layers = {"conv1", "fc1"};
+  r.exports.back().int8_fallback_layers = {{"fc2", "ONNX Runtime runs it as Gemm"}};
   r.acceptance.push_back({"max_accuracy_drop", 0.02, 0.0125, true});
   r.acceptance.push_back({"min_compression", 4, 3.95, false});
   r.accepted = false;
@@ -303,6 +306,14 @@ void ExpectSameReport(const Report& a, const Report& b) {
     EXPECT_EQ(a.exports[i].verified, b.exports[i].verified);
     EXPECT_TRUE(SameDouble(a.exports[i].max_abs_diff, b.exports[i].max_abs_diff));
     EXPECT_EQ(a.exports[i].int8_target, b.exports[i].int8_target);
+    EXPECT_EQ(a.exports[i].int8_quantized_layers, b.exports[i].int8_quantized_layers);
+    EXPECT_EQ(a.exports[i].int8_integer_layers, b.exports[i].int8_integer_layers);
+    ASSERT_EQ(a.exports[i].int8_fallback_layers.size(), b.exports[i].int8_fallback_layers.size());
+    for (size_t k = 0; k < a.exports[i].int8_fallback_layers.size(); ++k) {
+      EXPECT_EQ(a.exports[i].int8_fallback_layers[k].layer, b.exports[i].int8_fallback_layers[k].layer);
+      EXPECT_EQ(a.exports[i].int8_fallback_layers[k].reason,
+                b.exports[i].int8_fallback_layers[k].reason);
+    }
   }
   ASSERT_EQ(a.acceptance.size(), b.acceptance.size());
   for (size_t i = 0; i < a.acceptance.size(); ++i) {
@@ -334,6 +345,23 @@ TEST(ReportJson, InfinityRoundTrips) {
   r.compression_ratio = std::numeric_limits<double>::infinity();
   Report back = ReportFromJson(ReportToJson(r), "mem");
   EXPECT_TRUE(std::isinf(back.compression_ratio) && back.compression_ratio > 0);
+}
+
+// Which quantized layers run on integer kernels: an optional key per export, absent for
+// FP32 exports and in reports written before it existed.
+TEST(ReportJson, Int8KernelsAreOptionalAndRoundTrip) {
+  const nlohmann::json j = ReportToJson(FullReport());
+  EXPECT_FALSE(j["exports"][0].contains("int8_kernels"));
+  EXPECT_EQ(j["exports"][2]["int8_kernels"],
+            nlohmann::json::parse(R"({"quantized": 3, "integer": ["conv1", "fc1"],
+                                      "fallback": [{"layer": "fc2",
+                                                    "reason": "ONNX Runtime runs it as Gemm"}]})"));
+  nlohmann::json old = j;
+  old["exports"][2].erase("int8_kernels");
+  const Report back = ReportFromJson(old, "old.json");
+  EXPECT_EQ(back.exports[2].int8_quantized_layers, 0);
+  EXPECT_TRUE(back.exports[2].int8_integer_layers.empty());
+  EXPECT_TRUE(back.exports[2].int8_fallback_layers.empty());
 }
 
 TEST(ReportJson, TextStartsWithSchemaVersion) {
@@ -403,6 +431,18 @@ TEST(ReportJson, MalformedFieldsNameTheirPath) {
             "r.json: field 'seed': expected non-negative integer, found integer -3");
   EXPECT_EQ(ErrorOf([&] { ReportFromJson(nlohmann::json::array(), "r.json"); }),
             "r.json: expected a JSON object (an mcompress report), found array");
+}
+
+TEST(ReportJson, Int8KernelsMustAddUp) {
+  nlohmann::json j = ReportToJson(FullReport());
+  j["exports"][2]["int8_kernels"]["quantized"] = 5;
+  EXPECT_EQ(ErrorOf([&] { ReportFromJson(j, "r.json"); }),
+            "r.json: field 'exports[2].int8_kernels.quantized': 5 layers, but integer and "
+            "fallback list 3");
+  j = ReportToJson(FullReport());
+  j["exports"][2]["int8_kernels"]["fallback"][0].erase("reason");
+  EXPECT_EQ(ErrorOf([&] { ReportFromJson(j, "r.json"); }),
+            "r.json: field 'exports[2].int8_kernels.fallback[0].reason': missing (expected string)");
 }
 
 TEST(ReportJson, UnreadableOrInvalidFilesNameThePath) {
@@ -482,7 +522,11 @@ TEST(ReportMarkdown, TablesHaveTheExpectedRows) {
   ExpectLine(md, "| baseline | 0.750 | 12.500 |");
   ExpectLine(md, "| final | 0.500 | \u2014 |");
   ExpectLine(md, "| speed-up | 1.50\u00d7 | \u2014 |");
-  ExpectLine(md, "| onnx | model.onnx | 250,000 | yes | 1.50e-06 | \u2014 |");
+  ExpectLine(md, "| format | path | bytes | verified | max \\|\u0394\\| | INT8 target | "
+                 "INT8 kernels |");
+  ExpectLine(md, "| onnx | model.onnx | 250,000 | yes | 1.50e-06 | \u2014 | \u2014 |");
+  // Every quantized layer on integer kernels: no fallback table.
+  EXPECT_EQ(md.find("layer not on integer kernels"), std::string::npos) << md;
   ExpectLine(md, "| conv1 | Conv | [6,1,5,5] | 156 | 0.0 | 32 | 117,600 |");
   ExpectLine(md, "| fc1 | Gemm | [120,400] | 48,120 | 90.0 | 8 | 48,000 |");
   ExpectLine(md, "| total |  |  | 48,276 | 89.7 |  | 165,600 |");
@@ -501,6 +545,17 @@ TEST(ReportMarkdown, ShrunkShapesAndSensitivityScans) {
   ExpectLine(md, "| layer | top-1 % @ 50% sparse | top-1 % @ 90% sparse | chosen sparsity % |");
   ExpectLine(md, "| fc1 | 88.00 | \u2014 | 50 |");
   ExpectLine(md, "| fc2 | 90.00 | 70.00 | \u2014 |");
+}
+
+TEST(ReportMarkdown, Int8KernelsAndTheLayersLeftInFloat) {
+  const std::string md = RenderMarkdown(FullReport());
+  ExpectLine(md, "| onnx-qdq | model_int8.onnx | 70,000 | yes | 1.00e-02 | portable | 2/3 |");
+  ExpectLine(md, "| export | layer not on integer kernels | reason |");
+  ExpectLine(md, "| model_int8.onnx | fc2 | ONNX Runtime runs it as Gemm |");
+  const std::string html = RenderHtml(FullReport());
+  EXPECT_NE(html.find("<td>portable</td><td class=\"r\">2/3</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td>model_int8.onnx</td><td>fc2</td><td>ONNX Runtime runs it as Gemm</td>"),
+            std::string::npos);
 }
 
 TEST(ReportMarkdown, PipesInCellsAreEscaped) {

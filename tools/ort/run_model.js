@@ -5,6 +5,7 @@
 //
 // Usage: node run_model.js MODEL.onnx INPUTS.json OUT_DIR [--threads T]
 //          [--opt disabled|basic|extended|layout|all] [--bench N --warmup W]
+//          [--optimized OPTIMIZED.onnx]
 //
 // INPUTS.json: {"inputs": [{"name": "input" (optional; else by position),
 //   "dtype": "float32", "shape": [2,1,28,28], "file": "input_0.bin"}, ...]}; files are
@@ -12,6 +13,11 @@
 // OUT_DIR/outputs.json: {"ort_version": "...", "outputs": [{name, dtype, shape, file}]}
 // with one raw little-endian file per output; with --bench also
 // "bench": {runs, warmup, median_ms, mean_ms, min_ms, max_ms, p90_ms, latencies_ms}.
+// --optimized: after the run, a second session on the same model at level 'extended'
+// writes the graph ONNX Runtime executes to OPTIMIZED.onnx (QDQ groups fused into
+// QLinearConv, QGemm, ...; fused nodes keep the original node's name), so the caller
+// can tell which quantized layers run on integer kernels. At 'extended', the level that
+// holds the QDQ fusions; the layout level above it only adds CPU-specific rewrites.
 // Exit codes: 0 ok, 1 ONNX Runtime or input error (one line on stderr), 2 bad usage,
 // 3 onnxruntime-node is not installed.
 'use strict';
@@ -32,7 +38,7 @@ function fail(code, message) {
 
 function parseArgs(argv) {
   const positional = [];
-  const opts = { threads: 1, opt: 'all', bench: 0, warmup: 0 };
+  const opts = { threads: 1, opt: 'all', bench: 0, warmup: 0, optimized: '' };
   for (let i = 0; i < argv.length; ++i) {
     const a = argv[i];
     const value = () => {
@@ -43,12 +49,13 @@ function parseArgs(argv) {
     else if (a === '--opt') opts.opt = value();
     else if (a === '--bench') opts.bench = Number(value());
     else if (a === '--warmup') opts.warmup = Number(value());
+    else if (a === '--optimized') opts.optimized = value();
     else if (a.startsWith('--')) fail(2, `run_model.js: unknown option ${a}`);
     else positional.push(a);
   }
   if (positional.length !== 3) {
     fail(2, 'usage: run_model.js MODEL.onnx INPUTS.json OUT_DIR [--threads T] [--opt LEVEL] ' +
-            '[--bench N --warmup W]');
+            '[--bench N --warmup W] [--optimized PATH]');
   }
   for (const k of ['threads', 'bench', 'warmup']) {
     if (!Number.isInteger(opts[k]) || opts[k] < 0) fail(2, `run_model.js: --${k} must be a non-negative integer`);
@@ -92,17 +99,37 @@ function median(sorted) {
   return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
+function sessionOptions(opts, level) {
+  return {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: opts.threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: level,
+  };
+}
+
+// The graph ONNX Runtime runs, written to `file` by creating (not running) a session.
+async function writeOptimized(ort, opts, file) {
+  const options = {
+    ...sessionOptions(opts, 'extended'),
+    optimizedModelFilePath: file,
+    logSeverityLevel: 3,  // ORT warns that an optimized file may be CPU-specific
+  };
+  try {
+    const session = await ort.InferenceSession.create(opts.model, options);
+    await session.release();
+  } catch (e) {
+    fail(1, `ONNX Runtime cannot write the optimized graph of ${opts.model} to ${file}: ${e.message}`);
+  }
+  if (!fs.existsSync(file)) fail(1, `ONNX Runtime wrote no optimized graph to ${file}`);
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const ort = loadOrt();
   let session;
   try {
-    session = await ort.InferenceSession.create(opts.model, {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: opts.threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: opts.opt,
-    });
+    session = await ort.InferenceSession.create(opts.model, sessionOptions(opts, opts.opt));
   } catch (e) {
     fail(1, `ONNX Runtime cannot load ${opts.model}: ${e.message}`);
   }
@@ -120,6 +147,8 @@ async function main() {
   } catch (e) {
     fail(1, `ONNX Runtime failed to run ${opts.model}: ${e.message}`);
   }
+
+  if (opts.optimized) await writeOptimized(ort, opts, opts.optimized);
 
   const out = { ort_version: require('onnxruntime-node/package.json').version, outputs: [] };
   if (opts.bench > 0) {
