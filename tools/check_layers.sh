@@ -3,7 +3,7 @@
 # or of a sibling at its own level (one pass family including another). The layers are
 # DESIGN.md's, one folder each, bottom to top:
 #   0 compress/base                       errors
-#   1 compress/ir  compress/data          the graph IR; datasets
+#   1 compress/ir  compress/data  compress/dist   the graph IR; datasets; c10d collectives
 #   2 compress/report                     the report model and writers
 #   3 compress/runtime                    op kernels, executor, threads, CPU features
 #   4 compress/io  compress/zoo           import/export, ONNX Runtime, verify; builder, zoo
@@ -28,7 +28,7 @@ cd "${1:-$(dirname "$0")/..}" || exit 2
 rank() {
   case "$1" in
     compress/base) echo 0 ;;
-    compress/ir | compress/data) echo 1 ;;
+    compress/ir | compress/data | compress/dist) echo 1 ;;
     compress/report) echo 2 ;;
     compress/runtime) echo 3 ;;
     compress/io | compress/zoo) echo 4 ;;

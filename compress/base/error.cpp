@@ -10,6 +10,7 @@ const char* ErrorKindName(ErrorKind kind) {
     case ErrorKind::kIo: return "i/o error";
     case ErrorKind::kUnsupported: return "not supported";
     case ErrorKind::kNumeric: return "numeric error";
+    case ErrorKind::kDistributed: return "distributed error";
     case ErrorKind::kInternal: return "internal error";
   }
   return "error";

@@ -13,6 +13,7 @@ enum class ErrorKind {
   kIo,           // unreadable/unwritable/corrupt file
   kUnsupported,  // an op, format or feature we do not implement
   kNumeric,      // NaN/Inf or a numeric check that failed
+  kDistributed,  // a peer rank failed, exited or timed out; the rendezvous failed
   kInternal,     // a bug in mcompress
 };
 
