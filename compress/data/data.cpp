@@ -357,20 +357,33 @@ void DataLoader::StartEpoch(int64_t epoch) {
   }
 }
 
+void DataLoader::Shard(int64_t rank, int64_t world) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw Error(ErrorKind::kInternal, "DataLoader::Shard: rank " + std::to_string(rank) +
+                                          " of world " + std::to_string(world));
+  }
+  rank_ = rank;
+  world_ = world;
+}
+
 bool DataLoader::Next(Tensor& x, Tensor& y) {
   if (cursor_ >= end_) return false;
   const int64_t count = std::min(batch_size_, end_ - cursor_);
+  // This rank's slice of the global batch (all of it in one process).
+  const int64_t begin = cursor_ + rank_ * count / world_;
+  const int64_t local = cursor_ + (rank_ + 1) * count / world_ - begin;
   if (shuffle_) {
-    const Tensor idx = order_.narrow(0, cursor_, count);
+    const Tensor idx = order_.narrow(0, begin, local);
     x = dataset_.inputs.index_select(0, idx);
     y = dataset_.targets.index_select(0, idx.to(dataset_.targets.device()));
     last_indices_ = idx;
   } else {
-    x = dataset_.inputs.narrow(0, cursor_, count);
-    y = dataset_.targets.narrow(0, cursor_, count);
-    last_indices_ = torch::arange(cursor_, cursor_ + count,
+    x = dataset_.inputs.narrow(0, begin, local);
+    y = dataset_.targets.narrow(0, begin, local);
+    last_indices_ = torch::arange(begin, begin + local,
                                   torch::TensorOptions().dtype(torch::kLong).device(x.device()));
   }
+  last_global_count_ = count;
   cursor_ += count;
   return true;
 }

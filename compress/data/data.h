@@ -121,6 +121,15 @@ class DataLoader {
   // per-sample caches (distillation's teacher logits) are keyed by them.
   const Tensor& last_indices() const { return last_indices_; }
 
+  // Data parallelism: every rank walks the same global order and batches (same seed),
+  // and Next serves rank `rank` of `world` its slice of each global batch: samples
+  // [rank*n/world, (rank+1)*n/world) of a batch of n. All ranks step the same number of
+  // times; a slice may be empty (n < world), with x and y of 0 rows. Throws
+  // Error(kInternal) for rank outside [0, world).
+  void Shard(int64_t rank, int64_t world);
+  // The size of the global batch the last Next took its slice from.
+  int64_t last_global_count() const { return last_global_count_; }
+
  private:
   TensorDataset dataset_;
   int64_t batch_size_;
@@ -131,6 +140,8 @@ class DataLoader {
   int64_t cursor_ = 0;
   int64_t end_ = 0;  // one past the last sample served this epoch
   Tensor last_indices_;
+  int64_t rank_ = 0, world_ = 1;
+  int64_t last_global_count_ = 0;
 };
 
 }  // namespace compress

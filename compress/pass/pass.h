@@ -7,10 +7,12 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "compress/data/data.h"
+#include "compress/dist/dist.h"
 #include "compress/ir/graph.h"
 #include "compress/report/report.h"
 
@@ -42,6 +44,13 @@ struct PassContext {
   // Called after every optimizer step of any training a pass runs (after the trainer
   // has re-applied pruning masks); passes forward it to the trainer. Unset by default.
   std::function<void(Graph&)> after_step;
+  // Data parallelism: the job's communicator (null or a world of one: one process).
+  // Every rank runs every pass on the same graph and data; training takes each rank's
+  // slice of every global batch and sums the gradients (TrainOptions::comm), so passes
+  // that only call the trainer need nothing more. A pass that gathers statistics of
+  // its own during training (QAT's range observer) reduces them over the ranks here.
+  std::shared_ptr<Communicator> comm;
+  bool sync_batchnorm = false;  // TrainOptions::sync_batchnorm of every training
 };
 
 struct PassResult {

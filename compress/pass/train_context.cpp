@@ -9,6 +9,8 @@ void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epoch
   r.Read(epochs_key, o.epochs, 1, 100000, "training epochs");
   r.Read("batch_size", o.batch_size, 0, 1 << 20, "batch size; 0 = the recipe's data.batch_size");
   r.Read("label_smoothing", o.label_smoothing, 0.0, 0.999, "cross-entropy label smoothing");
+  r.Read("amp", o.amp,
+         "mixed precision: LibTorch autocast (bfloat16 on CPU, float16 with a gradient scaler on CUDA)");
   OptionReader opt = r.Object("optimizer", "optimizer settings");
   opt.Read("name", o.optimizer.name, {"sgd", "adam", "adamw", "rmsprop", "adagrad"}, "optimizer");
   opt.Read("lr", o.optimizer.lr, 0.0, 100.0, "learning rate");
@@ -40,6 +42,8 @@ TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions o) {
   if (o.batch_size == 0) o.batch_size = ctx.batch_size;
   o.seed = ctx.seed;
   o.progress = ctx.progress;
+  o.comm = ctx.comm;
+  o.sync_batchnorm = ctx.sync_batchnorm;
   // The context's hook (pruning masks) first, then the caller's own (QAT's scale care).
   const std::function<void(int64_t)> own = o.after_step;
   if (ctx.after_step || own) {
@@ -62,6 +66,8 @@ void AddTrainStats(const TrainResult& r, PassResult& result) {
   double sps = 0;
   for (const auto& e : r.epochs) sps += e.samples_per_second;
   result.stats["samples_per_second"] = sps / static_cast<double>(r.epochs.size());
+  if (last.world_size > 1) result.stats["world_size"] = static_cast<double>(last.world_size);
+  if (last.skipped_steps > 0) result.stats["amp_skipped_steps"] = static_cast<double>(last.skipped_steps);
 }
 
 }  // namespace compress

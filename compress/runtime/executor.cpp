@@ -156,7 +156,8 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs) const {
   for (const auto& step : steps_) {
     args.clear();
     for (int s : step.input_slots) args.push_back(s >= 0 ? values[s] : Tensor());
-    KernelContext ctx{*step.node, args, graph_.opset, training_};
+    KernelContext ctx{*step.node, args, graph_.opset, training_,
+                      training_ && replica_sum_ ? &replica_sum_ : nullptr};
     std::vector<Tensor> outs;
     try {
       outs = static_cast<const OpSpec*>(step.op)->run(ctx);

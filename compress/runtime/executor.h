@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "compress/ir/graph.h"
+#include "compress/runtime/ops.h"
 
 namespace compress {
 
@@ -40,6 +41,13 @@ class Executor {
   // Throws compress::Error if a name is not a value of the graph.
   void SetObserver(const std::vector<std::string>& values, Observer observer);
 
+  // Synchronised BatchNorm for data-parallel training: in training mode, BatchNorm's
+  // batch mean and variance come from `sum` of the per-replica sums (every rank's slice
+  // of the global batch), so every rank normalises and updates its running statistics
+  // as one process with the whole batch would. Unset (the default): per-replica
+  // statistics.
+  void SetReplicaSum(ReplicaSum sum) { replica_sum_ = std::move(sum); }
+
  private:
   struct Step {
     const Node* node;
@@ -58,6 +66,7 @@ class Executor {
   bool training_ = false;
   std::vector<bool> observed_;  // per slot
   Observer observer_;
+  ReplicaSum replica_sum_;
 };
 
 // Fills graph.value_info and the shapes of graph outputs by running the graph on

@@ -248,6 +248,34 @@ Outputs BatchNormalization(const KernelContext& ctx) {
     return {y, In(ctx, 3) * momentum + batch_mean * (1 - momentum),
             In(ctx, 4) * momentum + batch_var * (1 - momentum)};
   }
+  if (ctx.training && ctx.replica_sum != nullptr) {
+    // Synchronised BatchNorm (data-parallel): per-channel sums of x and x^2 and the
+    // count, summed over the replicas, give the global batch's mean and biased
+    // variance; the running variance takes the unbiased one, as PyTorch's does.
+    std::vector<int64_t> axes = {0};
+    for (int64_t d = 2; d < x.dim(); ++d) axes.push_back(d);
+    const int64_t channels = x.size(1);
+    const Tensor xf = x.to(at::kFloat);
+    const Tensor count = at::full({1}, static_cast<double>(x.numel() / std::max<int64_t>(channels, 1)),
+                                  xf.options());
+    const Tensor sums = (*ctx.replica_sum)(at::cat({xf.sum(axes), (xf * xf).sum(axes), count}));
+    const Tensor n = sums.narrow(0, 2 * channels, 1);
+    const Tensor batch_mean = sums.narrow(0, 0, channels) / n;
+    const Tensor batch_var = (sums.narrow(0, channels, channels) / n - batch_mean * batch_mean).clamp_min(0);
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[1] = channels;
+    const Tensor y = (xf - batch_mean.view(shape)) * at::rsqrt(batch_var.view(shape) + eps) *
+                         scale.view(shape) + bias.view(shape);
+    {
+      at::NoGradGuard no_grad;
+      const double total = n.item<double>();
+      const double pt_momentum = 1.0 - momentum;
+      mean.mul_(1 - pt_momentum).add_(batch_mean.detach().to(mean.scalar_type()), pt_momentum);
+      const Tensor unbiased = batch_var.detach() * (total / std::max(total - 1.0, 1.0));
+      var.mul_(1 - pt_momentum).add_(unbiased.to(var.scalar_type()), pt_momentum);
+    }
+    return {y.to(x.scalar_type())};
+  }
   if (ctx.training) {
     // Executor training mode: PyTorch semantics, running statistics updated in place
     // (PyTorch's momentum is 1 - ONNX's momentum).
@@ -607,7 +635,10 @@ Outputs DequantizeLinear(const KernelContext& ctx) {
 // zero point; with x alone the scale is the symmetric max|x| / qmax per `axis` (the
 // weights of quantize-qat when scales are not learned) and the zero point 0.
 Outputs FakeQuantizeOp(const KernelContext& ctx) {
-  const Tensor& x = In(ctx, 0);
+  // Under mixed precision a bfloat16/float16 input is quantized in float32: the grid
+  // (and LSQ's scale gradient) needs float32's mantissa.
+  const Tensor& input = In(ctx, 0);
+  const Tensor x = input.is_floating_point() && input.element_size() < 4 ? input.to(at::kFloat) : input;
   FakeQuantSpec spec;
   spec.axis = ctx.node.GetInt("axis", -1);
   if (spec.axis >= 0) spec.axis = NormAxis(ctx, spec.axis, x.dim());

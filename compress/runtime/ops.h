@@ -3,6 +3,7 @@
 // this table; adding an op is one kernel function plus one row.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,11 +11,18 @@
 
 namespace compress {
 
+// Sums a tensor over the replicas of a data-parallel run, differentiably (its gradient
+// is the sum of the replicas' gradients): synchronised BatchNorm's batch statistics.
+using ReplicaSum = std::function<Tensor(const Tensor&)>;
+
 struct KernelContext {
   const Node& node;
   const std::vector<Tensor>& inputs;  // undefined tensors for omitted optional inputs
   int64_t opset;                      // default-domain opset of the graph
   bool training;
+  // Set in training mode of a data-parallel run with synchronised BatchNorm: batch
+  // statistics are over the global batch (every replica's slice), not this one's.
+  const ReplicaSum* replica_sum = nullptr;
 };
 
 using KernelFn = std::vector<Tensor> (*)(const KernelContext& ctx);

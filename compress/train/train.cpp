@@ -2,6 +2,7 @@
 // pure function of the step, and the epoch loop with progress output on stderr.
 #include "compress/train/train.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "compress/train/eval.h"
@@ -297,6 +299,118 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
+// BatchNorm's running statistics (inputs 3 and 4): trained by the forward pass, not by
+// gradients, so data parallelism keeps them identical across ranks separately.
+std::vector<Tensor> BatchNormStatistics(Graph& graph) {
+  std::vector<Tensor> stats;
+  std::set<std::string> seen;
+  for (const Node& node : graph.nodes) {
+    if (node.op_type != "BatchNormalization") continue;
+    for (size_t i = 3; i < node.inputs.size() && i < 5; ++i) {
+      auto it = graph.initializers.find(node.inputs[i]);
+      if (it != graph.initializers.end() && seen.insert(node.inputs[i]).second) {
+        stats.push_back(it->second.value);
+      }
+    }
+  }
+  return stats;
+}
+
+// A sum over the ranks that autograd differentiates: the gradient of every rank's
+// loss with respect to this rank's input is the sum of the ranks' output gradients.
+// (Synchronised BatchNorm's statistics; Communicator collectives run in the same order
+// on every rank because every rank's graph and autograd graph are the same.)
+class ReplicaSumFunction : public torch::autograd::Function<ReplicaSumFunction> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    Tensor y = x.detach().clone();
+    reinterpret_cast<Communicator*>(comm)->AllReduce(y, Communicator::Op::kSum,
+                                                     "synchronised BatchNorm statistics");
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
+    Tensor g = grads[0].contiguous().clone();
+    comm->AllReduce(g, Communicator::Op::kSum, "synchronised BatchNorm gradients");
+    return {g, Tensor()};
+  }
+};
+
+// Autocast for the forward pass (mixed precision) on `device`'s kind, restoring the
+// previous state on scope exit: bfloat16 on CPU, float16 on CUDA.
+class AutocastScope {
+ public:
+  AutocastScope(bool on, const c10::Device& device) : on_(on), cuda_(device.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      was_enabled_ = at::autocast::is_enabled();
+      was_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(at::kHalf);
+      at::autocast::set_enabled(true);
+    } else {
+      was_enabled_ = at::autocast::is_cpu_enabled();
+      was_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    // The cast-weight cache lives for one forward pass: the weights change every step.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(was_enabled_);
+      at::autocast::set_autocast_gpu_dtype(was_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(was_enabled_);
+      at::autocast::set_autocast_cpu_dtype(was_dtype_);
+    }
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_, cuda_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
+
+// Dynamic loss scaling for float16 (Micikevicius et al. 2018, "Mixed Precision
+// Training"): the loss is multiplied by `scale` so small gradients survive float16;
+// gradients are divided by it before the step; a step whose gradients hold Inf/NaN is
+// skipped and the scale halved; after `growth_interval` good steps it doubles.
+struct GradScaler {
+  bool enabled = false;
+  double scale = 65536.0;
+  int64_t good_steps = 0;
+  static constexpr int64_t kGrowthInterval = 2000;
+
+  // Unscales `grads` in place; returns false (and lowers the scale) when one is not finite.
+  bool Unscale(const std::vector<Tensor>& params) {
+    if (!enabled) return true;
+    bool finite = true;
+    torch::NoGradGuard no_grad;
+    for (const Tensor& p : params) {
+      if (!p.grad().defined()) continue;
+      p.mutable_grad().div_(scale);
+      finite = finite && torch::isfinite(p.grad()).all().item<bool>();
+    }
+    if (!finite) {
+      scale = std::max(scale / 2.0, 1.0);
+      good_steps = 0;
+      return false;
+    }
+    if (++good_steps >= kGrowthInterval) {
+      scale *= 2.0;
+      good_steps = 0;
+    }
+    return true;
+  }
+};
+
 // One epoch's running sums.
 struct EpochTotals {
   double loss_sum = 0;
@@ -317,11 +431,25 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
   std::vector<Tensor> params = TrainableLeaves(graph);
   for (const Tensor& p : options.extra_parameters) params.push_back(p);
   RequiresGradScope requires_grad(params);
+  Communicator* const comm = options.comm && options.comm->distributed() ? options.comm.get() : nullptr;
+  const std::vector<Tensor> bn_stats = BatchNormStatistics(graph);
+  if (comm != nullptr) {
+    // Every rank starts from rank 0's parameters and statistics.
+    std::vector<Tensor> state = params;
+    state.insert(state.end(), bn_stats.begin(), bn_stats.end());
+    comm->Broadcast(state, 0, "initial parameters");
+  }
   Executor executor(graph);
   if (options.observer) executor.SetObserver(options.observe, options.observer);
+  if (comm != nullptr && options.sync_batchnorm) {
+    const auto handle = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));
+    executor.SetReplicaSum([handle](const Tensor& t) { return ReplicaSumFunction::apply(t, handle); });
+  }
   auto optimizer = MakeOptimizer(options.optimizer, params);
-  torch::manual_seed(options.seed);  // Dropout and other in-graph randomness
+  // Dropout and other in-graph randomness; each rank draws its own masks.
+  torch::manual_seed(options.seed + (comm != nullptr ? static_cast<uint64_t>(comm->rank()) * 7919u : 0u));
   DataLoader loader(train.To(device), options.batch_size, /*shuffle=*/true, options.seed);
+  if (comm != nullptr) loader.Shard(comm->rank(), comm->world_size());
   const int64_t steps_per_epoch = loader.num_batches();
   const int64_t total_steps = steps_per_epoch * options.epochs;
   const auto ce_options =
@@ -329,7 +457,9 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
   Progress progress(options.progress, options.epochs, steps_per_epoch);
 
   // One optimizer step on (x, y); returns the logits for the accuracy count.
-  int64_t global_step = 0;
+  int64_t global_step = 0, skipped_steps = 0;
+  GradScaler scaler;
+  scaler.enabled = options.amp && device.is_cuda();
   auto step = [&](const Tensor& x, const Tensor& y, int64_t epoch, int64_t step_in_epoch) {
     double lr = LearningRateAt(options.lr_schedule, options.optimizer.lr, global_step,
                                total_steps, steps_per_epoch);
@@ -338,12 +468,35 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     }
     for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
     optimizer->zero_grad();
-    const Tensor logits = executor.Run({x}).at(0);
+    Tensor logits;
+    {
+      AutocastScope autocast(options.amp, device);
+      logits = executor.Run({x}).at(0);
+    }
+    logits = logits.to(torch::kFloat);  // losses in float32 (autocast's policy too)
     if (global_step == 0) CheckLogits(graph, logits, x.size(0), max_label);
     const Tensor loss =
         options.loss ? options.loss(logits, y, loader.last_indices())
-                     : torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y, ce_options);
-    const double loss_value = loss.item<double>();
+                     : torch::nn::functional::cross_entropy(logits, y, ce_options);
+    double loss_value = loss.item<double>();
+    // Float16 needs the scaled loss; bfloat16 has float32's range and does not.
+    const double loss_scale = scaler.enabled ? scaler.scale : 1.0;
+    if (comm != nullptr) {
+      // This rank's share of the global batch's mean loss; the summed gradients are then
+      // the one-process gradient of the whole batch, and the summed shares its loss.
+      const double share = static_cast<double>(x.size(0)) /
+                           static_cast<double>(loader.last_global_count());
+      (loss * (share * loss_scale)).backward();
+      std::vector<Tensor> grads;
+      for (const Tensor& p : params) {
+        if (p.grad().defined()) grads.push_back(p.mutable_grad());
+      }
+      grads.push_back(torch::full({1}, loss_value * share,
+                                  torch::TensorOptions().dtype(torch::kFloat).device(device)));
+      comm->AllReduce(grads, Communicator::Op::kSum,
+                      "gradients of step " + std::to_string(global_step + 1));
+      loss_value = grads.back().item<double>();
+    }
     if (!std::isfinite(loss_value)) {
       throw Error(ErrorKind::kNumeric,
                   "Train: loss is " + std::to_string(loss_value) + " at epoch " +
@@ -351,7 +504,14 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
                       " of " + std::to_string(steps_per_epoch) +
                       "; expected a finite loss (lower the learning rate?)");
     }
-    loss.backward();
+    if (comm == nullptr) (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+    if (!scaler.Unscale(params)) {
+      // Inf/NaN gradients from float16 overflow: skip this step (every rank alike: the
+      // gradients were summed first) and go on with a lower scale.
+      ++skipped_steps;
+      ++global_step;
+      return std::make_pair(logits.detach(), loss_value);
+    }
     if (options.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, options.max_grad_norm);
     optimizer->step();
     // Pruned weights stay zero whoever drives the training (a library caller included).
@@ -374,17 +534,32 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     Tensor x, y;
     int64_t step_in_epoch = 0;
     while (loader.Next(x, y)) {
+      const int64_t batch = loader.last_global_count();
+      if (comm != nullptr && batch < comm->world_size()) continue;  // a slice would be empty
       const auto [logits, loss_value] = step(x, y, epoch, step_in_epoch++);
       totals.correct += logits.argmax(1).eq(y).sum();
-      totals.loss_sum += loss_value * static_cast<double>(x.size(0));
-      totals.samples += x.size(0);
+      totals.loss_sum += loss_value * static_cast<double>(batch);
+      totals.samples += batch;
       progress.Step(epoch + 1, step_in_epoch, totals.samples,
                     totals.loss_sum / static_cast<double>(totals.samples), Seconds(epoch_start));
     }
     const double train_seconds = Seconds(epoch_start);
 
+    if (comm != nullptr) {
+      // Accuracy over every rank's samples; BatchNorm's running statistics averaged
+      // (per-rank statistics differ; synchronised ones are equal and stay so).
+      comm->AllReduce(totals.correct, Communicator::Op::kSum, "epoch accuracy");
+      if (!options.sync_batchnorm && !bn_stats.empty()) {
+        std::vector<Tensor> stats = bn_stats;
+        comm->AllReduce(stats, Communicator::Op::kSum, "BatchNorm running statistics");
+        torch::NoGradGuard no_grad;
+        for (const Tensor& t : bn_stats) t.div_(static_cast<double>(comm->world_size()));
+      }
+    }
     EpochStats stats;
     stats.epoch = epoch + 1;
+    stats.world_size = comm != nullptr ? comm->world_size() : 1;
+    stats.skipped_steps = skipped_steps;
     stats.train_loss = totals.loss_sum / static_cast<double>(totals.samples);
     stats.train_accuracy = static_cast<double>(totals.correct.item<int64_t>()) /
                            static_cast<double>(totals.samples);

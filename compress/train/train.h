@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "compress/data/data.h"
+#include "compress/dist/dist.h"
 #include "compress/ir/graph.h"
 
 namespace compress {
@@ -80,6 +82,25 @@ struct TrainOptions {
   int64_t warmup_steps = 0;
   // Rescales the gradients so that their global L2 norm is at most this (0 = off).
   double max_grad_norm = 0;
+  // Data parallelism (unset, or a world of one: one process). Every rank runs Train with
+  // the same options and data: rank 0's parameters are broadcast first; each step every
+  // rank takes its slice of the same global batch of batch_size samples (DataLoader::
+  // Shard), weights its loss by its share of the batch, and the gradients are summed
+  // in buckets, so each step is the one-process step on the whole batch (but for
+  // BatchNorm's batch statistics unless sync_batchnorm). Epoch statistics are over all
+  // ranks; a global batch smaller than the world is skipped (every rank skips it).
+  std::shared_ptr<Communicator> comm;
+  // Data parallelism's BatchNorm: true, batch statistics over the global batch
+  // (synchronised BatchNorm, two small all-reduces per layer per step); false, each
+  // rank's own slice, with the running statistics averaged over the ranks after every
+  // epoch. Either way the ranks end with identical statistics.
+  bool sync_batchnorm = false;
+  // Mixed precision: the forward pass under LibTorch's autocast (matrix products and
+  // convolutions in bfloat16 on CPU, float16 on CUDA; reductions, losses and the
+  // weights stay float32). On CUDA the float16 loss is scaled dynamically (a gradient
+  // scaler: steps with Inf/NaN gradients are skipped and the scale halved, and the
+  // scale doubles after 2000 good steps). Off by default.
+  bool amp = false;
 };
 
 // Throws Error(kRecipe) naming the offending field (unknown optimizer/schedule/progress
@@ -93,6 +114,8 @@ struct EpochStats {
   double val_accuracy = std::numeric_limits<double>::quiet_NaN();
   double samples_per_second = 0;  // training samples / training time (no validation)
   double seconds = 0;             // whole epoch, validation included
+  int64_t world_size = 1;         // processes that trained it together
+  int64_t skipped_steps = 0;      // mixed precision: steps the gradient scaler skipped
 };
 
 struct TrainResult {
