@@ -235,16 +235,24 @@ namespace {
 // after each step the scales and zero points follow the averaged ranges.
 class RangeObserver {
  public:
-  RangeObserver(const FakeQuantLayout& layout, const QatOptions& options)
+  // `comm`: data parallelism; each batch's range is then the global batch's (the
+  // ranks' minima and maxima reduced), so every rank keeps the same averages.
+  RangeObserver(const FakeQuantLayout& layout, const QatOptions& options, Communicator* comm)
       : layout_(layout), momentum_(options.observer_momentum),
-        type_(options.quantize.activations), epochs_(options.observer_epochs) {}
+        type_(options.quantize.activations), epochs_(options.observer_epochs), comm_(comm) {}
 
   bool enabled() const { return epochs_ > 0; }
   void StartEpoch(int64_t epoch) { observing_ = epoch < epochs_; }
   void Observe(const std::string& value, const Tensor& t) {
     if (!observing_) return;
     const auto [lo_t, hi_t] = torch::aminmax(t.detach());
-    const double lo = lo_t.item<double>(), hi = hi_t.item<double>();
+    double lo = lo_t.item<double>(), hi = hi_t.item<double>();
+    if (comm_ != nullptr && comm_->distributed()) {
+      Tensor m = torch::tensor({-lo, hi}, torch::kDouble);
+      comm_->AllReduce(m, Communicator::Op::kMax, "QAT activation range of " + value);
+      lo = -m[0].item<double>();
+      hi = m[1].item<double>();
+    }
     if (!std::isfinite(lo) || !std::isfinite(hi)) {
       throw Error(ErrorKind::kNumeric, "quantize-qat: " + value + " is NaN or Inf in training");
     }
@@ -277,6 +285,7 @@ class RangeObserver {
   double momentum_;
   at::ScalarType type_;
   int64_t epochs_;
+  Communicator* comm_;
   bool observing_ = false;
   std::map<std::string, std::pair<double, double>> ranges_;
 };
@@ -353,7 +362,7 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
   // Step 2: train with fake quantization (against the teachers with `distill`).
   const FakeQuantLayout layout = InsertFakeQuant(graph, plan, params, options_);
   const std::vector<std::string> learned = LearnedScales(layout, options_.learn_scales);
-  RangeObserver observer(layout, options_);
+  RangeObserver observer(layout, options_, ctx.comm.get());
   TrainOptions t = options_.train;
   if (t.batch_size == 0) t.batch_size = ctx.batch_size;
   if (observer.enabled()) {
