@@ -136,6 +136,8 @@ PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const D
   ctx.calibration_samples = recipe.data.calibration_samples;
   ctx.progress = options.progress;
   ctx.log = options.log;
+  ctx.comm = options.comm;
+  ctx.sync_batchnorm = recipe.distributed.sync_batchnorm;
   // (Masks from pruning stages hold through every later optimizer step: the trainer
   // re-applies them itself.)
   return ctx;
@@ -163,11 +165,13 @@ std::vector<TeacherRef> LoadTeachers(const Recipe& recipe, std::vector<Graph>& m
 // Step 3's cache: where the baseline of the recipe's `lead` leading train stages is
 // kept (keyed by everything that determines it), or empty without a cache folder.
 fs::path BaselineCacheFile(const Recipe& recipe, const RunOptions& options, size_t lead,
-                           int threads) {
+                           int threads, int64_t world_size) {
   if (options.cache_dir.empty() || lead == 0) return {};
   nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
                         {"data", recipe.json.value("data", nlohmann::json::object())},
                         {"threads", threads}, {"version", MCOMPRESS_VERSION}};
+  // A baseline trained data-parallel is another baseline (other BatchNorm statistics).
+  if (world_size > 1) key["world_size"] = world_size;
   // The data's content too: new images under the same root must not reuse a baseline.
   for (const auto& [name, crc] : DataSourceFingerprint(RecipeDataSource(recipe))) {
     key["data_files"][name] = crc;
@@ -317,6 +321,64 @@ void WriteRunFiles(const Recipe& recipe, const Report& report, const DatasetSpli
 
 namespace {
 
+// Data parallelism, after every stage: each rank ran the same pass on the same graph,
+// so the graphs must agree. Their structure (nodes, initializer names, shapes, masks
+// present) must be identical, or the ranks made different decisions and the job stops.
+// Their values should be bitwise equal (summed gradients are the same bits on every
+// rank); where they are not (e.g. kernels that differ between hosts' CPUs) every rank
+// takes rank 0's. Returns the largest |difference| from rank 0's values over the ranks
+// (0 when they agreed).
+double SyncGraphAcrossRanks(Graph& graph, Communicator& comm, const std::string& where) {
+  if (!comm.distributed()) return 0;
+  std::string structure = graph.Dump();
+  std::vector<Tensor> values;
+  for (auto& [name, init] : graph.initializers) {
+    structure += name + (init.mask.defined() ? " masked\n" : "\n");
+    values.push_back(init.value);
+    if (init.mask.defined()) values.push_back(init.mask);
+  }
+  const auto half = [](uint64_t h) { return static_cast<int64_t>(h >> 1); };
+  const int64_t sh = half(TensorsFingerprint({torch::from_blob(
+      structure.data(), {static_cast<int64_t>(structure.size())}, torch::kUInt8)}));
+  const int64_t vh = half(TensorsFingerprint(values));
+  // max(h) == -max(-h) exactly when every rank has the same h.
+  Tensor h = torch::tensor({sh, -sh, vh, -vh}, torch::kLong);
+  comm.AllReduce(h, Communicator::Op::kMax, "graph fingerprints after " + where);
+  if (h[0].item<int64_t>() != -h[1].item<int64_t>()) {
+    throw Error(ErrorKind::kDistributed,
+                "distributed: after " + where + " the ranks' graphs differ in structure (rank " +
+                    std::to_string(comm.rank()) +
+                    "'s included; a pass decided differently on different ranks); expected "
+                    "identical graphs on every rank");
+  }
+  if (h[2].item<int64_t>() == -h[3].item<int64_t>()) return 0;
+  std::vector<Tensor> mine;
+  for (const Tensor& v : values) mine.push_back(v.detach().clone());
+  comm.Broadcast(values, 0, "rank 0's weights after " + where);
+  double diff = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i].numel() == 0) continue;
+    diff = std::max(diff, (mine[i].to(torch::kDouble) - values[i].to(torch::kDouble))
+                              .abs().max().item<double>());
+  }
+  Tensor d = torch::tensor({diff}, torch::kDouble);
+  comm.AllReduce(d, Communicator::Op::kMax, "weight differences after " + where);
+  return d.item<double>();
+}
+
+// Rank 0 of a data-parallel job, before committing the output folder: every other rank
+// must have finished its stages and said so ("ok"); a failure it reported stops the run.
+void AwaitOtherRanks(Communicator& comm, double timeout_s) {
+  for (int64_t r = 1; r < comm.world_size(); ++r) {
+    const std::string status = comm.GetKey("mcompress/done/" + std::to_string(r), timeout_s);
+    if (status != "ok") {
+      throw Error(ErrorKind::kDistributed, "distributed: rank " + std::to_string(r) + " of " +
+                                               std::to_string(comm.world_size()) + " " + status +
+                                               "; outputs not written");
+    }
+  }
+}
+
 // Step 1's runtime: threads, device and the global seed, before anything is loaded.
 struct Runtime {
   int threads = 0;
@@ -343,8 +405,11 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   if (ShapesMissing(work)) InferShapes(work);
   const std::string recipe_hash = RecipeHash(recipe.json);
 
-  // Step 2: a temporary output folder, removed unless the run completes.
-  OutputFolder folder(options.out_dir);
+  // Step 2: a temporary output folder, removed unless the run completes (rank 0 only).
+  Communicator& comm = *options.comm;
+  const bool main_rank = comm.is_main();
+  std::optional<OutputFolder> folder;
+  if (main_rank) folder.emplace(options.out_dir);
   std::vector<Graph> teacher_models;
   PassContext ctx =
       MakeContext(recipe, options, data, device, LoadTeachers(recipe, teacher_models));
@@ -356,14 +421,23 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   report.device = device.str();
   report.seed = recipe.seed;
   report.threads = threads;
+  report.world_size = comm.world_size();
 
   // Step 3: leading `train` stages produce the baseline the compression is judged
   // against; with a cache folder they are reused across runs.
   size_t lead = 0;
   while (lead < recipe.stages.size() && recipe.stages[lead].pass == "train") ++lead;
   const fs::path cache_file =
-      caller_data != nullptr ? fs::path() : BaselineCacheFile(recipe, options, lead, threads);
-  const bool cached = !cache_file.empty() && fs::exists(cache_file);
+      caller_data != nullptr ? fs::path()
+                             : BaselineCacheFile(recipe, options, lead, threads, comm.world_size());
+  bool cached = !cache_file.empty() && fs::exists(cache_file);
+  if (comm.distributed()) {
+    // Rank 0 decides (it alone writes the cache), so every rank runs the same stages.
+    Tensor flag = torch::tensor({cached ? int64_t{1} : int64_t{0}}, torch::kLong);
+    std::vector<Tensor> one{flag};
+    comm.Broadcast(one, 0, "the baseline cache decision");
+    cached = flag.item<int64_t>() != 0;
+  }
   if (cached) {
     log("reusing cached baseline " + cache_file.string());
     work = LoadOnnx(cache_file.string());
@@ -376,11 +450,12 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
     baseline_model = work.Clone();
     ctx.baseline = &baseline_model;
     report.baseline.pass = "baseline";
+    report.baseline.size = ComputeSize(work);
+    if (!main_rank) return;  // rank 0 measures and reports
     report.baseline.metrics = std::isnan(known.top1)
                                   ? Measure(work, data, device, recipe.data.batch_size)
                                   : known;
     CheckFinite(report.baseline.metrics, "baseline");
-    report.baseline.size = ComputeSize(work);
     for (const LayerRow& row : LayerTable(work)) baseline_shapes[row.name] = row.weight_shape;
     if (recipe.measure_latency) report.latency_baseline = Latency(work, device);
     log("baseline: top-1 " + Percent(report.baseline.metrics.top1));
@@ -399,15 +474,20 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
     } else {
       RunStage(stage, work, ctx, sr);
     }
+    if (comm.distributed()) {
+      sr.stats["ranks_max_weight_difference"] =
+          SyncGraphAcrossRanks(work, comm, stage.path + " (" + stage.pass + ")");
+    }
     sr.seconds = SecondsSince(t0);
-    if (std::isnan(sr.metrics.top1) && (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
+    if (main_rank && std::isnan(sr.metrics.top1) &&
+        (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
       sr.metrics = Measure(work, data, device, recipe.data.batch_size);
     }
-    CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
+    if (main_rank) CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
     sr.size = ComputeSize(work);
     report.stages.push_back(sr);
     if (i + 1 == lead) {
-      if (!cache_file.empty() && !cached) {
+      if (main_rank && !cache_file.empty() && !cached) {
         std::error_code ec;
         fs::create_directories(options.cache_dir, ec);
         Graph cpu = work.Clone();
@@ -418,10 +498,20 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
     }
   }
 
+  // Other ranks of a data-parallel job stop here: rank 0 measures, exports and writes
+  // once they have all said they finished.
+  if (!main_rank) {
+    comm.SetKey("mcompress/done/" + std::to_string(comm.rank()), "ok");
+    RunOutcome outcome;
+    outcome.report = std::move(report);
+    outcome.wrote_outputs = false;
+    return outcome;
+  }
+
   // Step 5: exports.
   Graph final_cpu = work.Clone();
   final_cpu.To(c10::Device(c10::kCPU));
-  RunExports(recipe, final_cpu, data, folder, recipe_hash, log, report);
+  RunExports(recipe, final_cpu, data, *folder, recipe_hash, log, report);
 
   // Step 6: final measurements and acceptance.
   if (recipe.measure_latency) report.latency_final = Latency(work, device);
@@ -436,36 +526,67 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   report.total_seconds = SecondsSince(run_start);
 
   // Step 7: reports, the recipe as run, the manifest; then the atomic rename.
-  WriteRunFiles(recipe, report, caller_data, folder.tmp());
-  folder.Commit();
+  WriteRunFiles(recipe, report, caller_data, folder->tmp());
+  if (comm.distributed()) AwaitOtherRanks(comm, recipe.distributed.options.timeout_s);
+  folder->Commit();
 
   RunOutcome outcome;
   outcome.report = std::move(report);
-  outcome.out_dir = folder.out().string();
+  outcome.out_dir = folder->out().string();
   outcome.exit_code = outcome.report.accepted ? 0 : 3;
   return outcome;
 }
 
 }  // namespace
 
-RunOutcome RunRecipe(Recipe& recipe, const RunOptions& options) {
-  const auto run_start = Clock::now();
-  // Step 1: runtime, data, model.
-  const Runtime rt = SetUpRuntime(recipe);
-  const DatasetSplits data = LoadRecipeData(recipe);
-  Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
-  return RunLoaded(recipe, std::move(work), data, rt, nullptr, options, run_start);
+namespace {
+
+// Runs `body` with options.comm set (a local communicator when unset); on a rank other
+// than 0 a failure is also posted for rank 0, which then writes nothing (AwaitOtherRanks).
+template <typename F>
+RunOutcome WithCommunicator(const RunOptions& given, F&& body) {
+  RunOptions options = given;
+  if (!options.comm) options.comm = Communicator::Local();
+  Communicator& comm = *options.comm;
+  try {
+    return body(options);
+  } catch (const std::exception& e) {
+    if (comm.distributed() && !comm.is_main()) {
+      try {
+        comm.SetKey("mcompress/done/" + std::to_string(comm.rank()),
+                    std::string("failed: ") + e.what());
+      } catch (const std::exception&) {
+        // Rank 0 is gone too: its own error (or the launcher) tells the story.
+      }
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+RunOutcome RunRecipe(Recipe& recipe, const RunOptions& given) {
+  return WithCommunicator(given, [&](const RunOptions& options) {
+    const auto run_start = Clock::now();
+    // Step 1: runtime, data, model.
+    const Runtime rt = SetUpRuntime(recipe);
+    const DatasetSplits data = LoadRecipeData(recipe);
+    Graph work = LoadModel(recipe.model, ModelLoadOptions{recipe.seed, recipe.input_shapes});
+    return RunLoaded(recipe, std::move(work), data, rt, nullptr, options, run_start);
+  });
 }
 
 RunOutcome RunRecipeOn(Recipe& recipe, Graph model, const DatasetSplits& data,
-                       const RunOptions& options) {
-  const auto run_start = Clock::now();
-  const Runtime rt = SetUpRuntime(recipe);
-  if (data.test.size() == 0) {
-    throw Error(ErrorKind::kUsage, "RunRecipeOn: the caller's data has no test samples; the "
-                                   "report measures every stage on the test split");
-  }
-  return RunLoaded(recipe, std::move(model), data, rt, &data, options, run_start);
+                       const RunOptions& given) {
+  return WithCommunicator(given, [&](const RunOptions& options) {
+    const auto run_start = Clock::now();
+    const Runtime rt = SetUpRuntime(recipe);
+    if (data.test.size() == 0) {
+      throw Error(ErrorKind::kUsage, "RunRecipeOn: the caller's data has no test samples; the "
+                                     "report measures every stage on the test split");
+    }
+    return RunLoaded(recipe, std::move(model), data, rt, &data, options, run_start);
+  });
 }
 
 std::string SummaryTable(const Report& r) {

@@ -438,6 +438,24 @@ void ParseReport(const nlohmann::json& json, OptionReader& top, Recipe& recipe) 
   report.Finish();
 }
 
+void ParseDistributed(OptionReader& top, Recipe& recipe) {
+  OptionReader d = top.Object("distributed", "data-parallel training over c10d (docs/distributed.md)");
+  DistOptions& o = recipe.distributed.options;
+  d.Read("backend", o.backend, {"gloo", "nccl"}, "c10d process group: gloo (CPU) or nccl (CUDA builds)");
+  d.Read("timeout_s", o.timeout_s, 1.0, 86400.0,
+         "seconds a collective or the rendezvous waits for the other ranks before failing");
+  d.Read("sync_batchnorm", recipe.distributed.sync_batchnorm,
+         "BatchNorm batch statistics over the global batch (else per rank, running statistics averaged)");
+  d.Read("world_size", o.world_size, 1, 1 << 16, "processes in the job (--nproc and WORLD_SIZE override)");
+  d.Read("rank", o.rank, 0, (1 << 16) - 1, "this process's rank (--rank and RANK override)");
+  d.Read("init_method", o.init_method, {}, "rendezvous: tcp://HOST:PORT or file://PATH");
+  d.Finish();
+  if (o.rank >= o.world_size) {
+    top.AddProblem("distributed.rank", "rank " + std::to_string(o.rank) + " is outside [0, " +
+                                           std::to_string(o.world_size) + ")");
+  }
+}
+
 void ParseAcceptance(OptionReader& top, Recipe& recipe) {
   OptionReader acc = top.Object("acceptance", "criteria; unmet criteria exit with code 3");
   acc.Read("max_accuracy_drop", recipe.max_accuracy_drop, 0.0, 1.0,
@@ -467,6 +485,7 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   }
   top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");
   top.Read("threads", recipe.threads, 0, 1024, "LibTorch threads (0 = all cores)");
+  ParseDistributed(top, recipe);
   ParseStages(json, top, recipe, problems);
   ParseExports(json, top, recipe, problems);
   ParseReport(json, top, recipe);

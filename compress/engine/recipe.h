@@ -48,6 +48,14 @@ struct TeacherSpec {
   std::string path = "teacher";  // "teacher" or "teacher[1]", for messages
 };
 
+// "distributed": how the recipe's training stages run data-parallel (docs/distributed.md).
+// The job itself (world size, rank, rendezvous) usually comes from `mcompress run
+// --nproc N` or the environment, which override what a recipe says.
+struct DistributedSpec {
+  DistOptions options;          // world_size 1, rank 0, no init_method unless written
+  bool sync_batchnorm = false;  // TrainOptions::sync_batchnorm
+};
+
 struct Recipe {
   nlohmann::json json;      // as run (after --set overrides)
   std::string source;       // file it came from ("" for in-memory)
@@ -61,6 +69,7 @@ struct Recipe {
   std::string device = "auto";
   uint64_t seed = 0;
   int64_t threads = 0;      // 0 = all cores
+  DistributedSpec distributed;
   std::vector<StageSpec> stages;
   std::vector<ExportSpec> exports;
   std::vector<std::string> report_formats = {"json", "md", "html"};

@@ -140,7 +140,8 @@ struct Report {
   std::string model;        // model spec from the recipe
   std::string device;
   uint64_t seed = 0;
-  int threads = 0;
+  int threads = 0;          // per process
+  int64_t world_size = 1;   // processes that ran the recipe (data-parallel training)
   StageReport baseline;
   std::vector<StageReport> stages;
   LatencyStats latency_baseline, latency_final;

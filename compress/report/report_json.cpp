@@ -142,6 +142,7 @@ OJson ReportOrderedJson(const Report& r) {
   j["device"] = r.device;
   j["seed"] = r.seed;
   j["threads"] = r.threads;
+  j["world_size"] = r.world_size;
   j["accepted"] = r.accepted;
   j["compression_ratio"] = NumberJson(r.compression_ratio);
   j["total_seconds"] = NumberJson(r.total_seconds);
@@ -482,6 +483,8 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
   r.device = rd.String(json, "", "device");
   r.seed = rd.Unsigned(json, "", "seed");
   r.threads = static_cast<int>(rd.Int(json, "", "threads", kIntMin, kIntMax));
+  // Reports before data parallelism ran in one process.
+  if (json.contains("world_size")) r.world_size = rd.Int(json, "", "world_size", 1, kIntMax);
   r.accepted = rd.Bool(json, "", "accepted");
   r.compression_ratio = rd.Number(json, "", "compression_ratio");
   r.total_seconds = rd.Number(json, "", "total_seconds");

@@ -163,6 +163,7 @@ Table RunTable(const Report& r) {
             {"device", r.device},
             {"seed", std::to_string(r.seed)},
             {"threads", std::to_string(r.threads)},
+            {"processes", std::to_string(r.world_size)},
             {"recipe hash", r.recipe_hash},
             {"mcompress", r.mcompress_version},
             {"LibTorch", r.torch_version},
