@@ -15,7 +15,20 @@ namespace cli {
 struct GlobalOptions {
   int threads = 0;            // 0 = all cores
   int* exit_code = nullptr;   // a command may set a non-zero success code (3)
+  std::vector<std::string> argv;  // the command line as given (the --nproc launcher re-runs it)
 };
+
+// `mcompress run --nproc N`: runs `worker_args` (a full command line, argv[0] first) as
+// N worker processes of this binary, ranks 0..N-1 of one c10d job on 127.0.0.1, and
+// waits for them. When one fails, the others get `grace_s` seconds to stop on their own
+// (they see the lost peer), then SIGTERM, then SIGKILL. SIGINT/SIGTERM to the launcher
+// reach every worker. Returns the exit code: rank 0's when every rank succeeded, else
+// the first failing rank's (1 when it was killed by a signal), 128+signal when stopped.
+int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double grace_s);
+
+// "mcompress" or, in a rank other than 0 of a data-parallel job, "mcompress [rank 1]":
+// how error lines start, so a user knows which process said what.
+std::string ErrorPrefix();
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global);
 void AddEvalCommand(CLI::App& app, const GlobalOptions& global);

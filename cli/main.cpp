@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", compress::VersionString());
   cli::GlobalOptions global;
+  global.argv.assign(argv, argv + argc);
   app.add_option("--threads", global.threads, "LibTorch threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   cli::AddTrainCommand(app, global);
@@ -33,13 +34,13 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   } catch (const compress::Error& e) {
-    std::cerr << "mcompress: " << compress::ErrorKindName(e.kind()) << ": " << e.what()
-              << "\n";
+    std::cerr << cli::ErrorPrefix() << ": " << compress::ErrorKindName(e.kind()) << ": "
+              << e.what() << "\n";
     return compress::ExitCodeFor(e.kind());
   } catch (const std::exception& e) {
     std::string what = e.what();
     auto nl = what.find('\n');  // LibTorch appends a backtrace
-    std::cerr << "mcompress: error: " << what.substr(0, nl) << "\n";
+    std::cerr << cli::ErrorPrefix() << ": error: " << what.substr(0, nl) << "\n";
     return 1;
   }
   return exit_code;
