@@ -55,6 +55,8 @@ echo "## Distillation: half-width lenet5 alone vs distilled from a convnet, 3 se
 run bash bench/distill.sh "$BUILD_DIR"
 echo "## Calibrators: minmax, percentile, mse, entropy on convnet, lenet5, resnet8 (bench/calibrators.sh)"
 run bash bench/calibrators.sh "$BUILD_DIR"
+echo "## Data-parallel training and mixed precision: 1 vs 2 processes, AMP on/off (bench/scaling.sh)"
+run bash bench/scaling.sh "$BUILD_DIR"
 echo "## Calibration memory: peak RSS for 512 vs 32,768 calibration samples (bench/calib_memory.sh)"
 run bash bench/calib_memory.sh "$BUILD_DIR"
 exit $status
