@@ -2,6 +2,8 @@
 // 5k validation / 10k test) with a fixed per-model recipe, and prints test accuracy,
 // throughput and wall time as Markdown table rows. Exits 1 when a model misses its
 // accuracy target, so `make bench` doubles as an end-to-end check of the trainer.
+// --device trains and evaluates elsewhere than the CPU (bench/RESULTS.md's figures are
+// CPU ones; the targets hold on any device).
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   int64_t train_limit = 0;
   std::string data_root = "/usr/share/datasets/fashion-mnist";
+  std::string device_spec = "cpu";
   app.add_option("--model", models,
                  "zoo model(s) to train (repeatable; default: lenet5, mlp-300-100, convnet)");
   app.add_option("--epochs", epochs, "override the recipe's epoch count");
@@ -80,10 +83,19 @@ int main(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training samples (smoke runs; targets not checked)");
   app.add_option("--data", data_root, "Fashion-MNIST directory")->capture_default_str();
+  app.add_option("--device", device_spec,
+                 "auto, cpu, cuda or cuda:N (default cpu: the figures in bench/RESULTS.md)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
     const int used_threads = compress::ConfigureThreads(threads);
+    // Before the data loads: an unavailable device fails at once, with one line.
+    const std::string device_problem = compress::DeviceProblem(device_spec);
+    if (!device_problem.empty()) {
+      throw compress::Error(compress::ErrorKind::kUsage, "--device: " + device_problem);
+    }
+    const c10::Device device = compress::ResolveDevice(device_spec);
     std::vector<Recipe> recipes;
     for (const Recipe& r : DefaultRecipes()) {
       bool wanted = models.empty();
@@ -106,14 +118,13 @@ int main(int argc, char** argv) {
     data_options.train_limit = train_limit;
     const auto load_start = std::chrono::steady_clock::now();
     const compress::DatasetSplits data = compress::LoadFashionMnist(data_options);
-    std::fprintf(stderr, "data: %lld train / %lld validation / %lld test, loaded in %.1f s; %d threads\n",
+    std::fprintf(stderr, "data: %lld train / %lld validation / %lld test, loaded in %.1f s; %d threads, device %s\n",
                  static_cast<long long>(data.train.size()),
                  static_cast<long long>(data.validation.size()),
                  static_cast<long long>(data.test.size()),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
-                 used_threads);
+                 used_threads, device.str().c_str());
 
-    const c10::Device device(c10::kCPU);
     const bool check_targets = train_limit == 0;
     std::vector<std::string> rows, failures;
     for (Recipe& r : recipes) {

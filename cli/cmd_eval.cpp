@@ -23,11 +23,11 @@ void AddEvalCommand(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--batch-size", args->batch_size, "batch size")->capture_default_str();
   cmd->add_option("--data-root", args->data_root, "Fashion-MNIST folder")->capture_default_str();
   cmd->add_option("--test-limit", args->test_limit, "evaluate the first N test samples");
-  cmd->add_option("--device", args->device, "auto, cpu, cuda:N")->capture_default_str();
+  AddDeviceOption(cmd, args->device);
   cmd->add_flag("--latency", args->latency, "also measure latency at batch 1 and 32");
   cmd->callback([args, &global] {
     compress::ConfigureThreads(global.threads);
-    const c10::Device device = compress::ResolveDevice(args->device);
+    const c10::Device device = ResolveCliDevice(args->device);
     compress::Graph graph = LoadCliModel(args->model, args->shapes);
     compress::FashionMnistOptions data_options;
     data_options.root = args->data_root;

@@ -41,6 +41,12 @@ void AddCpuCommand(CLI::App& app, const GlobalOptions& global);
 // run, validate, passes, compare
 void AddRecipeCommands(CLI::App& app, const GlobalOptions& global);
 
+// --device for commands that compute (auto, cpu, cuda, cuda:N; default auto), and the
+// matching resolution: a device this LibTorch build or machine cannot provide throws
+// compress::Error(kUsage) naming --device, the spec and what is expected.
+void AddDeviceOption(CLI::App* cmd, std::string& device);
+c10::Device ResolveCliDevice(const std::string& device);
+
 // --input-shape for commands that take a model (TorchScript files need it), and the
 // matching load: LoadModel with the parsed shapes.
 void AddInputShapeOption(CLI::App* cmd, std::vector<std::string>& shapes);

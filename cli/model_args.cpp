@@ -1,9 +1,22 @@
-// The model argument every model-reading subcommand shares: a spec (zoo:<name>, .onnx,
-// or TorchScript .pt/.pth/.ts) plus --input-shape, which TorchScript files need.
+// The arguments subcommands share: the model (a spec: zoo:<name>, .onnx, or
+// TorchScript .pt/.pth/.ts, plus --input-shape, which TorchScript files need) and
+// --device.
 #include "cli/commands.h"
+#include "compress/base/error.h"
 #include "compress/engine/model_source.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
+
+void AddDeviceOption(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+}
+
+c10::Device ResolveCliDevice(const std::string& device) {
+  const std::string problem = compress::DeviceProblem(device);
+  if (!problem.empty()) throw compress::Error(compress::ErrorKind::kUsage, "--device: " + problem);
+  return compress::ResolveDevice(device);
+}
 
 void AddInputShapeOption(CLI::App* cmd, std::vector<std::string>& shapes) {
   cmd->add_option("--input-shape", shapes,

@@ -58,8 +58,9 @@ Tensor OutputShift(const Node& node, const Tensor& delta, const Tensor& mean) {
 
 int64_t CorrectBiases(Graph& graph, const QdqPlan& plan,
                       const std::map<std::string, AffineParams>& params,
-                      const CalibrationBatches& batches, const QdqOptions& options) {
+                      const CalibrationBatches& drawn, const QdqOptions& options) {
   torch::NoGradGuard no_grad;
+  const CalibrationBatches batches = OnGraphDevice(graph, drawn);
   // Every planned value's parameters, shared values resolved to their root's (as
   // ApplyQdq resolves them).
   std::map<std::string, AffineParams> resolved;

@@ -13,11 +13,28 @@
 
 namespace compress {
 
+CalibrationBatches OnGraphDevice(const Graph& graph, const CalibrationBatches& batches) {
+  c10::Device device(c10::kCPU);
+  for (const auto& [name, init] : graph.initializers) {
+    if (init.value.defined()) {
+      device = init.value.device();
+      break;
+    }
+  }
+  CalibrationBatches moved;
+  moved.count = batches.count;
+  moved.batch = [source = batches.batch, device](int64_t k) { return source(k).to(device); };
+  return moved;
+}
+
 std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
-                                              const CalibrationBatches& batches,
+                                              const CalibrationBatches& drawn,
                                               CalibrationMethod method, double percentile,
                                               at::ScalarType activation_type) {
   torch::NoGradGuard no_grad;
+  // quantize moves the graph to ctx.device first; quantize-qat calibrates before its
+  // training moves it, quantize-sensitivity wherever the graph is: the batches follow.
+  const CalibrationBatches batches = OnGraphDevice(graph, drawn);
   std::vector<std::string> values;
   std::map<std::string, RangeCalibrator> calibrators;
   for (const auto& a : plan.activations) {
@@ -171,6 +188,10 @@ QdqPlan ChoosePlan(Graph& graph, const QuantizeOptions& o, const PassContext& ct
 PassResult QuantizePass::Run(Graph& graph, PassContext& ctx) {
   PassResult result;
   CheckQuantizable(graph, ctx, "quantize");
+  // The graph on the run's device, as train, distill and quantize-qat leave it: in a
+  // quantize-first recipe nothing has moved it there yet, and the calibration batches,
+  // the accuracy-aware trials and the before/after check below all run on ctx.device.
+  graph.To(ctx.device);
   if (options_.fold_batchnorm) {
     result.stats["batchnorms_folded"] = static_cast<double>(FoldBatchNorm(graph, &result.skipped));
   }

@@ -53,13 +53,18 @@ struct CalibrationBatches {
   std::function<Tensor(int64_t k)> batch;
 };
 
+// `batches` moved, one batch at a time, to the device `graph` computes on (its
+// initializers'; the CPU for a graph without any): calibration and bias correction run
+// where the graph is, whichever device the batches were drawn for.
+CalibrationBatches OnGraphDevice(const Graph& graph, const CalibrationBatches& batches);
+
 // The calibration batches of a pass: `samples` (0 = ctx.calibration_samples) drawn with
 // ctx's seed from the training split, gathered per batch of ctx.batch_size.
 CalibrationBatches ContextCalibrationBatches(const PassContext& ctx, int64_t samples,
                                              int64_t* drawn);
 
 // Calibrated parameters of every planned value with no `share`, from the batches run
-// through `graph` (eval mode, no autograd) on the batches' device.
+// through `graph` (eval mode, no autograd) on the graph's device (OnGraphDevice).
 std::map<std::string, AffineParams> Calibrate(const Graph& graph, const QdqPlan& plan,
                                               const CalibrationBatches& batches,
                                               CalibrationMethod method, double percentile,

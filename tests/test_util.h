@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,8 +15,18 @@
 #include "compress/io/verify.h"
 #include "compress/runtime/executor.h"
 #include "compress/registry/registry.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace compress::testing_util {
+
+// The device the Device.* tests run on: $MCOMPRESS_TEST_DEVICE (auto, cpu, cuda or
+// cuda:N; default cpu), resolved as a recipe's device is. ctest's gpu_device_tests sets
+// it to cuda on a machine with a GPU; a device this build or machine cannot provide
+// throws, failing the test (no silent fallback to the CPU).
+inline c10::Device TestDevice() {
+  const char* spec = std::getenv("MCOMPRESS_TEST_DEVICE");
+  return ResolveDevice(spec != nullptr && *spec != '\0' ? spec : "cpu");
+}
 
 // Fashion-MNIST (Debian's dataset-fashion-mnist, seed-0 split) cut to `train` training,
 // `validation` validation and `test` test samples; each size is loaded once per binary.

@@ -480,9 +480,10 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   ParseModels(json, base_dir, top, recipe, problems);
   ParseData(base_dir, top, recipe);
   top.Read("device", recipe.device, {}, "auto, cpu, cuda or cuda:N");
-  if (!IsDeviceSpec(recipe.device)) {
-    top.AddProblem("device", "unknown device \"" + recipe.device + "\"; expected auto, cpu, cuda or cuda:N");
-  }
+  // Spelling and availability: a "cuda" recipe on a LibTorch without CUDA (or "cuda:3"
+  // on a machine with one GPU) fails here, before the model or data are loaded.
+  const std::string device_problem = DeviceProblem(recipe.device);
+  if (!device_problem.empty()) top.AddProblem("device", device_problem);
   top.Read("seed", recipe.seed, "seed for initialisation, shuffling and sampling");
   top.Read("threads", recipe.threads, 0, 1024, "LibTorch threads (0 = all cores)");
   ParseDistributed(top, recipe);

@@ -777,6 +777,10 @@ Graph ImportTorchScript(const std::string& path,
   }
   torch::jit::Module module;
   try {
+    // On the CPU on purpose: the importer only reads the frozen weights out of the
+    // module into the graph's initializers; the run moves the graph to its device
+    // (Graph::To in the passes that compute), so a file saved from a GPU loads on a
+    // machine without one.
     module = torch::jit::load(path, torch::kCPU);
   } catch (const std::exception& e) {
     throw Error(ErrorKind::kIo,

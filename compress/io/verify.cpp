@@ -57,27 +57,45 @@ std::string Percent(double v) {
   return buf;
 }
 
-// Our executor on `sample_inputs` (moved to the graph's device), outputs on the CPU.
-std::vector<Tensor> RunOurs(const Graph& graph, const std::vector<Tensor>& sample_inputs) {
-  c10::Device device(c10::kCPU);
-  if (!graph.initializers.empty()) device = graph.initializers.begin()->second.value.device();
+// Whether every initializer of `graph` is on `device` ("cuda" matches any CUDA index).
+bool AllOn(const Graph& graph, const c10::Device& device) {
+  for (const auto& [name, init] : graph.initializers) {
+    const c10::Device have = init.value.device();
+    if (have.type() != device.type()) return false;
+    if (device.has_index() && have.index() != device.index()) return false;
+  }
+  return true;
+}
+
+// Our executor on `sample_inputs`, run on `device` (the caller's graph when it is
+// there already, else a copy moved there; inputs follow), outputs on the CPU, where
+// the comparison runs in double.
+std::vector<Tensor> RunOurs(const Graph& graph, const std::vector<Tensor>& sample_inputs,
+                            const c10::Device& device) {
+  Graph moved;
+  const Graph* g = &graph;
+  if (!AllOn(graph, device)) {
+    moved = graph.Clone();
+    moved.To(device);
+    g = &moved;
+  }
   std::vector<Tensor> inputs;
   for (const auto& x : sample_inputs) inputs.push_back(x.to(device));
   at::NoGradGuard no_grad;
-  std::vector<Tensor> outs = Executor(graph).Run(inputs);
+  std::vector<Tensor> outs = Executor(*g).Run(inputs);
   for (auto& o : outs) o = o.cpu();
   return outs;
 }
 
 // Compares `theirs` (the runtime's outputs, named `their_names` when the runtime names
-// them) with our executor's, output by output; the first failure throws kNumeric naming
+// them) with our executor's on `device`, output by output; the first failure throws kNumeric naming
 // `file`, the output, the element and both values. Fills `report`.
 void CompareWithExecutor(const Graph& graph, const std::vector<Tensor>& sample_inputs,
                          const std::vector<Tensor>& theirs,
                          const std::vector<std::string>& their_names, const VerifyTolerance& tol,
                          const std::string& file, const std::string& runtime,
-                         VerifyReport& report) {
-  const std::vector<Tensor> ours = RunOurs(graph, sample_inputs);
+                         const c10::Device& device, VerifyReport& report) {
+  const std::vector<Tensor> ours = RunOurs(graph, sample_inputs, device);
   if (theirs.size() != ours.size()) {
     throw Error(ErrorKind::kNumeric, file + ": " + runtime + " returned " +
                                          std::to_string(theirs.size()) +
@@ -299,7 +317,8 @@ VerifyReport WriteVerified(const std::string& path,
 
 VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                              const std::vector<Tensor>& sample_inputs,
-                             const VerifyTolerance& tol, const OrtOptions& ort) {
+                             const VerifyTolerance& tol, const OrtOptions& ort,
+                             const c10::Device& executor_device) {
   VerifyReport report;
   report.onnx_path = onnx_path;
   report.samples = sample_inputs.empty() || sample_inputs[0].dim() == 0
@@ -330,7 +349,7 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
 
   // Steps 3 and 4: our executor on the same inputs; every output, in order and by name.
   CompareWithExecutor(graph, sample_inputs, run.outputs, run.output_names, tol, onnx_path,
-                      "ONNX Runtime", report);
+                      "ONNX Runtime", executor_device, report);
 
   // Step 5: INT8 files: integer kernels or float, per quantized layer.
   if (int8) report.int8 = ClassifyInt8Execution(graph, ListOnnxNodes(options.optimized_model_path));
@@ -369,7 +388,8 @@ VerifyReport VerifyOnnxFile(const Graph& graph, const std::string& onnx_path, in
 
 VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
                                    const std::vector<Tensor>& sample_inputs,
-                                   const VerifyTolerance& tol, const std::string& qengine) {
+                                   const VerifyTolerance& tol, const std::string& qengine,
+                                   const c10::Device& executor_device) {
   VerifyReport report;
   report.onnx_path = path;
   report.runtime = std::string("LibTorch ") + TORCH_VERSION + " (torch::jit::load)";
@@ -377,6 +397,8 @@ VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
   ScopedQEngine engine(qengine);  // packed INT8 weights are unpacked for this engine
   torch::jit::Module module;
   try {
+    // On the CPU, always: real INT8 modules hold CPU-only packed weights (ONEDNN or
+    // QNNPACK), and the FP32 ones are the reference the executor is held to.
     module = torch::jit::load(path, c10::Device(c10::kCPU));
   } catch (const std::exception& e) {
     std::string what = e.what();
@@ -404,7 +426,8 @@ VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
     }
   }
   report.ort_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  CompareWithExecutor(graph, sample_inputs, theirs, {}, tol, path, "TorchScript", report);
+  CompareWithExecutor(graph, sample_inputs, theirs, {}, tol, path, "TorchScript",
+                      executor_device, report);
   return report;
 }
 

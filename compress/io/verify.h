@@ -89,8 +89,12 @@ struct VerifyReport {
 };
 
 // Runs the ONNX checker on `onnx_path` (and our importer), then the file in ONNX
-// Runtime and `graph` in our executor on `sample_inputs` (graph input order; moved to
-// each side's device), and compares every output, in order and by name. Under the
+// Runtime (on the CPU) and `graph` in our executor on `executor_device` (a copy of the
+// graph moved there when it lives elsewhere), both on `sample_inputs` (graph input
+// order; moved to each side's device), and compares every output on the CPU, in order
+// and by name. The default runs the executor on the CPU whatever device the graph is
+// on: the FP32 tolerance is set for CPU kernels, and a GPU's (TF32 convolutions,
+// other reduction orders) can differ by more. Under the
 // INT8 rule (tol.mode kInt8, QDQ files) it also has ONNX Runtime write its optimized
 // graph (to ort.optimized_model_path when set, else to a temporary file under $TMPDIR,
 // removed afterwards) and fills report.int8 from it (ClassifyInt8Execution).
@@ -100,7 +104,8 @@ struct VerifyReport {
 // the model).
 VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                              const std::vector<Tensor>& sample_inputs,
-                             const VerifyTolerance& tol = {}, const OrtOptions& ort = {});
+                             const VerifyTolerance& tol = {}, const OrtOptions& ort = {},
+                             const c10::Device& executor_device = c10::Device(c10::kCPU));
 
 // Random inputs for `graph`: standard normal for floating inputs, zeros for integer
 // and bool ones; every dynamic dim is `batch`. Deterministic in `seed`. Throws
@@ -125,13 +130,15 @@ VerifyReport WriteVerified(const std::string& path,
 
 // Loads the TorchScript file at `path` with torch::jit::load (quantized engine `qengine`
 // selected for the load and the run, as INT8 files need), runs forward on
-// `sample_inputs` on the CPU and compares every output with `graph` in our executor
-// under `tol`. Throws compress::Error: kIo when the file does not load, kNumeric naming
+// `sample_inputs` on the CPU (INT8 modules hold CPU-only packed weights) and compares
+// every output with `graph` in our executor on `executor_device` under `tol` (see
+// VerifyOnnxInOrt for the device). Throws compress::Error: kIo when the file does not load, kNumeric naming
 // the first diverging output (or when forward fails).
 VerifyReport VerifyTorchScriptFile(const Graph& graph, const std::string& path,
                                    const std::vector<Tensor>& sample_inputs,
                                    const VerifyTolerance& tol = {},
-                                   const std::string& qengine = "onednn");
+                                   const std::string& qengine = "onednn",
+                                   const c10::Device& executor_device = c10::Device(c10::kCPU));
 
 // One line per output: "logits [8,10]: max |Δ| 1.2e-06 (rel 3.1e-07, tolerance 1e-04),
 // top-1 agreement 100.00%".

@@ -28,25 +28,47 @@ bool IsDeviceSpec(const std::string& spec) {
           spec.find_first_not_of("0123456789", 5) == std::string::npos);
 }
 
-c10::Device ResolveDevice(const std::string& spec) {
+// CMake sets MCOMPRESS_TORCH_CUDA to whether the LibTorch it found was built with CUDA
+// (its TorchConfig fills TORCH_CUDA_LIBRARIES only then); the public API cannot tell a
+// CPU-only build from a CUDA build on a machine without a GPU.
+#ifndef MCOMPRESS_TORCH_CUDA
+#define MCOMPRESS_TORCH_CUDA 0
+#endif
+
+bool TorchBuildHasCuda() { return MCOMPRESS_TORCH_CUDA != 0; }
+
+std::string DeviceProblem(const std::string& spec) {
   if (!IsDeviceSpec(spec)) {
-    throw Error(ErrorKind::kUsage, "device '" + spec + "': expected auto, cpu, cuda or cuda:N");
+    return "unknown device \"" + spec + "\"; expected auto, cpu, cuda or cuda:N";
   }
+  if (spec == "auto" || spec == "cpu") return "";
+  if (!torch::cuda::is_available()) {
+    const std::string why =
+        TorchBuildHasCuda()
+            ? "this LibTorch build has CUDA but sees no CUDA device (no GPU or driver, or "
+              "CUDA_VISIBLE_DEVICES hides them; torch::cuda::is_available() is false)"
+            : "this LibTorch build has no CUDA support (torch::cuda::is_available() is false)";
+    return "\"" + spec + "\" requested but " + why + "; expected \"cpu\" or \"auto\"";
+  }
+  // "cuda:N": N read here, not by c10::Device, which narrows it to an 8-bit index.
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  const std::string digits = spec.size() > 5 ? spec.substr(5) : "";
+  if (!digits.empty() && (digits.size() > 9 || std::stoll(digits) >= count)) {
+    return "\"" + spec + "\" requested but this machine has " + std::to_string(count) +
+           (count == 1 ? " CUDA device" : " CUDA devices") + "; expected \"cpu\", \"auto\", " +
+           "\"cuda\" or \"cuda:N\" with N < " + std::to_string(count);
+  }
+  return "";
+}
+
+c10::Device ResolveDevice(const std::string& spec) {
+  const std::string problem = DeviceProblem(spec);
+  if (!problem.empty()) throw Error(ErrorKind::kUsage, "device: " + problem);
   if (spec == "auto") {
     return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   }
   if (spec == "cpu") return c10::Device(c10::kCPU);
-  const c10::Device device(spec);  // "cuda" or "cuda:N": the grammar is checked above
-  if (!torch::cuda::is_available()) {
-    throw Error(ErrorKind::kUsage, "device '" + spec + "' requested but this LibTorch "
-                                   "build or machine has no CUDA device");
-  }
-  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
-    throw Error(ErrorKind::kUsage, "device '" + spec + "': only " +
-                                       std::to_string(torch::cuda::device_count()) +
-                                       " CUDA devices present");
-  }
-  return device;
+  return c10::Device(spec);
 }
 
 std::string VersionString() {

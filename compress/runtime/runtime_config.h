@@ -15,8 +15,20 @@ int ConfigureThreads(int threads);
 // only, not availability.
 bool IsDeviceSpec(const std::string& spec);
 
+// Whether the LibTorch this library was built against has CUDA (what its CMake config
+// said at configure time; MCOMPRESS_CUDA=ON requires it). Says nothing about a GPU
+// being present: torch::cuda::is_available() does.
+bool TorchBuildHasCuda();
+
+// Why `spec` cannot be used with this LibTorch build on this machine, as one line that
+// says what was requested, what was found and what is expected (no "device: " prefix;
+// the caller says where); empty when ResolveDevice(spec) succeeds. Recipe validation
+// and ResolveDevice (hence every --device flag) report the same words.
+std::string DeviceProblem(const std::string& spec);
+
 // "auto" (CUDA device 0 when available, else CPU), "cpu", "cuda", "cuda:N".
-// Throws compress::Error (kUsage) for anything else or an unavailable CUDA device.
+// Throws compress::Error (kUsage) with DeviceProblem's line, prefixed "device: ", for
+// anything else or an unavailable CUDA device.
 c10::Device ResolveDevice(const std::string& spec);
 
 // "mcompress 0.1.0 (LibTorch 1.13.1, ONNX opset 13)"-style version line.

@@ -61,6 +61,31 @@ TEST(Cli, BadUsageExitsTwo) {
   EXPECT_EQ(t.code, 2);
 }
 
+// --device on train and eval: a device this LibTorch build cannot provide is one usage
+// line naming the flag, exit 2, before any model or data loads. (On a CUDA build with a
+// GPU, an index past the last device.)
+TEST(Cli, UnavailableDeviceIsOneUsageLine) {
+  const std::string spec =
+      torch::cuda::is_available() ? "cuda:" + std::to_string(torch::cuda::device_count()) : "cuda";
+  for (const std::string cmd :
+       {"eval zoo:lenet5 --test-limit 10", "train --model zoo:lenet5 --out /nonexistent/x.onnx"}) {
+    Result r = RunCli(cmd + " --device " + spec);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+    EXPECT_EQ(r.output.rfind("mcompress: usage error: --device: \"" + spec + "\" requested but ", 0),
+              0u) << r.output;
+    if (!torch::cuda::is_available()) {
+      EXPECT_NE(r.output.find("(torch::cuda::is_available() is false); expected \"cpu\" or "
+                              "\"auto\"\n"),
+                std::string::npos) << r.output;
+    }
+  }
+  Result bad = RunCli("eval zoo:lenet5 --device gpu");
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_EQ(bad.output, "mcompress: usage error: --device: unknown device \"gpu\"; expected auto, "
+                        "cpu, cuda or cuda:N\n");
+}
+
 TEST(Cli, CorruptModelIsOneLineAndExitOne) {
   fs::path dir = TempDir("corrupt");
   std::string bytes = compress::SerializeOnnx(compress::LoadOnnx(

@@ -1,12 +1,14 @@
 // Recipe validation: each malformed recipe reports the exact JSON path and message;
 // all problems are reported at once; overrides; the pass registry drives options.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "compress/engine/recipe.h"
 #include "compress/registry/registry.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace compress {
 namespace {
@@ -139,6 +141,45 @@ const Malformed kMalformed[] = {
 
 INSTANTIATE_TEST_SUITE_P(All, RecipeMalformed, ::testing::ValuesIn(kMalformed),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// A device this build or machine cannot provide is one problem at "device", found
+// before anything loads. On a CPU-only LibTorch (make test's): "cuda" and "cuda:N";
+// with a GPU present, an index past the last device.
+TEST(Recipe, UnavailableDeviceIsOneProblemSayingWhatIsExpected) {
+  json j = Valid();
+  if (!torch::cuda::is_available() && !TorchBuildHasCuda()) {
+    for (const std::string spec : {"cuda", "cuda:1"}) {
+      j["device"] = spec;
+      EXPECT_EQ(ProblemsOf(j),
+                std::vector<std::string>{
+                    "device: \"" + spec + "\" requested but this LibTorch build has no CUDA "
+                    "support (torch::cuda::is_available() is false); expected \"cpu\" or \"auto\""});
+    }
+  } else if (!torch::cuda::is_available()) {
+    j["device"] = "cuda";
+    EXPECT_EQ(ProblemsOf(j),
+              std::vector<std::string>{
+                  "device: \"cuda\" requested but this LibTorch build has CUDA but sees no CUDA "
+                  "device (no GPU or driver, or CUDA_VISIBLE_DEVICES hides them; "
+                  "torch::cuda::is_available() is false); expected \"cpu\" or \"auto\""});
+  } else {
+    const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+    j["device"] = "cuda:" + std::to_string(n);
+    EXPECT_EQ(ProblemsOf(j),
+              std::vector<std::string>{
+                  "device: \"cuda:" + std::to_string(n) + "\" requested but this machine has " +
+                  std::to_string(n) + (n == 1 ? " CUDA device" : " CUDA devices") +
+                  "; expected \"cpu\", \"auto\", \"cuda\" or \"cuda:N\" with N < " +
+                  std::to_string(n)});
+  }
+  for (const char* spec : {"cpu", "auto"}) {
+    j["device"] = spec;
+    EXPECT_EQ(ProblemsOf(j), std::vector<std::string>{}) << spec;
+  }
+  // An index too large for c10::Device's 8-bit field is still out of range, not wrapped.
+  j["device"] = "cuda:4294967296";
+  EXPECT_EQ(ProblemsOf(j).size(), 1u);
+}
 
 TEST(Recipe, AllProblemsAreReportedAtOnce) {
   json j = Valid();

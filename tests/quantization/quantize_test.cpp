@@ -19,6 +19,7 @@
 #include "quantization/fold_batchnorm.h"
 #include "quantization/int8_target.h"
 #include "quantization/qdq.h"
+#include "quantization/quantize.h"
 #include "quantization/quant_math.h"
 #include "tests/test_util.h"
 
@@ -279,6 +280,24 @@ TEST(QdqPlan, ClipScaleBoundKeepsTheQuantizedRangeInsideTheClip) {
     ++seen;
   }
   EXPECT_EQ(seen, 1);
+}
+
+// Calibration runs where the graph is: batches drawn for another device follow it. The
+// meta device stands in for a GPU (moving to it works on any LibTorch; nothing runs).
+TEST(Calibration, BatchesFollowTheGraphsDevice) {
+  Graph g = BuildZoo("lenet5", 1);
+  CalibrationBatches drawn;
+  drawn.count = 3;
+  drawn.batch = [](int64_t k) { return torch::full({2, 1, 28, 28}, static_cast<float>(k)); };
+  const CalibrationBatches on_cpu = OnGraphDevice(g, drawn);
+  EXPECT_EQ(on_cpu.count, 3);
+  EXPECT_TRUE(on_cpu.batch(2).device().is_cpu());
+  EXPECT_EQ(on_cpu.batch(2).max().item<float>(), 2.0f);
+  g.To(c10::Device(c10::kMeta));
+  const CalibrationBatches on_meta = OnGraphDevice(g, drawn);
+  EXPECT_EQ(on_meta.count, 3);
+  EXPECT_EQ(on_meta.batch(1).device().type(), c10::kMeta);
+  EXPECT_EQ(on_meta.batch(1).sizes(), (std::vector<int64_t>{2, 1, 28, 28}));
 }
 
 // Real data: 512 training images for calibration, 256 test images.
