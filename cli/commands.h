@@ -26,8 +26,8 @@ struct GlobalOptions {
 // the first failing rank's (1 when it was killed by a signal), 128+signal when stopped.
 int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double grace_s);
 
-// "mcompress" or, in a rank other than 0 of a data-parallel job, "mcompress [rank 1]":
-// how error lines start, so a user knows which process said what.
+// "mcompress" or, in a rank of a data-parallel job, "mcompress [rank 1]": how error
+// lines start, so a user reading the workers' interleaved output knows who said what.
 std::string ErrorPrefix();
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global);

@@ -160,9 +160,17 @@ Outputs Conv(const KernelContext& ctx) {
     std::fill(padding.begin(), padding.end(), 0);
   }
   Tensor bias = Has(ctx, 2) ? In(ctx, 2) : Tensor();
+  const int64_t groups = ctx.node.GetInt("group", 1);
+  // conv1d/2d/3d rather than at::convolution: they are the ops autocast (mixed
+  // precision) casts; at::convolution itself is not on its lists.
+  switch (kernel.size()) {
+    case 1: return {at::conv1d(input, weight, bias, w.strides, padding, w.dilations, groups)};
+    case 2: return {at::conv2d(input, weight, bias, w.strides, padding, w.dilations, groups)};
+    case 3: return {at::conv3d(input, weight, bias, w.strides, padding, w.dilations, groups)};
+    default: break;
+  }
   return {at::convolution(input, weight, bias, w.strides, padding, w.dilations, false,
-                          std::vector<int64_t>(kernel.size(), 0),
-                          ctx.node.GetInt("group", 1))};
+                          std::vector<int64_t>(kernel.size(), 0), groups)};
 }
 
 Outputs Gemm(const KernelContext& ctx) {

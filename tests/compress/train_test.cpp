@@ -412,15 +412,16 @@ TEST(TrainFashionMnist, LinearModelLearnsRealData) {
 
 // "amp": the convolutions run in bfloat16 on CPU (seen by the observer on the conv
 // outputs), the weights stay float32, and the convnet learns about as well as in
-// float32: after one epoch on 2048 real images, test top-1 within 3 points.
+// float32: after two epochs on 4096 real images, test top-1 (1000 images) within 3
+// points (one epoch of 2048 is too early: top-1 still swings by 10 points between runs).
 TEST(Train, MixedPrecisionRunsConvolutionsInBfloat16AndStillLearns) {
-  const DatasetSplits& data = testing_util::FashionMnistSubset(2048, 128, 512);
+  const DatasetSplits& data = testing_util::FashionMnistSubset(4096, 128, 1000);
   auto run = [&](bool amp, std::set<std::string>* dtypes) {
-    Graph g = BuildZoo("zoo:convnet", 2);
+    Graph g = BuildZoo("convnet", 2);
     TrainOptions o = Quiet();
-    o.epochs = 1;
+    o.epochs = 2;
     o.batch_size = 64;
-    o.optimizer = Opt("sgd", 0.05);
+    o.optimizer = Opt("sgd", 0.02);
     o.optimizer.momentum = 0.9;
     o.amp = amp;
     for (const Node& n : g.nodes) {
@@ -439,7 +440,8 @@ TEST(Train, MixedPrecisionRunsConvolutionsInBfloat16AndStillLearns) {
   const double amp_top1 = run(true, &amp_types), fp32_top1 = run(false, &fp32_types);
   EXPECT_EQ(amp_types, std::set<std::string>{"BFloat16"});
   EXPECT_EQ(fp32_types, std::set<std::string>{"Float"});
-  EXPECT_GT(amp_top1, 0.6);
+  std::printf("amp: test top-1 %.4f (bfloat16) vs %.4f (float32)\n", amp_top1, fp32_top1);
+  EXPECT_GT(amp_top1, 0.75);
   EXPECT_NEAR(amp_top1, fp32_top1, 0.03);
 }
 

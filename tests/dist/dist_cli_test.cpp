@@ -162,7 +162,8 @@ TEST(CliDistributed, KilledWorkerStopsTheJobWithinAMinuteAndWritesNothing) {
   EXPECT_NE(out.find("mcompress: --nproc: rank 1 of 2 was killed by signal 9"), std::string::npos) << out;
   EXPECT_NE(out.find("no outputs were written"), std::string::npos) << out;
   // Rank 0 saw the lost peer itself and said so in one line.
-  EXPECT_NE(out.find("mcompress: distributed error: distributed: all-reduce of gradients of step"),
+  EXPECT_NE(out.find("mcompress [rank 0]: distributed error: stages[0] (train): distributed: "
+                     "all-reduce of gradients of step"),
             std::string::npos)
       << out;
   EXPECT_FALSE(fs::exists(dir / "out"));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -207,7 +208,8 @@ TEST(Communicator, EnvironmentGivesRankWorldAndRendezvous) {
 }
 
 TEST(DataLoader, ShardsSplitEveryGlobalBatchInOrder) {
-  // 10 samples, batches of 4: global batches 4, 4, 2; ranks of 3 take 1/1/2, 1/1/2, 0/1/1.
+  // 10 samples, batches of 4: global batches 4, 4, 2; of a 4, ranks 0/1/2 take 1/1/2
+  // samples (boundaries r*4/3 = 0, 1, 2, 4), of the 2, 0/1/1.
   TensorDataset data{torch::arange(10).to(torch::kFloat).view({10, 1}), torch::arange(10)};
   DataLoader whole(data, 4, /*shuffle=*/true, 7);
   std::vector<DataLoader> ranks;
@@ -216,7 +218,7 @@ TEST(DataLoader, ShardsSplitEveryGlobalBatchInOrder) {
     ranks.back().Shard(r, 3);
   }
   Tensor x, y;
-  const std::vector<std::vector<int64_t>> sizes = {{1, 1, 2}, {1, 1, 2}, {0, 1, 1}};
+  const std::vector<std::vector<int64_t>> sizes = {{1, 1, 0}, {1, 1, 1}, {2, 2, 1}};  // [rank][batch]
   for (int b = 0; b < 3; ++b) {
     ASSERT_TRUE(whole.Next(x, y));
     std::vector<Tensor> parts;
@@ -282,7 +284,7 @@ TrainOptions ConvnetOptions() {
   TrainOptions o;
   o.epochs = 2;
   o.batch_size = 32;
-  o.optimizer.lr = 0.05;
+  o.optimizer.lr = 0.01;
   o.optimizer.momentum = 0.9;
   o.progress = "quiet";
   o.seed = 3;
@@ -305,49 +307,90 @@ std::vector<Tensor> TrainAndCollect(Graph& g, const DatasetSplits& data, TrainOp
   return out;
 }
 
-// Two ranks vs one process, same global batch. Tolerances: the ranks' weights are the
-// same bits (summed gradients are identical on every rank) — checked to 1e-6. Against
-// one process only float summation order differs with synchronised BatchNorm, so each
-// epoch's loss agrees to 1% relative; with per-rank BatchNorm (statistics of 16 samples
-// instead of 32) the steps differ a little more: 3%.
-void ExpectTwoRanksMatchOneProcess(bool sync_batchnorm, double loss_tolerance) {
-  torch::set_num_threads(1);
-  const DatasetSplits& data = testing_util::FashionMnistSubset(4096, 64, 64);
-  TrainOptions o = ConvnetOptions();
-  o.sync_batchnorm = sync_batchnorm;
-  const auto ranks = RunRanks(2, sync_batchnorm ? "sync_bn" : "rank_bn", [&](Communicator& comm) {
-    Graph g = BuildZoo("zoo:convnet", 11);
+// Rank 0's and rank 1's training in one call, and one process's on the same data.
+struct TwoAndOne {
+  std::vector<std::vector<Tensor>> ranks;
+  std::vector<Tensor> one;
+};
+TwoAndOne TrainTwoRanksAndOne(const DatasetSplits& data, const TrainOptions& o, const std::string& name) {
+  TwoAndOne r;
+  r.ranks = RunRanks(2, name, [&](Communicator& comm) {
+    Graph g = BuildZoo("convnet", 11);
     TrainOptions mine = o;
     mine.comm = std::shared_ptr<Communicator>(&comm, [](Communicator*) {});
     return TrainAndCollect(g, data, mine);
   });
-  ASSERT_EQ(ranks.size(), 2u);
-  ASSERT_FALSE(ranks[0].empty());
-  ASSERT_EQ(ranks[0].size(), ranks[1].size());
-  for (size_t i = 0; i < ranks[0].size(); ++i) {
-    EXPECT_LE(MaxDiff(ranks[0][i], ranks[1][i]), 1e-6) << "tensor " << i;
+  Graph single = BuildZoo("convnet", 11);
+  r.one = TrainAndCollect(single, data, o);
+  return r;
+}
+
+// Four steps (128 images, batches of 32): with synchronised BatchNorm two ranks take the
+// one-process steps — only float summation order differs, so all weights and statistics
+// together differ by < 1e-5 relative (L2 over every tensor; seen ~1e-6). With per-rank
+// BatchNorm (statistics of 16 samples, not 32) they do not (seen ~1e-3).
+TEST(DataParallel, SyncBatchNormStepsAreTheOneProcessSteps) {
+  torch::set_num_threads(1);
+  const DatasetSplits& data = testing_util::FashionMnistSubset(128, 64, 64);
+  TrainOptions o = ConvnetOptions();
+  o.epochs = 1;
+  for (bool sync : {true, false}) {
+    o.sync_batchnorm = sync;
+    const TwoAndOne r = TrainTwoRanksAndOne(data, o, sync ? "steps_sync" : "steps_rank");
+    ASSERT_EQ(r.ranks[0].size(), r.one.size());
+    double diff2 = 0, norm2 = 0;
+    for (size_t i = 1; i < r.one.size(); ++i) {
+      EXPECT_EQ(MaxDiff(r.ranks[0][i], r.ranks[1][i]), 0.0) << "tensor " << i;
+      diff2 += (r.ranks[0][i] - r.one[i]).to(torch::kDouble).pow(2).sum().item<double>();
+      norm2 += r.one[i].to(torch::kDouble).pow(2).sum().item<double>();
+    }
+    const double relative = std::sqrt(diff2 / norm2);
+    std::printf("sync_batchnorm %d: 2 ranks vs 1 process after 4 steps, relative L2 difference %.2g\n",
+                sync ? 1 : 0, relative);
+    if (sync) {
+      EXPECT_LT(relative, 1e-5);
+    } else {
+      EXPECT_GT(relative, 1e-5);
+    }
   }
-  Graph single = BuildZoo("zoo:convnet", 11);
-  const std::vector<Tensor> one = TrainAndCollect(single, data, o);
-  const Tensor two_losses = ranks[0][0], one_losses = one[0];
+}
+
+// 256 steps (4096 images, batches of 32, two epochs). The ranks end bitwise equal
+// (checked to 1e-6). The loss curve follows one process's with the same global batch:
+// rounding differences grow over hundreds of steps — one process on 1 vs 2 threads
+// differs by ~1% per epoch at this learning rate (0.01) — so the tolerance is 3% per
+// epoch with synchronised BatchNorm and 5% with per-rank BatchNorm.
+void ExpectTwoRanksFollowOneProcess(bool sync_batchnorm, double loss_tolerance) {
+  torch::set_num_threads(1);
+  const DatasetSplits& data = testing_util::FashionMnistSubset(4096, 64, 64);
+  TrainOptions o = ConvnetOptions();
+  o.sync_batchnorm = sync_batchnorm;
+  const TwoAndOne r = TrainTwoRanksAndOne(data, o, sync_batchnorm ? "sync_bn" : "rank_bn");
+  ASSERT_EQ(r.ranks.size(), 2u);
+  ASSERT_FALSE(r.ranks[0].empty());
+  ASSERT_EQ(r.ranks[0].size(), r.ranks[1].size());
+  for (size_t i = 0; i < r.ranks[0].size(); ++i) {
+    EXPECT_LE(MaxDiff(r.ranks[0][i], r.ranks[1][i]), 1e-6) << "tensor " << i;
+  }
+  const Tensor two_losses = r.ranks[0][0], one_losses = r.one[0];
   ASSERT_EQ(two_losses.numel(), 2);
   for (int64_t e = 0; e < 2; ++e) {
     const double a = two_losses[e].item<double>(), b = one_losses[e].item<double>();
     EXPECT_NEAR(a, b, loss_tolerance * b) << "epoch " << e + 1 << ": 2 ranks " << a << ", 1 process " << b;
   }
   // Training did something: the second epoch's loss is well below the first's.
-  EXPECT_LT(two_losses[1].item<double>(), 0.9 * two_losses[0].item<double>());
+  EXPECT_LT(two_losses[1].item<double>(), 0.8 * two_losses[0].item<double>());
 }
 
-TEST(DataParallel, TwoRanksWithSyncBatchNormFollowOneProcess) { ExpectTwoRanksMatchOneProcess(true, 0.01); }
+TEST(DataParallel, TwoRanksWithSyncBatchNormFollowOneProcess) { ExpectTwoRanksFollowOneProcess(true, 0.03); }
 
-TEST(DataParallel, TwoRanksWithPerRankBatchNormEndEqual) { ExpectTwoRanksMatchOneProcess(false, 0.03); }
+TEST(DataParallel, TwoRanksWithPerRankBatchNormFollowOneProcess) { ExpectTwoRanksFollowOneProcess(false, 0.05); }
 
 TEST(DataParallel, PruningMasksHoldAndStayIdenticalOnEveryRank) {
   torch::set_num_threads(1);
   const DatasetSplits& data = testing_util::FashionMnistSubset(1024, 64, 64);
   PassContext ctx = testing_util::SplitsContext(data, 32);
-  Graph pruned = BuildZoo("zoo:convnet", 5);
+  Graph pruned = BuildZoo("convnet", 5);
   testing_util::RunPassFromJson("prune-magnitude", pruned, {{"sparsity", 0.7}}, ctx);
   std::vector<Tensor> masks_before;
   for (const auto& [name, init] : pruned.initializers) {
@@ -391,7 +434,7 @@ void ExpectPeerLossStopsRankZero(int signal_to_self, double timeout_s, double li
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     pids.push_back(ForkRank(r, 2, dir, timeout_s, [&](Communicator& comm) {
-      Graph g = BuildZoo("zoo:convnet", 1);
+      Graph g = BuildZoo("convnet", 1);
       TrainOptions mine = o;
       mine.comm = std::shared_ptr<Communicator>(&comm, [](Communicator*) {});
       if (comm.rank() == 1) {
@@ -421,6 +464,7 @@ void ExpectPeerLossStopsRankZero(int signal_to_self, double timeout_s, double li
 TEST(DataParallel, KilledRankMakesTheOtherFailWithinAMinute) { ExpectPeerLossStopsRankZero(SIGKILL, 300, 60); }
 
 TEST(DataParallel, HungRankMakesTheOtherFailAfterTheTimeout) { ExpectPeerLossStopsRankZero(SIGSTOP, 5, 40); }
+
 
 }  // namespace
 }  // namespace compress
