@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "compress/base/error.h"
+#include "compress/base/interrupt.h"
 #include "compress/runtime/runtime_config.h"
 
 int main(int argc, char** argv) {
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   cli::AddRecipeCommands(app, global);
   int exit_code = 0;
   global.exit_code = &exit_code;
+  compress::InstallInterruptHandlers();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,10 +36,19 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   } catch (const compress::Error& e) {
+    // A signal stopped the run (whatever error the unwinding produced): say so, 128+sig.
+    if (const int sig = compress::PendingInterrupt()) {
+      std::cerr << cli::ErrorPrefix() << ": " << compress::Interrupted(sig).what() << "\n";
+      return 128 + sig;
+    }
     std::cerr << cli::ErrorPrefix() << ": " << compress::ErrorKindName(e.kind()) << ": "
               << e.what() << "\n";
     return compress::ExitCodeFor(e.kind());
   } catch (const std::exception& e) {
+    if (const int sig = compress::PendingInterrupt()) {
+      std::cerr << cli::ErrorPrefix() << ": " << compress::Interrupted(sig).what() << "\n";
+      return 128 + sig;
+    }
     std::string what = e.what();
     auto nl = what.find('\n');  // LibTorch appends a backtrace
     std::cerr << cli::ErrorPrefix() << ": error: " << what.substr(0, nl) << "\n";

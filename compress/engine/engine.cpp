@@ -1,6 +1,7 @@
 // The recipe engine (see engine.h). Steps of RunRecipe are labelled below.
 #include "compress/base/text.h"
 #include "compress/base/file_util.h"
+#include "compress/base/interrupt.h"
 #include "compress/engine/engine.h"
 
 #include <onnx/common/version.h>
@@ -112,12 +113,29 @@ class OutputFolder {
 
   const fs::path& tmp() const { return tmp_; }
   const fs::path& out() const { return out_; }
+  // An earlier output is first renamed aside, then the new one into place, then the old
+  // one removed: at every moment one complete output folder exists under a known name
+  // (OUT, or OUT.old-<pid> if the process dies between the renames).
   void Commit() {
     std::error_code ec;
-    fs::remove_all(out_, ec);
+    const fs::path old = out_.string() + ".old-" + std::to_string(getpid());
+    const bool had_old = fs::exists(out_);
+    if (had_old) {
+      fs::remove_all(old, ec);
+      fs::rename(out_, old, ec);
+      if (ec) {
+        throw Error(ErrorKind::kIo, out_.string() + ": cannot move the earlier output aside: " +
+                                        ec.message());
+      }
+    }
     fs::rename(tmp_, out_, ec);
-    if (ec) throw Error(ErrorKind::kIo, out_.string() + ": cannot move outputs into place: " + ec.message());
+    if (ec) {
+      std::error_code ignored;
+      if (had_old) fs::rename(old, out_, ignored);  // the earlier output back
+      throw Error(ErrorKind::kIo, out_.string() + ": cannot move outputs into place: " + ec.message());
+    }
     committed_ = true;
+    if (had_old) fs::remove_all(old, ec);
   }
 
  private:
@@ -193,6 +211,8 @@ void RunStage(StageSpec& stage, Graph& work, PassContext& ctx, StageReport& sr) 
     sr.quant_sensitivity = r.quant_sensitivity;
     sr.fallback_trials = r.fallback_trials;
     sr.metrics = r.metrics;
+  } catch (const Interrupted&) {
+    throw;  // not the stage's failure
   } catch (const Error& e) {
     throw Error(e.kind(), stage.path + " (" + stage.pass + "): " + e.what());
   } catch (const std::exception& e) {
@@ -328,12 +348,40 @@ namespace {
 // rank); where they are not (e.g. kernels that differ between hosts' CPUs) every rank
 // takes rank 0's. Returns the largest |difference| from rank 0's values over the ranks
 // (0 when they agreed).
+// The structure as text: nodes (op, inputs, outputs, attribute names) and initializers
+// (name, dtype, shape, masked, quantized) — nothing that depends on float values.
+std::string StructureText(const Graph& graph) {
+  std::ostringstream os;
+  for (const Node& n : graph.nodes) {
+    os << n.name << '=' << n.op_type;
+    for (const auto& i : n.inputs) os << ' ' << i;
+    os << " ->";
+    for (const auto& o : n.outputs) os << ' ' << o;
+    // Whole-number, string and list attributes are decisions and must match exactly;
+    // float ones may carry rounding (a hosts' difference), so only their presence.
+    for (const auto& [key, value] : n.attrs) {
+      os << ' ' << key << ':' << value.index();
+      if (const auto* i = std::get_if<int64_t>(&value)) os << '=' << *i;
+      if (const auto* t = std::get_if<std::string>(&value)) os << '=' << *t;
+      if (const auto* v = std::get_if<std::vector<int64_t>>(&value)) {
+        for (int64_t x : *v) os << ',' << x;
+      }
+    }
+    os << '\n';
+  }
+  for (const auto& [name, init] : graph.initializers) {
+    os << name << ' ' << static_cast<int>(init.value.scalar_type()) << ' ' << init.value.sizes()
+       << (init.mask.defined() ? " masked" : "")
+       << (init.quant ? " int" + std::to_string(init.quant->bits) : std::string()) << '\n';
+  }
+  return os.str();
+}
+
 double SyncGraphAcrossRanks(Graph& graph, Communicator& comm, const std::string& where) {
   if (!comm.distributed()) return 0;
-  std::string structure = graph.Dump();
+  std::string structure = StructureText(graph);
   std::vector<Tensor> values;
   for (auto& [name, init] : graph.initializers) {
-    structure += name + (init.mask.defined() ? " masked\n" : "\n");
     values.push_back(init.value);
     if (init.mask.defined()) values.push_back(init.mask);
   }

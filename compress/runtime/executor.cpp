@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "compress/base/interrupt.h"
 #include "compress/runtime/ops.h"
 
 namespace compress {
@@ -135,6 +136,7 @@ void Executor::SetObserver(const std::vector<std::string>& values, Observer obse
 }
 
 std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs) const {
+  ThrowIfInterrupted();  // every batch of every stage passes here: stop within one
   if (inputs.size() != input_slots_.size()) {
     throw Error(ErrorKind::kUsage, "graph '" + graph_.name + "' takes " +
                                        std::to_string(input_slots_.size()) +

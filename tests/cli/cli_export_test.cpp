@@ -20,27 +20,14 @@
 #include "quantization/fold_batchnorm.h"
 #include "quantization/qdq.h"
 #include "quantization/quantize.h"
+#include "tests/cli_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
-
-// `env` ("NAME=value") is set for the one command.
-Result RunCli(const std::string& args, const std::string& env = "") {
-  const std::string cmd =
-      (env.empty() ? "" : "env " + env + " ") + std::string(MCOMPRESS_CLI) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using compress::cli_test::Result;
+using compress::cli_test::RunCli;
 
 int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 bool Has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

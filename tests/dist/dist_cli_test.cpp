@@ -18,40 +18,23 @@
 #include <thread>
 #include <vector>
 
+#include "tests/cli_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
+using compress::cli_test::Children;
+using compress::cli_test::LeftoverTemp;
+using compress::cli_test::ReadText;
+using compress::cli_test::Result;
+using compress::cli_test::RunCli;
+using compress::cli_test::StartCli;
+using compress::cli_test::WaitExit;
+using compress::cli_test::WaitForLog;
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
+fs::path TempDir(const std::string& name) { return compress::cli_test::TempDir("mcompress_dist_cli", name); }
 
-Result RunCli(const std::string& args) {
-  const std::string cmd = std::string(MCOMPRESS_CLI) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("mcompress_dist_cli_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Train, prune, fine-tune with QAT on 2048 real images; the INT8 QDQ export is verified
+// Train, prune, distil from the baseline, fine-tune with QAT on 2048 real images; the INT8 QDQ export is verified
 // in ONNX Runtime by the run itself.
 fs::path WriteRecipe(const fs::path& dir, int train_epochs, int64_t train_limit) {
   const nlohmann::json recipe = {
@@ -64,19 +47,13 @@ fs::path WriteRecipe(const fs::path& dir, int train_epochs, int64_t train_limit)
       {"stages",
        {{{"pass", "train"}, {"epochs", train_epochs}, {"optimizer", {{"name", "sgd"}, {"lr", 0.05}, {"momentum", 0.9}}}},
         {{"pass", "prune-magnitude"}, {"sparsity", 0.5}},
+        {{"pass", "distill"}, {"epochs", 1}},
         {{"pass", "quantize-qat"}, {"epochs", 1}}}},
       {"exports", {{{"format", "onnx-qdq"}, {"path", "model_int8.onnx"}}}},
       {"report", {{"formats", {"json"}}, {"latency", false}}}};
   const fs::path path = dir / "recipe.json";
   std::ofstream(path) << recipe.dump(2);
   return path;
-}
-
-bool LeftoverTemp(const fs::path& dir, const std::string& stem) {
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().filename().string().rfind(stem + ".tmp-", 0) == 0) return true;
-  }
-  return false;
 }
 
 TEST(CliDistributed, TwoProcessesRunARecipeAndAgreeAfterEveryStage) {
@@ -90,10 +67,22 @@ TEST(CliDistributed, TwoProcessesRunARecipeAndAgreeAfterEveryStage) {
   EXPECT_EQ(r.output.find("outputs: "), r.output.rfind("outputs: ")) << r.output;
   const nlohmann::json report = nlohmann::json::parse(ReadText(dir / "out" / "report.json"));
   EXPECT_EQ(report.at("world_size"), 2);
-  ASSERT_EQ(report.at("stages").size(), 3u);
+  ASSERT_EQ(report.at("stages").size(), 4u);
   for (const auto& stage : report.at("stages")) {
     ASSERT_TRUE(stage.at("stats").contains("ranks_max_weight_difference")) << stage.dump();
     EXPECT_LE(stage.at("stats").at("ranks_max_weight_difference").get<double>(), 1e-6) << stage.dump();
+  }
+  // Same seed and world size, same result: a second run measures the same numbers.
+  const Result again = RunCli("run " + recipe.string() + " --nproc 2 --progress quiet --out " +
+                              (dir / "again").string());
+  ASSERT_EQ(again.code, 0) << again.output;
+  const nlohmann::json second = nlohmann::json::parse(ReadText(dir / "again" / "report.json"));
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(second.at("stages")[i].at("metrics"), report.at("stages")[i].at("metrics")) << "stage " << i;
+    const auto& stats = report.at("stages")[i].at("stats");
+    if (stats.contains("train_loss")) {
+      EXPECT_EQ(second.at("stages")[i].at("stats").at("train_loss"), stats.at("train_loss")) << "stage " << i;
+    }
   }
   // A real model came out: trained, pruned, INT8, verified.
   EXPECT_GT(report.at("stages").back().at("metrics").at("top1").get<double>(), 0.6);
@@ -102,15 +91,7 @@ TEST(CliDistributed, TwoProcessesRunARecipeAndAgreeAfterEveryStage) {
   fs::remove_all(dir);
 }
 
-// The children of `pid` (Linux /proc), and the RANK in a process's environment.
-std::vector<pid_t> Children(pid_t pid) {
-  std::vector<pid_t> out;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-  pid_t c;
-  while (in >> c) out.push_back(c);
-  return out;
-}
-
+// The RANK in a process's environment.
 std::string RankOf(pid_t pid) {
   const std::string env = ReadText("/proc/" + std::to_string(pid) + "/environ");
   std::istringstream ss(env);
@@ -125,14 +106,8 @@ TEST(CliDistributed, KilledWorkerStopsTheJobWithinAMinuteAndWritesNothing) {
   const fs::path dir = TempDir("kill");
   const fs::path recipe = WriteRecipe(dir, 20, 8192);  // long enough to be killed in training
   const fs::path log = dir / "log.txt";
-  const pid_t launcher = fork();
-  if (launcher == 0) {
-    std::freopen(log.c_str(), "w", stdout);
-    dup2(fileno(stdout), fileno(stderr));
-    execl(MCOMPRESS_CLI, MCOMPRESS_CLI, "run", recipe.c_str(), "--nproc", "2", "--progress", "off",
-          "--out", (dir / "out").c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t launcher = StartCli({"run", recipe.string(), "--nproc", "2", "--progress", "off",
+                                   "--out", (dir / "out").string()}, log);
   // Wait until training runs (the log names the stage), then kill rank 1.
   pid_t victim = -1;
   const auto start = std::chrono::steady_clock::now();
@@ -146,16 +121,8 @@ TEST(CliDistributed, KilledWorkerStopsTheJobWithinAMinuteAndWritesNothing) {
   ASSERT_GT(victim, 0) << "no training rank 1 to kill; log:\n" << ReadText(log);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   ASSERT_EQ(kill(victim, SIGKILL), 0);
-  const auto killed_at = std::chrono::steady_clock::now();
-  int status = 0;
-  bool done = false;
-  while (!done && std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(90)) {
-    done = waitpid(launcher, &status, WNOHANG) == launcher;
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (!done) kill(launcher, SIGKILL);
-  ASSERT_TRUE(done) << "the launcher still runs 90 s after rank 1 was killed";
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  const auto [status, seconds] = WaitExit(launcher, 90);
+  ASSERT_NE(status, -1) << "the launcher still ran 90 s after rank 1 was killed";
   EXPECT_LT(seconds, 60);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
   const std::string out = ReadText(log);
