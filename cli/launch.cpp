@@ -24,7 +24,8 @@
 namespace cli {
 namespace {
 
-// The workers, for the signal handler (async-signal-safe: a fixed array and kill()).
+// The workers by rank (-1 once reaped), shared with the signal handler
+// (async-signal-safe: a fixed array and kill()).
 constexpr int kMaxWorkers = 256;
 pid_t g_workers[kMaxWorkers];
 volatile sig_atomic_t g_num_workers = 0;
@@ -99,7 +100,6 @@ int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
 
-  std::vector<pid_t> pids(static_cast<size_t>(nproc), -1);
   for (int r = 0; r < nproc; ++r) {
     const pid_t pid = fork();
     if (pid < 0) {
@@ -117,7 +117,6 @@ int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double
       std::fprintf(stderr, "mcompress: --nproc: cannot run worker %d: %s\n", r, std::strerror(errno));
       _exit(127);
     }
-    pids[static_cast<size_t>(r)] = pid;
     g_workers[r] = pid;
     g_num_workers = r + 1;
   }
@@ -136,10 +135,9 @@ int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double
     if (pid > 0) {
       int rank = -1;
       for (int r = 0; r < nproc; ++r) {
-        if (pids[static_cast<size_t>(r)] == pid) rank = r;
+        if (g_workers[r] == pid) rank = r;
       }
       if (rank < 0) continue;
-      pids[static_cast<size_t>(rank)] = -1;
       g_workers[rank] = -1;
       --running;
       const bool outcome = WIFEXITED(status) && (WEXITSTATUS(status) == 0 ||
@@ -161,8 +159,8 @@ int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double
     }
     if (now >= deadline) {
       const int sig = killed ? SIGKILL : SIGTERM;
-      for (pid_t p : pids) {
-        if (p > 0) kill(p, sig);
+      for (int r = 0; r < nproc; ++r) {
+        if (g_workers[r] > 0) kill(g_workers[r], sig);
       }
       if (killed) break;
       killed = true;
@@ -171,8 +169,8 @@ int LaunchWorkers(int nproc, const std::vector<std::string>& worker_args, double
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   // Reap any left after SIGKILL.
-  for (pid_t p : pids) {
-    if (p > 0) waitpid(p, nullptr, 0);
+  for (int r = 0; r < nproc; ++r) {
+    if (g_workers[r] > 0) waitpid(g_workers[r], nullptr, 0);
   }
   g_num_workers = 0;
   sigaction(SIGINT, &old_int, nullptr);

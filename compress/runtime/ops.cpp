@@ -275,11 +275,11 @@ Outputs BatchNormalization(const KernelContext& ctx) {
     const Tensor y = (xf - batch_mean.view(shape)) * at::rsqrt(batch_var.view(shape) + eps) *
                          scale.view(shape) + bias.view(shape);
     {
+      // Tensor arithmetic throughout: no host sync on an accelerator.
       at::NoGradGuard no_grad;
-      const double total = n.item<double>();
       const double pt_momentum = 1.0 - momentum;
       mean.mul_(1 - pt_momentum).add_(batch_mean.detach().to(mean.scalar_type()), pt_momentum);
-      const Tensor unbiased = batch_var.detach() * (total / std::max(total - 1.0, 1.0));
+      const Tensor unbiased = batch_var.detach() * (n / (n - 1).clamp_min(1));
       var.mul_(1 - pt_momentum).add_(unbiased.to(var.scalar_type()), pt_momentum);
     }
     return {y.to(x.scalar_type())};

@@ -25,6 +25,7 @@
 #include "compress/runtime/executor.h"
 #include "compress/train/train.h"
 #include "compress/zoo/zoo.h"
+#include "tests/cli_util.h"
 #include "tests/test_util.h"
 
 namespace compress {
@@ -33,19 +34,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing_util::ExpectError;
 
-fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("mcompress_dist_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+fs::path TempDir(const std::string& name) { return cli_test::TempDir("mcompress_dist", name); }
+using cli_test::ReadText;
+using cli_test::WaitExit;
 
 // One rank in a child process: `body(comm)` returns the tensors the rank writes to
 // dir/rank<r>.pt; stderr goes to dir/rank<r>.err. Exit code 0, or 1 after an exception.
@@ -72,22 +63,6 @@ pid_t ForkRank(int rank, int world, const fs::path& dir, double timeout_s,
   _exit(code);
 }
 
-// Waits up to `limit_s` for `pid`; returns its wait status, or -1 on timeout.
-int WaitFor(pid_t pid, double limit_s, double* seconds = nullptr) {
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      if (seconds) {
-        *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      }
-      return status;
-    }
-    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(limit_s)) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
-
 // Forks `world` ranks running `body`, waits for all and returns each rank's tensors;
 // fails the test (with the rank's stderr) when one does not finish cleanly.
 std::vector<std::vector<Tensor>> RunRanks(int world, const std::string& name,
@@ -97,11 +72,10 @@ std::vector<std::vector<Tensor>> RunRanks(int world, const std::string& name,
   for (int r = 0; r < world; ++r) pids.push_back(ForkRank(r, world, dir, 120, body));
   std::vector<std::vector<Tensor>> results(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) {
-    const int status = WaitFor(pids[static_cast<size_t>(r)], 300);
+    const int status = WaitExit(pids[static_cast<size_t>(r)], 300).first;
     const std::string err = ReadText(dir / ("rank" + std::to_string(r) + ".err"));
     EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "rank " << r << " did not finish cleanly: " << err;
-    if (status == -1) kill(pids[static_cast<size_t>(r)], SIGKILL);
     const fs::path file = dir / ("rank" + std::to_string(r) + ".pt");
     if (fs::exists(file)) torch::load(results[static_cast<size_t>(r)], file.string());
   }
@@ -446,10 +420,9 @@ void ExpectPeerLossStopsRankZero(int signal_to_self, double timeout_s, double li
       return std::vector<Tensor>{};
     }));
   }
-  double seconds = 0;
-  const int status = WaitFor(pids[0], limit_s + 30, &seconds);
+  const auto [status, seconds] = WaitExit(pids[0], limit_s + 30);
   kill(pids[1], SIGKILL);
-  WaitFor(pids[1], 30);
+  WaitExit(pids[1], 30);
   ASSERT_NE(status, -1) << "rank 0 still running " << limit_s + 30 << " s after its peer stopped";
   EXPECT_LT(seconds, limit_s);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "status " << status;
