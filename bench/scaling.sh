@@ -3,7 +3,8 @@
 # Fashion-MNIST for 1 process of 1 thread, 2 processes of 1 thread each (mcompress run
 # --nproc 2, c10d Gloo on 127.0.0.1) and 1 process of 2 threads; scaling efficiency =
 # (2-process samples/s) / (2 x 1-process samples/s). Then mixed precision ("amp": true,
-# bfloat16 autocast) vs float32 on 2 threads: speed and validation/test top-1.
+# bfloat16 autocast) vs float32 on 2 threads and on 2 processes: speed and
+# validation/test top-1.
 # Usage: bench/scaling.sh [BUILD_DIR]   (EPOCHS=2 by default)
 set -u
 BUILD_DIR=${1:-build}
@@ -41,6 +42,7 @@ variant 2proc-1thread-each --threads 1 -- --nproc 2
 variant 2proc-sync-bn --threads 1 -- --nproc 2 --set distributed.sync_batchnorm=true
 variant 1proc-2threads --threads 2 --
 variant 1proc-2threads-amp --threads 2 -- --set 'stages[0].amp=true'
+variant 2proc-1thread-each-amp --threads 1 -- --nproc 2 --set 'stages[0].amp=true'
 echo
 if [[ -n ${SPS_1proc_1thread:-} && -n ${SPS_2proc_1thread_each:-} ]]; then
   echo "scaling efficiency (2 processes vs 2 x 1): $(node -e "console.log((100*$SPS_2proc_1thread_each/(2*$SPS_1proc_1thread)).toFixed(0))")%"
