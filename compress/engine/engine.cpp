@@ -6,13 +6,16 @@
 
 #include <onnx/common/version.h>
 #include <torch/torch.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <sstream>
 
@@ -91,9 +94,51 @@ DatasetSplits LoadRecipeData(const Recipe& recipe) {
 
 // Step 2: the run writes into `<out>.tmp-<pid>`, removed unless Commit() moves it over
 // `out`, so an interrupted or failed run leaves no half-written folder.
+// Whether process `pid` still exists (EPERM: it does, someone else's).
+bool ProcessAlive(long pid) { return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM; }
+
+// Leftovers beside `out` of earlier runs whose process is gone (killed, or the machine
+// went down): `out.tmp-<pid>` (an unfinished output) is removed; `out.old-<pid>` (an
+// earlier complete output set aside by Commit) is put back when `out` is missing — the
+// run died between Commit's two renames — and removed otherwise. Each is logged. Those
+// of live processes (a concurrent run) are left alone.
+void CleanDeadRunLeftovers(const fs::path& out, const std::function<void(const std::string&)>& log) {
+  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) return;
+  const std::string stem = out.filename().string();
+  std::vector<std::pair<fs::path, bool>> found;  // path, is an old output
+  for (const auto& entry : fs::directory_iterator(parent, ec)) {
+    const std::string name = entry.path().filename().string();
+    for (const char* tag : {".tmp-", ".old-"}) {
+      const std::string prefix = stem + tag;
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string digits = name.substr(prefix.size());
+      if (digits.empty() || digits.size() > 9 ||
+          digits.find_first_not_of("0123456789") != std::string::npos ||
+          ProcessAlive(std::stol(digits))) {
+        continue;
+      }
+      found.emplace_back(entry.path(), std::string(tag) == ".old-");
+    }
+  }
+  for (const auto& [path, old] : found) {
+    if (old && !fs::exists(out)) {
+      fs::rename(path, out, ec);
+      if (!ec) {
+        log("restored " + out.string() + " from " + path.string() + " (a run died while replacing it)");
+        continue;
+      }
+    }
+    fs::remove_all(path, ec);
+    log("removed " + path.string() + " (left by a run that died)");
+  }
+}
+
 class OutputFolder {
  public:
-  explicit OutputFolder(const fs::path& out) : out_(out) {
+  OutputFolder(const fs::path& out, const std::function<void(const std::string&)>& log) : out_(out) {
+    CleanDeadRunLeftovers(out, log);
     if (fs::exists(out) && !fs::is_empty(out) && !fs::exists(out / "manifest.json")) {
       throw Error(ErrorKind::kUsage, out.string() + ": exists and is not an mcompress output "
                                                     "folder (no manifest.json); refusing to replace it");
@@ -457,7 +502,7 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   Communicator& comm = *options.comm;
   const bool main_rank = comm.is_main();
   std::optional<OutputFolder> folder;
-  if (main_rank) folder.emplace(options.out_dir);
+  if (main_rank) folder.emplace(options.out_dir, options.log);
   std::vector<Graph> teacher_models;
   PassContext ctx =
       MakeContext(recipe, options, data, device, LoadTeachers(recipe, teacher_models));

@@ -96,5 +96,49 @@ TEST(CliInterrupt, SigtermToTheLauncherStopsEveryWorker) {
   fs::remove_all(dir);
 }
 
+// A pid that no process has now: a child that has exited and been reaped.
+pid_t DeadPid() {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  waitpid(pid, nullptr, 0);
+  return pid;
+}
+
+// Leftovers of a run that died: its temporary folder is removed, and the earlier output
+// it had set aside (it died between the two renames of the replacement) is put back.
+TEST(CliInterrupt, LeftoversOfADeadRunAreCleanedAndTheSetAsideOutputRestored) {
+  const fs::path dir = TempDir("mcompress_interrupt", "leftovers");
+  const fs::path out = dir / "out";
+  const std::string dead = std::to_string(DeadPid());
+  fs::create_directories(dir / ("out.old-" + dead));
+  std::ofstream(dir / ("out.old-" + dead) / "manifest.json") << "{}\n";
+  std::ofstream(dir / ("out.old-" + dead) / "report.json") << "the earlier output\n";
+  fs::create_directories(dir / ("out.tmp-" + dead));
+  std::ofstream(dir / ("out.tmp-" + dead) / "model.onnx") << "half written";
+  const fs::path log = dir / "log.txt";
+  const pid_t pid = StartCli({"--threads", "2", "run", WriteTrainRecipe(dir, "long.json", 50, 8192).string(),
+                              "--progress", "off", "--out", out.string()},
+                             log);
+  ASSERT_TRUE(WaitForLog(log, "stages[0]: train", 120)) << ReadText(log);
+  // Before the run does anything else it has tidied up.
+  EXPECT_EQ(ReadText(out / "report.json"), "the earlier output\n");
+  EXPECT_FALSE(fs::exists(dir / ("out.old-" + dead)));
+  EXPECT_FALSE(fs::exists(dir / ("out.tmp-" + dead)));
+  const std::string text = ReadText(log);
+  EXPECT_NE(text.find("restored " + out.string() + " from " + (dir / ("out.old-" + dead)).string() +
+                      " (a run died while replacing it)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("removed " + (dir / ("out.tmp-" + dead)).string() + " (left by a run that died)"),
+            std::string::npos)
+      << text;
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  const int status = WaitExit(pid, 60).first;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGINT) << "status " << status;
+  EXPECT_EQ(ReadText(out / "report.json"), "the earlier output\n");
+  EXPECT_FALSE(LeftoverTemp(dir, "out"));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace compress::cli_test
