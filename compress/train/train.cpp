@@ -388,17 +388,19 @@ struct GradScaler {
   int64_t good_steps = 0;
   static constexpr int64_t kGrowthInterval = 2000;
 
-  // Unscales `grads` in place; returns false (and lowers the scale) when one is not finite.
+  // Unscales the gradients of `params` in place; returns false (and lowers the scale)
+  // when one is not finite. One host sync per step, not one per parameter.
   bool Unscale(const std::vector<Tensor>& params) {
     if (!enabled) return true;
-    bool finite = true;
     torch::NoGradGuard no_grad;
+    Tensor finite;
     for (const Tensor& p : params) {
       if (!p.grad().defined()) continue;
       p.mutable_grad().div_(scale);
-      finite = finite && torch::isfinite(p.grad()).all().item<bool>();
+      const Tensor ok = torch::isfinite(p.grad()).all();
+      finite = finite.defined() ? finite.logical_and(ok) : ok;
     }
-    if (!finite) {
+    if (finite.defined() && !finite.item<bool>()) {
       scale = std::max(scale / 2.0, 1.0);
       good_steps = 0;
       return false;
