@@ -544,11 +544,14 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
     ctx.baseline = &baseline_model;
     report.baseline.pass = "baseline";
     report.baseline.size = ComputeSize(work);
-    if (!main_rank) return;  // rank 0 measures and reports
+    // Every rank measures (the same graph, the same numbers), so the ranks stay in step:
+    // a long test split never looks like a hung peer to ranks waiting at the next
+    // collective. Rank 0 alone reports, and alone times latency.
     report.baseline.metrics = std::isnan(known.top1)
                                   ? Measure(work, data, device, recipe.data.batch_size)
                                   : known;
     CheckFinite(report.baseline.metrics, "baseline");
+    if (!main_rank) return;
     for (const LayerRow& row : LayerTable(work)) baseline_shapes[row.name] = row.weight_shape;
     if (recipe.measure_latency) report.latency_baseline = Latency(work, device);
     log("baseline: top-1 " + Percent(report.baseline.metrics.top1));
@@ -572,11 +575,10 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
           SyncGraphAcrossRanks(work, comm, stage.path + " (" + stage.pass + ")");
     }
     sr.seconds = SecondsSince(t0);
-    if (main_rank && std::isnan(sr.metrics.top1) &&
-        (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
+    if (std::isnan(sr.metrics.top1) && (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
       sr.metrics = Measure(work, data, device, recipe.data.batch_size);
     }
-    if (main_rank) CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
+    CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
     sr.size = ComputeSize(work);
     report.stages.push_back(sr);
     if (i + 1 == lead) {

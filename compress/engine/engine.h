@@ -22,10 +22,11 @@ struct RunOptions {
   std::function<void(const std::string&)> log = [](const std::string&) {};
   std::string progress = "auto";  // trainer progress display
   // Data parallelism (docs/distributed.md): every rank of the job calls RunRecipe with
-  // the same recipe and its communicator. All ranks run every stage (training on their
-  // slices of each batch) and check after each stage that their graphs agree; only
-  // rank 0 measures, exports and writes the output folder, and only once every other
-  // rank has reported success. Null or a world of one: one process.
+  // the same recipe and its communicator. All ranks run and measure every stage
+  // (training on their slices of each batch; measuring in step, on the same numbers) and
+  // check after each stage that their graphs agree; only rank 0 times latency, exports
+  // and writes the output folder, and only once every other rank has reported success.
+  // Null or a world of one: one process.
   std::shared_ptr<Communicator> comm;
 };
 
@@ -33,8 +34,8 @@ struct RunOutcome {
   Report report;
   std::string out_dir;
   int exit_code = 0;  // 0, or 3 when acceptance criteria are not met
-  // False on ranks other than 0 of a data-parallel job: they trained and checked but
-  // measured, exported and wrote nothing (report holds only the stages they ran).
+  // False on ranks other than 0 of a data-parallel job: they trained, measured and
+  // checked, but exported and wrote nothing (report holds only the stages they ran).
   bool wrote_outputs = true;
 };
 
