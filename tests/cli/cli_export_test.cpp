@@ -86,7 +86,7 @@ TEST_F(CliExport, TorchScriptAndBadFormats) {
 // TorchScript files need their input shape: inspect, export (and eval/infer) take
 // --input-shape like import does.
 TEST_F(CliExport, TorchScriptModelsTakeInputShape) {
-  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 missing";
+  ASSERT_TRUE(fs::exists("/usr/bin/python3")) << "/usr/bin/python3 missing; make test installs it (tools/deps.sh)";
   const std::string pt = Path("small.pt");
   const std::string script =
       "import torch; torch.manual_seed(0); "

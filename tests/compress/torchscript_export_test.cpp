@@ -294,7 +294,7 @@ std::vector<std::vector<Tensor>> RunInPython(const fs::path& dir,
 }
 
 TEST(TorchScriptExport, PythonTorchJitLoadsAndMatches) {
-  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is missing";
+  ASSERT_TRUE(fs::exists("/usr/bin/python3")) << "/usr/bin/python3 is missing; make test installs it (tools/deps.sh)";
   const fs::path dir = TempDir("python");
   std::vector<std::pair<fs::path, Tensor>> runs;
   std::vector<std::vector<Tensor>> want;
