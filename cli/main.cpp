@@ -1,12 +1,31 @@
 // mcompress command line: parses arguments, runs one subcommand, maps errors to a
 // single line and an exit code (0 ok, 1 failure, 2 bad usage or recipe, 3 acceptance
 // criteria not met).
+#include <unistd.h>
+
 #include <iostream>
+#include <string>
 
 #include "cli/commands.h"
 #include "compress/base/error.h"
 #include "compress/base/interrupt.h"
 #include "compress/runtime/runtime_config.h"
+
+namespace {
+
+// One error line on stderr in a single write(2): the ranks of a data-parallel job share
+// one stderr, and a line written piecewise would interleave with another rank's.
+void ErrorLine(const std::string& message) {
+  const std::string line = cli::ErrorPrefix() + ": " + message + "\n";
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"mcompress: compress LibTorch/ONNX models (pruning, INT8 quantization, "
@@ -38,20 +57,18 @@ int main(int argc, char** argv) {
   } catch (const compress::Error& e) {
     // A signal stopped the run (whatever error the unwinding produced): say so, 128+sig.
     if (const int sig = compress::PendingInterrupt()) {
-      std::cerr << cli::ErrorPrefix() << ": " << compress::Interrupted(sig).what() << "\n";
+      ErrorLine(compress::Interrupted(sig).what());
       return 128 + sig;
     }
-    std::cerr << cli::ErrorPrefix() << ": " << compress::ErrorKindName(e.kind()) << ": "
-              << e.what() << "\n";
+    ErrorLine(std::string(compress::ErrorKindName(e.kind())) + ": " + e.what());
     return compress::ExitCodeFor(e.kind());
   } catch (const std::exception& e) {
     if (const int sig = compress::PendingInterrupt()) {
-      std::cerr << cli::ErrorPrefix() << ": " << compress::Interrupted(sig).what() << "\n";
+      ErrorLine(compress::Interrupted(sig).what());
       return 128 + sig;
     }
-    std::string what = e.what();
-    auto nl = what.find('\n');  // LibTorch appends a backtrace
-    std::cerr << cli::ErrorPrefix() << ": error: " << what.substr(0, nl) << "\n";
+    const std::string what = e.what();
+    ErrorLine("error: " + what.substr(0, what.find('\n')));  // LibTorch appends a backtrace
     return 1;
   }
   return exit_code;
