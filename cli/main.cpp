@@ -3,12 +3,14 @@
 // criteria not met).
 #include <unistd.h>
 
+#include <cctype>
 #include <iostream>
 #include <string>
 
 #include "cli/commands.h"
 #include "compress/base/error.h"
 #include "compress/base/interrupt.h"
+#include "compress/base/limits.h"
 #include "compress/runtime/runtime_config.h"
 
 namespace {
@@ -23,6 +25,43 @@ void ErrorLine(const std::string& message) {
     if (n <= 0) break;
     done += static_cast<size_t>(n);
   }
+}
+
+// CLI11's parse error as one line: which command, what is wrong, where help is. With no
+// command parsed, the problem is the command itself: missing or unknown.
+std::string UsageProblem(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  std::vector<std::string> chain;
+  for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+    at = at->get_subcommands().front();
+    chain.push_back(at->get_name());
+  }
+  if (chain.empty()) {
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "--threads") ++i;  // the one top-level option with a value
+      if (arg.empty() || arg[0] == '-' || arg == "--threads") continue;
+      bool known = true;
+      try {
+        app.get_subcommand(arg);
+      } catch (const CLI::OptionNotFound&) {
+        known = false;
+      }
+      if (known) break;  // a command: not the problem
+      return "unknown command '" + arg + "'; expected one of " + names + " (mcompress --help)";
+    }
+    return std::string(e.what()) == "A subcommand is required"
+               ? "no command given; expected one of " + names + " (mcompress --help)"
+               : std::string(e.what()) + " (mcompress --help)";
+  }
+  std::string command;
+  for (const auto& c : chain) command += (command.empty() ? "" : " ") + c;
+  std::string what = e.what();
+  if (!what.empty()) what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
+  return command + ": " + what + " (mcompress " + command + " --help)";
 }
 
 }  // namespace
@@ -49,11 +88,13 @@ int main(int argc, char** argv) {
   global.exit_code = &exit_code;
   compress::InstallInterruptHandlers();
   try {
+    compress::SetLimits(compress::LimitsFromEnvironment());  // docs/security.md
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // Help and version are "errors" with exit code 0 in CLI11.
-    int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    // Help and version are "errors" with exit code 0 in CLI11; they print as CLI11 says.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    ErrorLine("usage error: " + UsageProblem(app, e, argc, argv));
+    return 2;
   } catch (const compress::Error& e) {
     // A signal stopped the run (whatever error the unwinding produced): say so, 128+sig.
     if (const int sig = compress::PendingInterrupt()) {

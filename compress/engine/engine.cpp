@@ -147,7 +147,8 @@ class OutputFolder {
     std::error_code ec;
     fs::remove_all(tmp_, ec);
     fs::create_directories(tmp_, ec);
-    if (ec) throw Error(ErrorKind::kIo, tmp_.string() + ": cannot create output folder: " + ec.message());
+    // Named by the folder the user asked for: the temporary beside it is ours.
+    if (ec) throw Error(ErrorKind::kIo, out.string() + ": cannot create output folder: " + ec.message());
   }
   ~OutputFolder() {
     std::error_code ignored;
@@ -206,6 +207,23 @@ PassContext MakeContext(const Recipe& recipe, const RunOptions& options, const D
   return ctx;
 }
 
+// A model to compress must have finite weights: NaN or Inf in an initializer makes every
+// statistic the passes take (ranges, saliencies, accuracies) meaningless. Throws
+// Error(kNumeric) naming the model, the first such initializer (by name) and its counts.
+void CheckFiniteWeights(const Graph& graph, const std::string& where) {
+  for (const auto& [name, init] : graph.initializers) {
+    const Tensor& v = init.value;
+    if (!v.defined() || !v.is_floating_point()) continue;
+    const int64_t nan = v.isnan().sum().item<int64_t>();
+    const int64_t inf = v.isinf().sum().item<int64_t>();
+    if (nan == 0 && inf == 0) continue;
+    throw Error(ErrorKind::kNumeric,
+                where + ": initializer '" + name + "' holds " + std::to_string(nan) + " NaN and " +
+                    std::to_string(inf) + " infinite values of " + std::to_string(v.numel()) +
+                    "; a model to compress must have finite weights");
+  }
+}
+
 // Step 2's teachers: each recipe teacher loaded into `models` (which must not change
 // after: the references point into it), a load error naming its recipe path.
 std::vector<TeacherRef> LoadTeachers(const Recipe& recipe, std::vector<Graph>& models) {
@@ -214,6 +232,7 @@ std::vector<TeacherRef> LoadTeachers(const Recipe& recipe, std::vector<Graph>& m
   for (const TeacherSpec& spec : recipe.teachers) {
     try {
       models.push_back(LoadModel(spec.model, ModelLoadOptions{recipe.seed, recipe.input_shapes}));
+      CheckFiniteWeights(models.back(), spec.model);
     } catch (const Error& e) {
       throw Error(e.kind(), spec.path + ": " + e.what());
     }
@@ -495,7 +514,14 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   auto& log = options.log;
   const int threads = rt.threads;
   const c10::Device device = rt.device;
-  if (ShapesMissing(work)) InferShapes(work);
+  CheckFiniteWeights(work, recipe.model);
+  if (ShapesMissing(work)) {
+    try {
+      InferShapes(work);  // runs every node once: an attribute wrong for the data fails here
+    } catch (const Error& e) {
+      throw Error(e.kind(), recipe.model + ": " + e.what());
+    }
+  }
   const std::string recipe_hash = RecipeHash(recipe.json);
 
   // Step 2: a temporary output folder, removed unless the run completes (rank 0 only).

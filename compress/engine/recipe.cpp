@@ -5,7 +5,9 @@
 #include "compress/base/text.h"
 #include "compress/engine/recipe.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -136,7 +138,7 @@ void ParseTeachers(const nlohmann::json& json, const std::string& base_dir, Opti
 void ParseModels(const nlohmann::json& json, const std::string& base_dir, OptionReader& top,
                  Recipe& recipe, std::vector<Problem>* problems) {
   if (!json.contains("model")) {
-    problems->push_back({"model", "missing; expected zoo:<name> or a path to an .onnx file"});
+    problems->push_back({"model", "missing; expected zoo:<name>, or the path of an .onnx or TorchScript file"});
   }
   top.Read("model", recipe.model, {}, "zoo:<name>, model.onnx, model.pt, or \"caller\" (RunRecipeOn)");
   if (!recipe.model.empty()) CheckModelSpec(recipe.model, "model", top, base_dir);
@@ -495,12 +497,15 @@ Recipe Parse(const nlohmann::json& json, const std::string& base_dir,
   return recipe;
 }
 
+// One line (the CLI prints errors as one line each): "r.json: seed: expected ..." for one
+// problem, "r.json: 3 problems: seed: ...; stages[0].pass: ...; ..." for several.
 std::string FormatProblems(const std::string& where, const std::vector<Problem>& problems) {
   std::ostringstream os;
-  os << (where.empty() ? "recipe" : where) << ": " << problems.size()
-     << (problems.size() == 1 ? " problem" : " problems");
-  for (const auto& p : problems) {
-    os << "\n  " << (p.path.empty() ? "(top level)" : p.path) << ": " << p.message;
+  os << (where.empty() ? "recipe" : where) << ": ";
+  if (problems.size() > 1) os << problems.size() << " problems: ";
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Problem& p = problems[i];
+    os << (i ? "; " : "") << (p.path.empty() ? "(top level)" : p.path) << ": " << p.message;
   }
   return os.str();
 }
@@ -568,7 +573,7 @@ void ApplyOverride(nlohmann::json& json, const std::string& assignment) {
 
 Recipe LoadRecipe(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kIo, path + ": cannot read recipe");
+  if (!in) throw Error(ErrorKind::kIo, path + ": cannot read recipe: " + std::strerror(errno));
   std::stringstream buffer;
   buffer << in.rdbuf();
   nlohmann::json json;

@@ -81,7 +81,8 @@ struct Recipe {
 
 // Validates `json` completely and returns the recipe with its passes built. Relative
 // paths resolve against `base_dir`. Throws compress::Error(kRecipe) whose message
-// lists every problem, one "  <path>: <message>" line each.
+// lists every problem on one line: "<source>: <path>: <message>", or "<source>: N
+// problems: <path>: <message>; <path>: <message>; ...".
 Recipe ParseRecipe(const nlohmann::json& json, const std::string& source,
                    const std::string& base_dir);
 // The problems ParseRecipe would report (empty when valid).

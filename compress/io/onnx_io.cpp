@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "compress/base/file_util.h"
+#include "compress/base/limits.h"
+#include "compress/ir/graph_limits.h"
 #include "compress/runtime/fake_quant.h"
 #include "compress/runtime/ops.h"
 
@@ -30,11 +32,15 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 std::string Prefix(const std::string& where) { return where.empty() ? "" : where + ": "; }
 
+// The file's bytes; a file above Limits::max_model_bytes is refused before reading.
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     throw Error(ErrorKind::kIo, "cannot read " + path + ": " + std::strerror(errno));
   }
+  const std::streamoff size = in.tellg();
+  if (size >= 0) CheckModelBytes(size, path);
+  in.seekg(0);
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) throw Error(ErrorKind::kIo, "cannot read " + path + ": read error");
@@ -103,6 +109,30 @@ std::string DimsString(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
+// The element count of `dims` (negative dims refused), refused above
+// Limits::max_tensor_elements so that nothing of a declared size is allocated before it
+// is known to be sane. `what` names the tensor.
+int64_t CheckedNumel(const std::vector<int64_t>& dims, const std::string& what) {
+  const int64_t max = CurrentLimits().max_tensor_elements;
+  int64_t numel = 1;
+  bool over = false;
+  for (int64_t d : dims) {
+    if (d < 0) throw Error(ErrorKind::kIo, what + " has a negative dim: " + DimsString(dims));
+    if (d != 0 && numel > INT64_MAX / d) over = true;
+    else numel *= d;
+  }
+  for (int64_t d : dims) {
+    if (d == 0) return 0;  // an empty tensor, whatever its other dims
+  }
+  if (over || numel > max) {
+    throw Error(ErrorKind::kIo, what + " declares shape " + DimsString(dims) + ", " +
+                                    (over ? std::string("more than 2^63") : std::to_string(numel)) +
+                                    " elements, above the limit of " + std::to_string(max) + " (" +
+                                    LimitVariable("max_tensor_elements") + ")");
+  }
+  return numel;
+}
+
 // Copies `count` values of a typed repeated field into `out`, converting to T.
 template <typename T, typename Field>
 void CopyTyped(const Field& field, const Tensor& out) {
@@ -122,16 +152,12 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
     throw Error(ErrorKind::kUnsupported, what + " is segmented, which is not supported");
   }
   const at::ScalarType dtype = RequireScalarType(t.data_type(), what);
-  std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
-  int64_t numel = 1;
-  for (int64_t d : dims) {
-    if (d < 0) throw Error(ErrorKind::kIo, what + " has a negative dim: " + DimsString(dims));
-    if (d != 0 && numel > INT64_MAX / d) throw Error(ErrorKind::kIo, what + " is too large");
-    numel *= d;
-  }
-  Tensor out = at::empty(dims, at::TensorOptions().dtype(dtype));
+  const std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
+  const int64_t numel = CheckedNumel(dims, what);
   const size_t elem_size = c10::elementSize(dtype);
 
+  // The values must all be present before the tensor is allocated: a small file must
+  // not make us allocate what its shape declares.
   auto check_count = [&](int64_t have, int64_t want, const char* field) {
     if (have != want) {
       throw Error(ErrorKind::kIo, what + " has " + std::to_string(have) + " values in " + field +
@@ -139,10 +165,13 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
                                       std::to_string(want) + " expected)");
     }
   };
+  auto allocate = [&] { return at::empty(dims, at::TensorOptions().dtype(dtype)); };
+  Tensor out;
 
   if (t.has_raw_data()) {
     check_count(static_cast<int64_t>(t.raw_data().size()), numel * static_cast<int64_t>(elem_size),
                 "raw_data bytes");
+    out = allocate();
     if (numel > 0) std::memcpy(out.data_ptr(), t.raw_data().data(), t.raw_data().size());
     if (dtype == at::kBool) out = out.ne(0);  // any non-zero byte is true
     return out;
@@ -151,34 +180,42 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
   switch (t.data_type()) {
     case TP::FLOAT:
       check_count(t.float_data_size(), numel, "float_data");
+      out = allocate();
       CopyTyped<float>(t.float_data(), out);
       break;
     case TP::DOUBLE:
       check_count(t.double_data_size(), numel, "double_data");
+      out = allocate();
       CopyTyped<double>(t.double_data(), out);
       break;
     case TP::INT64:
       check_count(t.int64_data_size(), numel, "int64_data");
+      out = allocate();
       CopyTyped<int64_t>(t.int64_data(), out);
       break;
     case TP::INT32:
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       CopyTyped<int32_t>(t.int32_data(), out);
       break;
     case TP::INT16:
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       CopyTyped<int16_t>(t.int32_data(), out);
       break;
     case TP::INT8:
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       CopyTyped<int8_t>(t.int32_data(), out);
       break;
     case TP::UINT8:
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       CopyTyped<uint8_t>(t.int32_data(), out);
       break;
     case TP::BOOL: {
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       bool* dst = out.data_ptr<bool>();
       for (int i = 0; i < t.int32_data_size(); ++i) dst[i] = t.int32_data(i) != 0;
       break;
@@ -186,6 +223,7 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
     case TP::FLOAT16:
     case TP::BFLOAT16:  // the 16-bit patterns, one per int32
       check_count(t.int32_data_size(), numel, "int32_data");
+      out = allocate();
       CopyTyped<uint16_t>(t.int32_data(), out);
       break;
     default:
@@ -212,6 +250,7 @@ Tensor DensifySparse(const onnx::SparseTensorProto& sp, const std::string& where
   Tensor values = TensorFromProto(sp.values(), where).reshape({-1});
   Tensor indices = TensorFromProto(sp.indices(), where).to(at::kLong);
   std::vector<int64_t> dims(sp.dims().begin(), sp.dims().end());
+  CheckedNumel(dims, what);  // the dense shape, before it is allocated
   Tensor dense = at::zeros(dims, values.options());
   const int64_t nnz = values.numel();
   if (nnz == 0) return dense;
@@ -366,10 +405,12 @@ std::optional<ValueInfo> ValueInfoFromProto(const onnx::ValueInfoProto& v,
   info.name = v.name();
   info.dtype = RequireScalarType(tt.elem_type(), what);
   if (tt.has_shape()) {
-    std::vector<int64_t> dims;
+    std::vector<int64_t> dims, fixed;  // fixed: the static dims, for the size limit
     for (const auto& d : tt.shape().dim()) {
       dims.push_back(d.has_dim_value() ? d.dim_value() : kDynamicDim);
+      if (d.has_dim_value() && d.dim_value() >= 0) fixed.push_back(d.dim_value());
     }
+    CheckedNumel(fixed, what);
     info.shape = std::move(dims);
   }
   return info;
@@ -391,10 +432,18 @@ void ValueInfoToProto(const ValueInfo& v, onnx::ValueInfoProto* p) {
 
 // ---- model-level helpers ---------------------------------------------------------------
 
+// The newest default-domain opset whose changes to the registry's ops the kernels follow
+// (Split's uneven last part is opset 18); later opsets change QuantizeLinear,
+// DequantizeLinear, Pad and Reshape in ways the kernels do not implement.
+constexpr int64_t kNewestOpset = 18;
+
 bool IsDefaultDomain(const std::string& domain) { return domain.empty() || domain == "ai.onnx"; }
 
 onnx::ModelProto ParseModel(const std::string& bytes, const std::string& where) {
   onnx::ModelProto m;
+  if (bytes.empty()) {  // parses as a ModelProto with nothing set: say what it is
+    throw Error(ErrorKind::kIo, Prefix(where) + "the file is empty (0 bytes); expected an ONNX model");
+  }
   if (bytes.size() > static_cast<size_t>(INT_MAX) || !m.ParseFromString(bytes)) {
     throw Error(ErrorKind::kIo,
                 Prefix(where) + "not a valid ONNX model (truncated or corrupt protobuf)");
@@ -517,7 +566,15 @@ Graph ParseOnnx(const std::string& bytes, const std::string& where) {
   const onnx::GraphProto& g = m.graph();
   Graph graph;
 
-  // Step 1: ops first, so an unsupported model fails with the one useful message.
+  // Step 1: the opset, then the ops, so an unsupported model fails with the
+  // one useful message.
+  if (const int64_t opset = DefaultOpset(m); opset > kNewestOpset) {
+    throw Error(ErrorKind::kUnsupported,
+                Prefix(where) + "opset " + std::to_string(opset) +
+                    " of the default domain is newer than the newest supported (" +
+                    std::to_string(kNewestOpset) + "); export the model at opset " +
+                    std::to_string(kNewestOpset) + " or older");
+  }
   const std::vector<std::string> names = NodeNames(g);
   CheckOpsSupported(g, names, where);
 
@@ -575,6 +632,7 @@ Graph ParseOnnx(const std::string& bytes, const std::string& where) {
   for (const auto& p : m.metadata_props()) graph.metadata[p.key()] = p.value();
 
   ValidateGraph(graph, where, ErrorKind::kIo);
+  CheckGraphLimits(graph, where);
   return graph;
 }
 

@@ -17,6 +17,7 @@
 #include "compress/io/torchscript_import.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -28,11 +29,14 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
 #include <unordered_map>
 
+#include "compress/base/limits.h"
+#include "compress/ir/graph_limits.h"
 #include "compress/io/torchscript_importer.h"
 #include "compress/runtime/executor.h"
 #include "compress/runtime/ops.h"
@@ -744,6 +748,7 @@ void Importer::Finish(const std::vector<std::string>& outputs) {
   graph_.metadata["source"] = where_;
   graph_.metadata["importer"] = "mcompress torchscript";
   ValidateGraph(graph_, where_, ErrorKind::kInternal);
+  CheckGraphLimits(graph_, where_);
   InferShapes(graph_);
 }
 
@@ -768,13 +773,62 @@ std::string SanitizeInputName(const std::string& debug, size_t index) {
 
 }  // namespace
 
-Graph ImportTorchScript(const std::string& path,
-                        const std::vector<std::vector<int64_t>>& input_shapes,
-                        const TorchScriptImportOptions& options) {
+void CheckTorchScriptFile(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw Error(ErrorKind::kIo, path + ": no such file");
   }
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(ErrorKind::kIo, "cannot read " + path + ": " + ec.message());
+  CheckModelBytes(static_cast<int64_t>(size), path);
+  const std::string hint =
+      "; save models with torch.jit.script(model).save(path) or "
+      "torch.jit.trace(model, example).save(path)";
+  char magic[4] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    in.read(magic, sizeof magic);
+    if (!in || std::string(magic, 4) != std::string("PK\x03\x04", 4)) {
+      throw Error(ErrorKind::kIo,
+                  path + ": not a TorchScript file (not a zip archive, which TorchScript files are)" +
+                      hint);
+    }
+  }
+  std::vector<std::string> records;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    records = reader.getAllRecords();
+  } catch (const std::exception& e) {
+    // "[enforce fail at inline_container.cc:129] . file in archive is not in a
+    // subdirectory: x": the reason without LibTorch's source location.
+    std::string why = WhatOf(e);
+    if (why.rfind("[enforce fail", 0) == 0) {
+      const size_t end = why.find("] ");
+      if (end != std::string::npos) why = why.substr(end + 2);
+      if (why.rfind(". ", 0) == 0) why = why.substr(2);
+    }
+    throw Error(ErrorKind::kIo,
+                path + ": not a TorchScript file (LibTorch cannot read the zip archive: " + why + ")");
+  }
+  bool data = false, code = false;
+  for (const auto& r : records) {
+    data = data || r == "data.pkl";
+    code = code || r.rfind("code/", 0) == 0;
+  }
+  if (!data) {
+    throw Error(ErrorKind::kIo, path + ": not a TorchScript file (a zip archive without data.pkl)" +
+                                    hint);
+  }
+  if (!code) {
+    throw Error(ErrorKind::kIo, path + ": not a TorchScript file (written by torch.save: it has "
+                                       "no code/)" + hint);
+  }
+}
+
+Graph ImportTorchScript(const std::string& path,
+                        const std::vector<std::vector<int64_t>>& input_shapes,
+                        const TorchScriptImportOptions& options) {
+  CheckTorchScriptFile(path);
   torch::jit::Module module;
   try {
     // On the CPU on purpose: the importer only reads the frozen weights out of the

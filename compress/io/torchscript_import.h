@@ -27,6 +27,13 @@ struct TorchScriptImportOptions {
   bool check_nodes = false;
 };
 
+// The front door of ImportTorchScript, before LibTorch's loader sees the file: it is a
+// regular file within Limits::max_model_bytes, a well-formed zip archive, and holds
+// what torch.jit.save writes (data.pkl and code/); a torch.save file (data.pkl without
+// code/) is named as such. Throws Error(kIo) naming the file. docs/security.md: passing
+// this does not make a TorchScript file safe; it is a program.
+void CheckTorchScriptFile(const std::string& path);
+
 // Loads the TorchScript module at `path` on the CPU (eval mode, frozen with
 // torch::jit::freeze_module so BatchNorm stays a layer) and imports its forward for
 // float32 inputs of `input_shapes` (one per forward argument, batch first).

@@ -390,8 +390,14 @@ Outputs GlobalAveragePool(const KernelContext& ctx) {
 Outputs Flatten(const KernelContext& ctx) {
   const Tensor& x = In(ctx, 0);
   int64_t axis = ctx.node.GetInt("axis", 1);
+  const int64_t given = axis;
   if (axis < 0) axis += x.dim();
-  if (axis < 0 || axis > x.dim()) Fail(ctx, "axis out of range");
+  if (axis < 0 || axis > x.dim()) {
+    throw Error(ErrorKind::kIo, ctx.node.Describe() + ": attribute axis=" + std::to_string(given) +
+                                    " is out of range for a rank-" + std::to_string(x.dim()) +
+                                    " input; expected " + std::to_string(-x.dim()) + ".." +
+                                    std::to_string(x.dim()));
+  }
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= x.size(d);
   return {x.reshape({outer, outer == 0 ? 0 : x.numel() / std::max<int64_t>(outer, 1)})};

@@ -271,7 +271,7 @@ TEST_F(OnnxIo, TruncatedOrCorruptFileIsIoError) {
   ExpectIoError(Path("noise.onnx"), "not a valid ONNX model");
 
   WriteAll(Path("empty.onnx"), "");
-  ExpectIoError(Path("empty.onnx"), "no graph");
+  ExpectIoError(Path("empty.onnx"), "the file is empty (0 bytes)");
   ExpectIoError(Path("missing.onnx"), "cannot read");
 }
 
