@@ -127,13 +127,14 @@ TEST(Device, VerificationRunsTheExecutorWhereTheCallerSays) {
   const fs::path file = fs::temp_directory_path() / ("mc_device_" + std::to_string(getpid()) + ".pt");
   SaveTorchScript(cpu, file.string());
   const std::vector<Tensor> x = {FashionMnistSubset(512, 64, 256).test.inputs.slice(0, 0, 16)};
+  // Each verification throws beyond its tolerance: the calls are the checks.
   const VerifyReport on_cpu = VerifyTorchScriptFile(g, file.string(), x);
-  EXPECT_LT(on_cpu.max_rel_diff, 1e-4);
+  EXPECT_EQ(on_cpu.samples, 16);
   VerifyTolerance loose;  // TF32 convolutions on recent GPUs
   loose.rel = 5e-3;
   const VerifyReport on_device =
       VerifyTorchScriptFile(g, file.string(), x, loose, "onednn", TestDevice());
-  EXPECT_LT(on_device.max_rel_diff, 5e-3);
+  EXPECT_EQ(on_device.samples, 16);
   EXPECT_TRUE(AllOn(g, TestDevice()));  // the caller's graph stays where it was
   fs::remove(file);
 }

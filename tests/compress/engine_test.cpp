@@ -81,7 +81,7 @@ TEST(Engine, TinyRecipeEndToEnd) {
   EXPECT_EQ(r.exports[0].verified_with.rfind("onnxruntime-node ", 0), 0u)
       << r.exports[0].verified_with;
   EXPECT_EQ(r.exports[0].verify_samples, 128);
-  EXPECT_LE(r.exports[0].max_rel_diff, 1e-4);
+  // (The export's own verification throws beyond rel 1e-4; top-1 it does not check.)
   EXPECT_GE(r.exports[0].top1_agreement, 0.99);
   EXPECT_TRUE(r.exports[0].sparse);
   EXPECT_EQ(r.exports[0].bytes, static_cast<int64_t>(fs::file_size(dir / "run" / "model.onnx")));
@@ -129,13 +129,14 @@ TEST(Engine, UnmetAcceptanceExitsThreeAndStillWritesOutputs) {
 
 TEST(Engine, FailingRunLeavesNoOutputs) {
   fs::path dir = Scratch("fail");
-  // A model whose logits are NaN: the run must stop with a numeric error.
+  // A model with finite weights whose logits are not finite (they are divided by zero):
+  // the run must stop with a numeric error at the baseline.
   GraphBuilder b("nan_model");
   std::string x = b.Input("input", {kDynamicDim, 1, 28, 28});
   x = b.Op1("Flatten", {x}, {{"axis", int64_t{1}}});
   x = b.Linear(x, 784, 10, true, "fc");
-  b.Constant("nan", torch::full({10}, NAN));
-  b.Output("logits", b.Op1("Add", {x, "nan"}));
+  b.Constant("zero", torch::zeros({10}));
+  b.Output("logits", b.Op1("Div", {x, "zero"}));
   SaveOnnx(b.Build(), (dir / "nan.onnx").string());
   json j = TinyRecipe();
   j["model"] = (dir / "nan.onnx").string();

@@ -107,11 +107,15 @@ TEST_F(Ort, EveryZooModelMatchesWithin1e4) {
     Graph g = Zoo(entry.name);
     const std::string file = Path(entry.name + ".onnx");
     SaveOnnx(g, file);
-    VerifyReport r = VerifyOnnxInOrt(g, file, {x});
+    VerifyReport r = VerifyOnnxInOrt(g, file, {x});  // throws beyond rel 1e-4
     ASSERT_EQ(r.outputs.size(), 1u);
     EXPECT_EQ(r.outputs[0].name, "logits");
     EXPECT_EQ(r.samples, 16);
-    EXPECT_LE(r.max_rel_diff, 1e-4);
+    // The report's figure, recomputed here from both runtimes' outputs.
+    const Tensor ours = Executor(g).Run({x})[0];
+    const Tensor theirs = RunInOrt(file, {x})[0];
+    const double scale = std::max(1.0, ours.abs().max().item<double>());
+    EXPECT_NEAR(r.max_rel_diff, (ours - theirs).abs().max().item<double>() / scale, 1e-9);
     EXPECT_EQ(r.top1_agreement, 1.0);
     EXPECT_FALSE(r.ort_version.empty());
     EXPECT_EQ(r.int8.quantized, 0);  // an FP32 file: integer kernels are not measured
@@ -163,8 +167,8 @@ TEST_F(Ort, SparseExportIsSmallerExactInOrtAndOnReimport) {
   // ORT densifies sparse initializers: the same numbers as the dense file, bit for bit,
   // and within tolerance of our executor.
   const Tensor x = Images(32);
-  const VerifyReport r = VerifyOnnxInOrt(g, sparse, {x});
-  EXPECT_LE(r.max_rel_diff, 1e-4);
+  const VerifyReport r = VerifyOnnxInOrt(g, sparse, {x});  // throws beyond rel 1e-4
+  EXPECT_EQ(r.samples, 32);
   const Tensor from_dense = RunInOrt(dense, {x})[0];
   EXPECT_TRUE(torch::equal(RunInOrt(sparse, {x})[0], from_dense));
 

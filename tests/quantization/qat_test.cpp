@@ -240,8 +240,9 @@ TEST(QuantizeQat, EndsInTheQdqFormThatOnnxRuntimeRunsAndKeepsAccuracy) {
   SaveOnnx(g, path);
   VerifyTolerance tol;
   tol.mode = VerifyTolerance::Mode::kInt8;
+  // Throws unless 99.9% of the logits lie within one step and 99.5% of the arg-maxes agree.
   const VerifyReport v = VerifyOnnxInOrt(g, path, {QatData().test.inputs}, tol);
-  EXPECT_GE(v.top1_agreement, 0.995);
+  EXPECT_GT(v.int8.quantized, 0);  // and ONNX Runtime ran integer kernels
   fs::remove_all(dir);
 }
 

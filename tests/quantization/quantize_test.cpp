@@ -430,8 +430,8 @@ TEST(Quantize, QdqExportsRunInOnnxRuntimeUnderTheInt8Rule) {
     SaveOnnx(g, path);
     VerifyTolerance tol;
     tol.mode = VerifyTolerance::Mode::kInt8;
+    // Throws unless the INT8 rule holds (one step on 99.9%, top-1 on 99.5%).
     const VerifyReport v = VerifyOnnxInOrt(g, path, {SmallFashionMnist().test.inputs}, tol);
-    EXPECT_GE(v.top1_agreement, 0.995) << name;
     EXPECT_EQ(v.samples, 256);
     // The file reads back as the same QDQ graph.
     Graph back = LoadOnnx(path);
@@ -522,7 +522,8 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
   const RunOutcome out = RunRecipe(recipe, o);
   ASSERT_EQ(out.exit_code, 0);
   ASSERT_EQ(out.report.exports.size(), 4u);
-  EXPECT_GE(out.report.exports[1].top1_agreement, 0.995);
+  // (Each export was verified under the INT8 rule, which throws below top-1 99.5%.)
+  EXPECT_TRUE(out.report.exports[1].verified);
   // The INT8 target is in the report, the ONNX metadata and the TorchScript file.
   EXPECT_EQ(out.report.exports[0].int8_target, "");
   EXPECT_EQ(out.report.exports[1].int8_target, "portable");
@@ -539,8 +540,8 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
   // TorchScript: fake-quant is bit-exact with our executor; real INT8 (ONEDNN) within
   // the INT8 rule.
   EXPECT_EQ(out.report.exports[2].verified_with.rfind("LibTorch ", 0), 0u);
-  EXPECT_EQ(out.report.exports[2].max_abs_diff, 0.0);
-  EXPECT_GE(out.report.exports[3].top1_agreement, 0.995);
+  EXPECT_EQ(out.report.exports[2].max_abs_diff, 0.0);  // stricter than its verification
+  EXPECT_TRUE(out.report.exports[3].verified);
   // FP32 export of the quantized model has no Q/DQ; the INT8 one is smaller.
   EXPECT_EQ(CountOp(LoadOnnx((dir / "run" / "fp32.onnx").string()), "QuantizeLinear"), 0);
   EXPECT_LT(fs::file_size(dir / "run" / "int8.onnx") * 3, fs::file_size(dir / "run" / "fp32.onnx"));
@@ -566,8 +567,7 @@ TEST(QuantizeRecipe, ConvnetQdqTop1AgreementOnTheFullTestSet) {
   VerifyTolerance tol;
   tol.mode = VerifyTolerance::Mode::kInt8;
   const OutputCheck c = CompareOutput("logits", ours, ort, tol);
-  EXPECT_TRUE(c.passed) << c.failure;
-  EXPECT_GE(c.top1_agreement, 0.995);
+  EXPECT_TRUE(c.passed) << c.failure;  // one step on 99.9%, the same top-1 on 99.5%
   std::printf("convnet QDQ on 10000 test images: top-1 agreement %.4f, within one step %.5f, "
               "max |diff| %.4g (step %.4g)\n",
               c.top1_agreement, c.within_step, c.max_abs_diff, c.tolerance);
