@@ -17,7 +17,6 @@
 #include "compress/io/torchscript_import.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -38,6 +37,7 @@
 #include "compress/base/limits.h"
 #include "compress/ir/graph_limits.h"
 #include "compress/io/torchscript_importer.h"
+#include "compress/io/zip_directory.h"
 #include "compress/runtime/executor.h"
 #include "compress/runtime/ops.h"
 
@@ -57,6 +57,9 @@ std::string FirstLine(const std::string& s) {
 std::string WhatOf(const std::exception& e) {
   std::string what = e.what();
   if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
+  // TORCH_CHECK's invitation to file an enhancement request is not the user's business.
+  const size_t invite = what.find("  (Could this error message be improved?");
+  if (invite != std::string::npos) what.erase(invite);
   size_t start = what.find_first_not_of(" \n\r\t");
   return start == std::string::npos ? "(no message)" : FirstLine(what.substr(start));
 }
@@ -788,41 +791,41 @@ void CheckTorchScriptFile(const std::string& path) {
   {
     std::ifstream in(path, std::ios::binary);
     in.read(magic, sizeof magic);
-    if (!in || std::string(magic, 4) != std::string("PK\x03\x04", 4)) {
+    // A zip archive starts with a record, or with the end record when it is empty.
+    const std::string m(magic, 4);
+    if (!in || (m != std::string("PK\x03\x04", 4) && m != std::string("PK\x05\x06", 4))) {
       throw Error(ErrorKind::kIo,
                   path + ": not a TorchScript file (not a zip archive, which TorchScript files are)" +
                       hint);
     }
   }
-  std::vector<std::string> records;
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    records = reader.getAllRecords();
-  } catch (const std::exception& e) {
-    // "[enforce fail at inline_container.cc:129] . file in archive is not in a
-    // subdirectory: x": the reason without LibTorch's source location.
-    std::string why = WhatOf(e);
-    if (why.rfind("[enforce fail", 0) == 0) {
-      const size_t end = why.find("] ");
-      if (end != std::string::npos) why = why.substr(end + 2);
-      if (why.rfind(". ", 0) == 0) why = why.substr(2);
-    }
-    throw Error(ErrorKind::kIo,
-                path + ": not a TorchScript file (LibTorch cannot read the zip archive: " + why + ")");
+  // The archive's directory, read by us: LibTorch's reader (PyTorchStreamReader) leaks its
+  // state when its constructor throws on a malformed archive (found by fuzz_torchscript),
+  // so it sees only archives whose directory is sound and holds what torch.jit.save writes.
+  const ZipDirectory dir = ReadZipDirectory(path);
+  auto refuse = [&](const std::string& why, bool with_hint) {
+    throw Error(ErrorKind::kIo, path + ": not a TorchScript file (" + why + ")" + (with_hint ? hint : ""));
+  };
+  if (!dir.problem.empty()) refuse("a broken zip archive: " + dir.problem, false);
+  if (dir.names.empty()) refuse("an empty zip archive", true);
+  // torch.jit.save puts every record in one folder (named after the file); LibTorch
+  // takes the folder from the first record.
+  const size_t slash = dir.names[0].find('/');
+  if (slash == std::string::npos || slash == 0) {
+    refuse("a zip archive whose records are not in a folder, as torch.jit.save writes them", true);
   }
-  bool data = false, code = false;
-  for (const auto& r : records) {
+  const std::string folder = dir.names[0].substr(0, slash + 1);
+  bool data = false, code = false, version = false;
+  for (const auto& name : dir.names) {
+    if (name.compare(0, folder.size(), folder) != 0) continue;
+    const std::string r = name.substr(folder.size());
     data = data || r == "data.pkl";
     code = code || r.rfind("code/", 0) == 0;
+    version = version || r == "version" || r == ".data/version";
   }
-  if (!data) {
-    throw Error(ErrorKind::kIo, path + ": not a TorchScript file (a zip archive without data.pkl)" +
-                                    hint);
-  }
-  if (!code) {
-    throw Error(ErrorKind::kIo, path + ": not a TorchScript file (written by torch.save: it has "
-                                       "no code/)" + hint);
-  }
+  if (!data) refuse("a zip archive without data.pkl", true);
+  if (!code) refuse("written by torch.save: it has no code/", true);
+  if (!version) refuse("a zip archive without the version record torch.jit.save writes", true);
 }
 
 Graph ImportTorchScript(const std::string& path,

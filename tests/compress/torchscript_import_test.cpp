@@ -265,8 +265,8 @@ TEST(TorchScriptImport, MissingTruncatedAndForeignFilesAreIoErrors) {
   ExpectError([] { ImportTorchScript(FixturePath("text.pt"), {{1, 3, 8, 8}}); }, ErrorKind::kIo,
               "text.pt: not a TorchScript file (not a zip archive");
   ExpectError([] { ImportTorchScript(FixturePath("not_torchscript.pt"), {{1, 3, 8, 8}}); },
-              ErrorKind::kIo, "not_torchscript.pt: not a TorchScript file (LibTorch cannot read "
-                              "the zip archive: file in archive is not in a subdirectory");
+              ErrorKind::kIo, "not_torchscript.pt: not a TorchScript file (a zip archive whose "
+                              "records are not in a folder, as torch.jit.save writes them)");
   // torch.save of a state dict is a zip archive too, but not a module.
   ExpectError([] { ImportTorchScript(FixturePath("state_dict.pt"), {{1, 3, 8, 8}}); },
               ErrorKind::kIo, "torch.jit.script(model).save(path)");
@@ -275,8 +275,8 @@ TEST(TorchScriptImport, MissingTruncatedAndForeignFilesAreIoErrors) {
   const fs::path truncated = fs::path(MCOMPRESS_BINARY_DIR) / "fixtures/truncated_squeezenet.pt";
   std::ofstream(truncated, std::ios::binary) << full.substr(0, full.size() / 2);
   ExpectError([&] { ImportTorchScript(truncated.string(), {{1, 3, 64, 64}}); }, ErrorKind::kIo,
-              truncated.string() + ": not a TorchScript file (LibTorch cannot read the zip "
-                                   "archive: PytorchStreamReader failed reading zip archive");
+              truncated.string() + ": not a TorchScript file (a broken zip archive: no end of "
+                                   "central directory record (a truncated file?))");
 }
 
 TEST(TorchScriptImport, ShapesThatDoNotFitAreUsageErrors) {
