@@ -42,8 +42,13 @@ std::string UsageProblem(CLI::App& app, const CLI::ParseError& e, int argc, char
   if (chain.empty()) {
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
-      if (arg == "--threads") ++i;  // the one top-level option with a value
-      if (arg.empty() || arg[0] == '-' || arg == "--threads") continue;
+      if (!arg.empty() && arg[0] == '-') {
+        // A top-level option; one that takes a value (`--threads 4`) also skips that.
+        const CLI::Option* opt = app.get_option_no_throw(arg);
+        if (opt != nullptr && arg.find('=') == std::string::npos && opt->get_items_expected_min() > 0) ++i;
+        continue;
+      }
+      if (arg.empty()) continue;
       bool known = true;
       try {
         app.get_subcommand(arg);

@@ -115,15 +115,14 @@ std::string DimsString(const std::vector<int64_t>& dims) {
 int64_t CheckedNumel(const std::vector<int64_t>& dims, const std::string& what) {
   const int64_t max = CurrentLimits().max_tensor_elements;
   int64_t numel = 1;
-  bool over = false;
+  bool over = false, empty = false;
   for (int64_t d : dims) {
     if (d < 0) throw Error(ErrorKind::kIo, what + " has a negative dim: " + DimsString(dims));
-    if (d != 0 && numel > INT64_MAX / d) over = true;
+    if (d == 0) empty = true;  // an empty tensor, whatever its other dims
+    else if (numel > INT64_MAX / d) over = true;
     else numel *= d;
   }
-  for (int64_t d : dims) {
-    if (d == 0) return 0;  // an empty tensor, whatever its other dims
-  }
+  if (empty) return 0;
   if (over || numel > max) {
     throw Error(ErrorKind::kIo, what + " declares shape " + DimsString(dims) + ", " +
                                     (over ? std::string("more than 2^63") : std::to_string(numel)) +

@@ -9,10 +9,6 @@
 #include <google/protobuf/text_format.h>
 #include <onnx/onnx_pb.h>
 #include <sys/wait.h>
-// zlib declares a global function `compress`, which clashes with our namespace: hide it.
-#define compress zlib_compress_unused
-#include <zlib.h>
-#undef compress
 
 #include <cstdio>
 #include <filesystem>
@@ -27,6 +23,7 @@
 #include "compress/io/onnx_io.h"
 #include "compress/zoo/zoo.h"
 #include "tests/cli_util.h"
+#include "tests/file_bytes.h"
 #include "tests/test_util.h"
 
 namespace compress {
@@ -79,35 +76,11 @@ void WriteBytes(const fs::path& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << "cannot write " << path;
 }
 
-std::string Gzip(const std::string& raw) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&z, raw.size()) + 32, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
-  z.avail_in = static_cast<uInt>(raw.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-// An IDX file (big-endian magic and dims, then bytes): `magic` 2051 images, 2049 labels.
+// An IDX file from its spec: {"magic": 2051 images / 2049 labels, "dims": [...],
+// "modulo": element i is i % modulo (default 256)}.
 std::string Idx(const json& spec) {
-  std::string out;
-  auto be32 = [&](uint32_t v) {
-    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((v >> s) & 0xff));
-  };
-  be32(spec.at("magic").get<uint32_t>());
-  size_t count = 1;
-  for (const auto& d : spec.at("dims")) {
-    be32(d.get<uint32_t>());
-    count *= d.get<size_t>();
-  }
-  const int modulo = spec.value("modulo", 256);
-  for (size_t i = 0; i < count; ++i) out.push_back(static_cast<char>(i % modulo));
-  return out;
+  return testing_util::IdxBytes(spec.at("magic").get<uint32_t>(),
+                                spec.at("dims").get<std::vector<uint32_t>>(), spec.value("modulo", 256));
 }
 
 std::string ReadAll(const fs::path& path) {
@@ -180,7 +153,7 @@ std::string FileBytes(const json& spec, const fs::path& dir) {
                            : bytes.size() - std::min<size_t>(-keep, bytes.size()));
   }
   if (spec.contains("append")) bytes.append(spec.at("append").get<size_t>(), '\0');
-  if (spec.value("gzip", false)) bytes = Gzip(bytes);
+  if (spec.value("gzip", false)) bytes = testing_util::GzipBytes(bytes);
   return bytes;
 }
 
@@ -247,11 +220,16 @@ TEST_P(Catalog, Case) {
       const std::string path = (dir / m.at("path").get<std::string>()).string();
       inner += "mount -t tmpfs -o size=" + std::to_string(m.value("size_kb", 64)) + "k" +
                (m.value("readonly", false) ? ",ro" : "") + " tmpfs " + Quote(path) + " && ";
+      if (m.contains("holds")) {  // an earlier output, say, on the disk before the run
+        inner += "cp -a " + Quote((dir / m.at("holds").get<std::string>()).string() + "/.") + " " +
+                 Quote(path) + " && ";
+      }
     }
     inner += "{ " + cmd + " ; }; rc=$?; ";
     for (const auto& m : mounts) {
       const std::string path = (dir / m.at("path").get<std::string>()).string();
-      inner += "ls -A " + Quote(path) + " > " + Quote(path + ".listing") + "; ";
+      inner += m.contains("holds") ? "cp -a " + Quote(path) + " " + Quote(path + ".after") + "; "
+                                   : "ls -A " + Quote(path) + " > " + Quote(path + ".listing") + "; ";
     }
     inner += "exit $rc";
     cmd = "unshare -rm sh -c " + Quote(inner);
@@ -277,10 +255,21 @@ TEST_P(Catalog, Case) {
   EXPECT_TRUE(!err.empty() && err.back() == '\n') << "stderr does not end its line: " << err;
 
   auto after = Snapshot(dir);
-  for (const auto& m : mounts) {  // a mount is empty inside after the run, or as listed
-    const std::string listing = m.at("path").get<std::string>() + ".listing";
-    EXPECT_EQ(ReadAll(dir / listing), m.value("listing", "")) << "left in " << m.at("path");
-    after.erase(listing);
+  // A mount holds after the run exactly what it held before: nothing (or what `listing`
+  // says), or its `holds` folder's files, byte for byte.
+  for (const auto& m : mounts) {
+    const std::string path = m.at("path").get<std::string>();
+    if (m.contains("holds")) {
+      EXPECT_EQ(Snapshot(dir / (path + ".after")), Snapshot(dir / m.at("holds").get<std::string>()))
+          << "the run changed what " << path << " held";
+      for (auto it = after.begin(); it != after.end();) {
+        const bool copy = it->first == path + ".after" || it->first.rfind(path + ".after/", 0) == 0;
+        it = copy ? after.erase(it) : std::next(it);
+      }
+    } else {
+      EXPECT_EQ(ReadAll(dir / (path + ".listing")), m.value("listing", "")) << "left in " << path;
+      after.erase(path + ".listing");
+    }
   }
   EXPECT_EQ(after, before) << "the run changed files in " << dir;
   if (!HasFailure()) fs::remove_all(dir);
