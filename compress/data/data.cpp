@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -225,7 +226,15 @@ TensorDataset ReadIdxPair(const std::string& images_path, const std::string& lab
                                       " x " + std::to_string(cols) +
                                       "); expected a non-empty image set");
     }
-    const uint64_t n = uint64_t{count} * rows * cols;
+    // count x rows x cols can exceed 64 bits (fuzz_idx): such a header is corrupt, since
+    // no file holds 2^63 bytes, and must not wrap around to a small payload.
+    const uint64_t per_image = uint64_t{rows} * cols;  // < 2^64: two 32-bit factors
+    if (per_image > static_cast<uint64_t>(INT64_MAX) / count) {
+      throw Error(ErrorKind::kIo, images_path + ": IDX header declares " + std::to_string(count) +
+                                      " x " + std::to_string(rows) + " x " + std::to_string(cols) +
+                                      " bytes, more than 2^63; the header is corrupt");
+    }
+    const uint64_t n = per_image * count;
     std::vector<uint8_t> bytes = file.ReadPayload(n, "images");
     images = torch::from_blob(bytes.data(),
                               {static_cast<int64_t>(count), 1, static_cast<int64_t>(rows),

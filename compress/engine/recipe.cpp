@@ -579,9 +579,15 @@ Recipe LoadRecipe(const std::string& path, const std::vector<std::string>& overr
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(buffer.str(), nullptr, true, /*ignore_comments=*/true);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // A syntax error, "[json.exception.parse_error.101] parse error at line 3, column 1:
+    // syntax error ...", or a number beyond double (fuzz_recipe), "[json.exception.
+    // out_of_range.406] number overflow parsing '1e999'": the reason, without the prefix.
     std::string what = e.what();
-    throw Error(ErrorKind::kRecipe, path + ": not valid JSON: " + what.substr(what.find(':') + 2));
+    const size_t colon = what.find(": "), close = what.find("] ");
+    if (colon != std::string::npos) what = what.substr(colon + 2);
+    else if (close != std::string::npos) what = what.substr(close + 2);
+    throw Error(ErrorKind::kRecipe, path + ": not valid JSON: " + what);
   }
   for (const auto& o : overrides) ApplyOverride(json, o);
   std::string base = fs::path(path).parent_path().string();

@@ -561,8 +561,9 @@ Report LoadReport(const std::string& path) {
   Json json;
   try {
     json = Json::parse(text.str());
-  } catch (const Json::parse_error& e) {
-    // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
+  } catch (const Json::exception& e) {
+    // A syntax error or a number beyond double (out_of_range.406): drop nlohmann's
+    // "[json.exception.parse_error.101] " prefix.
     std::string what = e.what();
     const auto close = what.find("] ");
     if (close != std::string::npos) what = what.substr(close + 2);
