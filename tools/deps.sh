@@ -14,6 +14,11 @@ PACKAGES=(
   dataset-fashion-mnist libonnx-testdata
   chromium
 )
+# `make test-asan` and `make fuzz` (tools/deps.sh --sanitize): clang with libFuzzer and
+# the sanitizer runtimes, llvm-symbolizer for the reports' stack traces.
+if [ "${1:-}" = "--sanitize" ]; then
+  PACKAGES+=(clang libclang-rt-14-dev llvm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
