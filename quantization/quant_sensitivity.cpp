@@ -30,15 +30,6 @@ Tensor Logits(const Graph& graph, const Tensor& inputs, int64_t batch_size,
   return torch::cat(out);
 }
 
-// 10 log10(|y|² / |y − ŷ|²): the output signal-to-quantization-noise ratio in dB
-// (capped at 200 dB for an exact match).
-double SqnrDb(const Tensor& reference, const Tensor& y) {
-  const double signal = reference.to(torch::kDouble).square().sum().item<double>();
-  const double noise = (reference.to(torch::kDouble) - y.to(torch::kDouble)).square().sum().item<double>();
-  if (!(noise > 0)) return 200.0;
-  return std::min(200.0, 10.0 * std::log10(std::max(signal, 1e-30) / noise));
-}
-
 bool HasLabels(const TensorDataset& d) {
   return d.targets.defined() && d.targets.numel() == d.size() && d.size() > 0 &&
          d.targets.min().item<int64_t>() >= 0;

@@ -43,10 +43,38 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Whether every test sample has a class label (a split without labels has targets -1).
+bool TestLabeled(const DatasetSplits& data) {
+  const Tensor& y = data.test.targets;
+  return y.defined() && y.numel() == data.test.size() &&
+         (y.numel() == 0 || y.min().item<int64_t>() >= 0);
+}
+
+// The test split's metrics: accuracy and loss when it has labels, and the outputs
+// against the baseline's (`reference`, when defined); `outputs` (when given) receives
+// the graph's own. `labels` false measures the comparison only.
 Metrics Measure(const Graph& g, const DatasetSplits& data, const c10::Device& device,
-                int64_t batch) {
-  EvalResult e = Evaluate(g, data.test, std::max<int64_t>(batch, 256), device);
-  return Metrics{e.top1, e.top5, e.loss, e.samples};
+                int64_t batch, const Tensor& reference, Tensor* outputs = nullptr,
+                bool labels = true) {
+  EvalOptions options;
+  options.labels = labels && TestLabeled(data);
+  options.reference = reference.defined() ? &reference : nullptr;
+  options.outputs = outputs;
+  const EvalResult e = Evaluate(g, data.test, std::max<int64_t>(batch, 256), device, options);
+  Metrics m{e.top1, e.top5, e.loss, e.samples};
+  m.agreement = e.agreement;
+  m.sqnr_db = e.sqnr_db;
+  m.max_rel_error = e.max_rel_error;
+  return m;
+}
+
+// Criteria that need labels, refused before anything runs when the test split has none.
+void CheckCriteriaFitData(const Recipe& recipe, const DatasetSplits& data) {
+  if (!std::isnan(recipe.max_accuracy_drop) && !TestLabeled(data)) {
+    throw Error(ErrorKind::kRecipe,
+                "acceptance.max_accuracy_drop: the test split has no labels, so there is no "
+                "accuracy to compare; use acceptance.min_agreement or acceptance.min_sqnr_db");
+  }
 }
 
 LatencyStats Latency(const Graph& g, const c10::Device& device) {
@@ -73,8 +101,9 @@ std::string Percent(double v) {
   return buf;
 }
 
+// Without labels (top-1 NaN) Evaluate itself refuses non-finite outputs.
 void CheckFinite(const Metrics& m, const std::string& where) {
-  if (m.samples > 0 && !std::isfinite(m.loss)) {
+  if (m.samples > 0 && !std::isnan(m.top1) && !std::isfinite(m.loss)) {
     throw Error(ErrorKind::kNumeric, where + ": loss is not finite (" + std::to_string(m.loss) +
                                          "); the model produces NaN/Inf");
   }
@@ -368,6 +397,18 @@ void CheckAcceptance(const Recipe& recipe, Report& report) {
     c.passed = c.value + 1e-12 >= c.threshold;
     report.acceptance.push_back(c);
   }
+  // The final stage's outputs against the baseline's (NaN, so failing, when no stage
+  // after the baseline was measured or the output is not [N, classes] for agreement).
+  if (!std::isnan(recipe.min_agreement)) {
+    AcceptanceCheck c{"min_agreement", recipe.min_agreement, last.metrics.agreement, false};
+    c.passed = c.value + 1e-12 >= c.threshold;
+    report.acceptance.push_back(c);
+  }
+  if (!std::isnan(recipe.min_sqnr_db)) {
+    AcceptanceCheck c{"min_sqnr_db", recipe.min_sqnr_db, last.metrics.sqnr_db, false};
+    c.passed = c.value + 1e-12 >= c.threshold;
+    report.acceptance.push_back(c);
+  }
   report.accepted = true;
   for (const auto& c : report.acceptance) report.accepted &= c.passed;
 }
@@ -515,6 +556,7 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   const int threads = rt.threads;
   const c10::Device device = rt.device;
   CheckFiniteWeights(work, recipe.model);
+  CheckCriteriaFitData(recipe, data);
   if (ShapesMissing(work)) {
     try {
       InferShapes(work);  // runs every node once: an attribute wrong for the data fails here
@@ -565,6 +607,7 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
   // graph (no need to evaluate the test set twice); NaN ones are measured here.
   std::map<std::string, std::vector<int64_t>> baseline_shapes;  // layer -> weight shape
   Graph baseline_model;  // distillation's default teacher (ctx.baseline)
+  Tensor baseline_outputs;  // its outputs on the test split (CPU), for Metrics' comparison
   auto measure_baseline = [&](const Metrics& known) {
     baseline_model = work.Clone();
     ctx.baseline = &baseline_model;
@@ -573,9 +616,18 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
     // Every rank measures (the same graph, the same numbers), so the ranks stay in step:
     // a long test split never looks like a hung peer to ranks waiting at the next
     // collective. Rank 0 alone reports, and alone times latency.
-    report.baseline.metrics = std::isnan(known.top1)
-                                  ? Measure(work, data, device, recipe.data.batch_size)
-                                  : known;
+    // The baseline's test outputs stay in memory: every later measurement compares with
+    // them (agreement, SQNR), labels or not.
+    if (known.samples > 0 && baseline_outputs.defined()) {
+      report.baseline.metrics = known;  // the stage's measurement kept the outputs
+    } else if (known.samples > 0) {
+      Measure(work, data, device, recipe.data.batch_size, Tensor(), &baseline_outputs,
+              /*labels=*/false);
+      report.baseline.metrics = known;
+    } else {
+      report.baseline.metrics =
+          Measure(work, data, device, recipe.data.batch_size, Tensor(), &baseline_outputs);
+    }
     CheckFinite(report.baseline.metrics, "baseline");
     if (!main_rank) return;
     for (const LayerRow& row : LayerTable(work)) baseline_shapes[row.name] = row.weight_shape;
@@ -601,8 +653,18 @@ RunOutcome RunLoaded(Recipe& recipe, Graph work, const DatasetSplits& data, cons
           SyncGraphAcrossRanks(work, comm, stage.path + " (" + stage.pass + ")");
     }
     sr.seconds = SecondsSince(t0);
-    if (std::isnan(sr.metrics.top1) && (recipe.evaluate_each_stage || i + 1 == recipe.stages.size())) {
-      sr.metrics = Measure(work, data, device, recipe.data.batch_size);
+    const bool measured_stage = recipe.evaluate_each_stage || i + 1 == recipe.stages.size();
+    if (measured_stage && sr.metrics.samples == 0) {
+      // The last baseline-training stage's outputs are the baseline's.
+      sr.metrics = Measure(work, data, device, recipe.data.batch_size, baseline_outputs,
+                           i + 1 == lead ? &baseline_outputs : nullptr);
+    } else if (measured_stage && baseline_outputs.defined() && std::isnan(sr.metrics.sqnr_db)) {
+      // The pass measured accuracy itself (evaluate): add the comparison with the baseline.
+      const Metrics c = Measure(work, data, device, recipe.data.batch_size, baseline_outputs,
+                                nullptr, /*labels=*/false);
+      sr.metrics.agreement = c.agreement;
+      sr.metrics.sqnr_db = c.sqnr_db;
+      sr.metrics.max_rel_error = c.max_rel_error;
     }
     CheckFinite(sr.metrics, stage.path + " (" + stage.pass + ")");
     sr.size = ComputeSize(work);
@@ -713,12 +775,15 @@ RunOutcome RunRecipeOn(Recipe& recipe, Graph model, const DatasetSplits& data,
 std::string SummaryTable(const Report& r) {
   std::ostringstream os;
   char line[256];
-  std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %12s %12s %8s\n", "#", "stage", "top-1",
-                "top-5", "params", "stored KB", "sec");
+  std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %8s %8s %12s %12s %8s\n", "#", "stage",
+                "top-1", "top-5", "agree", "SQNR dB", "params", "stored KB", "sec");
   os << line;
   auto row = [&](const std::string& idx, const StageReport& s) {
-    std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %12lld %12.1f %8.1f\n", idx.c_str(),
+    char sqnr[32] = "—";
+    if (!std::isnan(s.metrics.sqnr_db)) std::snprintf(sqnr, sizeof(sqnr), "%.1f", s.metrics.sqnr_db);
+    std::snprintf(line, sizeof(line), "%-4s %-16s %8s %8s %8s %8s %12lld %12.1f %8.1f\n", idx.c_str(),
                   s.pass.c_str(), Percent(s.metrics.top1).c_str(), Percent(s.metrics.top5).c_str(),
+                  Percent(s.metrics.agreement).c_str(), sqnr,
                   static_cast<long long>(s.size.parameters), s.size.bytes_sparse / 1024.0, s.seconds);
     os << line;
   };

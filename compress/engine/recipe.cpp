@@ -464,6 +464,10 @@ void ParseAcceptance(OptionReader& top, Recipe& recipe) {
            "largest allowed top-1 drop vs the baseline (fraction: 0.01 = 1 point)");
   acc.Read("min_compression", recipe.min_compression, 1.0, 1e6,
            "smallest allowed baseline-FP32 / final stored-size ratio");
+  acc.Read("min_agreement", recipe.min_agreement, 0.0, 1.0,
+           "smallest allowed fraction of test samples whose top-1 matches the baseline's");
+  acc.Read("min_sqnr_db", recipe.min_sqnr_db, -1000.0, 200.0,
+           "smallest allowed output SQNR against the baseline, in dB");
   acc.Finish();
 }
 

@@ -77,6 +77,10 @@ struct Recipe {
   bool measure_latency = true;
   double max_accuracy_drop = kNaN;  // fraction (0.01 = 1 point); NaN = not checked
   double min_compression = kNaN;    // baseline FP32 bytes / final stored bytes
+  // The final model's outputs against the baseline's on the test split (no labels
+  // needed): smallest top-1 agreement (fraction) and output SQNR (dB).
+  double min_agreement = kNaN;
+  double min_sqnr_db = kNaN;
 };
 
 // Validates `json` completely and returns the recipe with its passes built. Relative

@@ -23,6 +23,11 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 struct Metrics {
   double top1 = kNaN, top5 = kNaN, loss = kNaN;  // fractions; NaN = not evaluated
   int64_t samples = 0;
+  // Outputs against the baseline model's on the same test samples (NaN for the
+  // baseline itself and in older reports): top-1 agreement (fraction of samples with
+  // the same arg-max; NaN for outputs not [N, classes]), output SQNR in dB (200 = the
+  // cap, identical outputs) and max |y - y_base| / max |y_base|. They need no labels.
+  double agreement = kNaN, sqnr_db = kNaN, max_rel_error = kNaN;
 };
 
 // Storage of the graph's initializers. bytes_int8 counts 1 byte per element of
@@ -127,7 +132,7 @@ struct ExportReport {
 };
 
 struct AcceptanceCheck {
-  std::string criterion;    // "max_accuracy_drop", "min_compression"
+  std::string criterion;    // "max_accuracy_drop", "min_compression", "min_agreement", "min_sqnr_db"
   double threshold = 0;
   double value = 0;
   bool passed = true;

@@ -45,6 +45,9 @@ OJson MetricsJson(const Metrics& m) {
   j["top5"] = NumberJson(m.top5);
   j["loss"] = NumberJson(m.loss);
   j["samples"] = m.samples;
+  j["agreement"] = NumberJson(m.agreement);
+  j["sqnr_db"] = NumberJson(m.sqnr_db);
+  j["max_rel_error"] = NumberJson(m.max_rel_error);
   return j;
 }
 
@@ -305,6 +308,10 @@ Metrics ReadMetrics(const Reader& rd, const Json& obj, const std::string& path) 
   m.top5 = rd.Number(obj, path, "top5");
   m.loss = rd.Number(obj, path, "loss");
   m.samples = rd.Int(obj, path, "samples");
+  // Added after schema 1 shipped: optional.
+  if (obj.contains("agreement")) m.agreement = rd.Number(obj, path, "agreement");
+  if (obj.contains("sqnr_db")) m.sqnr_db = rd.Number(obj, path, "sqnr_db");
+  if (obj.contains("max_rel_error")) m.max_rel_error = rd.Number(obj, path, "max_rel_error");
   return m;
 }
 

@@ -175,30 +175,50 @@ Table RunTable(const Report& r) {
 
 namespace {
 
-std::vector<std::string> StageRow(const StageReport& s, bool is_baseline) {
-  return {is_baseline ? "base" : std::to_string(s.index),
-          s.pass,
-          Percent(s.metrics.top1),
-          Percent(s.metrics.top5),
-          Fixed(s.metrics.loss, 4),
-          Grouped(s.size.parameters),
-          Grouped(s.size.nonzeros),
-          Kb(s.size.bytes_fp32),
-          Kb(s.size.bytes_int8),
-          Kb(s.size.bytes_sparse),
-          Fixed(s.seconds, 2),
-          is_baseline ? "" : (s.changed ? "yes" : "no")};
+// Whether any stage compared its outputs with the baseline's (see Metrics).
+bool HasComparison(const Report& r) {
+  for (const auto& s : r.stages) {
+    if (!std::isnan(s.metrics.agreement) || !std::isnan(s.metrics.sqnr_db)) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> StageRow(const StageReport& s, bool is_baseline, bool comparison) {
+  std::vector<std::string> row{is_baseline ? "base" : std::to_string(s.index),
+                               s.pass,
+                               Percent(s.metrics.top1),
+                               Percent(s.metrics.top5),
+                               Fixed(s.metrics.loss, 4)};
+  if (comparison) {
+    row.push_back(Percent(s.metrics.agreement));
+    row.push_back(Fixed(s.metrics.sqnr_db, 1));
+    row.push_back(Fixed(s.metrics.max_rel_error, 4));
+  }
+  for (std::string cell : {Grouped(s.size.parameters), Grouped(s.size.nonzeros),
+                           Kb(s.size.bytes_fp32), Kb(s.size.bytes_int8), Kb(s.size.bytes_sparse),
+                           Fixed(s.seconds, 2)}) {
+    row.push_back(std::move(cell));
+  }
+  row.push_back(is_baseline ? "" : (s.changed ? "yes" : "no"));
+  return row;
 }
 
 }  // namespace
 
+// The agreement, SQNR and relative-error columns appear only when a stage measured
+// them, so reports of labeled runs keep their familiar width.
 Table StageTable(const Report& r) {
-  Table t{{"#", "pass", "top-1 %", "top-5 %", "loss", "params", "non-zeros", "FP32 KB",
-           "INT8 KB", "sparse KB", "seconds", "changed"},
-          "rlrrrrrrrrrl",
-          {}};
-  t.rows.push_back(StageRow(r.baseline, true));
-  for (const auto& s : r.stages) t.rows.push_back(StageRow(s, false));
+  const bool comparison = HasComparison(r);
+  Table t{{"#", "pass", "top-1 %", "top-5 %", "loss"}, "rlrrr", {}};
+  if (comparison) {
+    t.headers.insert(t.headers.end(), {"agreement %", "SQNR dB", "max rel err"});
+    t.align += "rrr";
+  }
+  t.headers.insert(t.headers.end(), {"params", "non-zeros", "FP32 KB", "INT8 KB", "sparse KB",
+                                     "seconds", "changed"});
+  t.align += "rrrrrrl";
+  t.rows.push_back(StageRow(r.baseline, true, comparison));
+  for (const auto& s : r.stages) t.rows.push_back(StageRow(s, false, comparison));
   return t;
 }
 

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "compress/zoo/builder.h"
+#include "compress/data/sources.h"
 #include "compress/engine/engine.h"
 #include "compress/io/onnx_io.h"
 #include "compress/io/verify.h"
@@ -202,6 +204,81 @@ TEST(Engine, RunRecipeOnTheCallersModelAndData) {
   no_test.test = TensorDataset{};
   EXPECT_THROW(RunRecipeOn(r, BuildZoo("lenet5", 4), no_test, o), Error);
   fs::remove_all(dir);
+}
+
+// Every measured stage is compared with the baseline's outputs: the evaluate stage of
+// the tiny recipe runs the baseline itself, so it agrees fully at the SQNR cap.
+TEST(Engine, MeasuredStagesCompareWithTheBaseline) {
+  fs::path dir = Scratch("compare");
+  json j = TinyRecipe();
+  j["acceptance"] = {{"min_agreement", 1.0}, {"min_sqnr_db", 199.0}};
+  RunOutcome o = RunJson(j, dir / "run");
+  EXPECT_EQ(o.exit_code, 0);
+  const Report& r = o.report;
+  EXPECT_TRUE(std::isnan(r.baseline.metrics.agreement));
+  ASSERT_EQ(r.stages.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.stages[1].metrics.agreement, 1.0);
+  EXPECT_DOUBLE_EQ(r.stages[1].metrics.sqnr_db, 200.0);
+  EXPECT_DOUBLE_EQ(r.stages[1].metrics.max_rel_error, 0.0);
+  ASSERT_EQ(r.acceptance.size(), 2u);
+  EXPECT_EQ(r.acceptance[0].criterion, "min_agreement");
+  EXPECT_EQ(r.acceptance[1].criterion, "min_sqnr_db");
+  // The figures survive the report's JSON round trip.
+  const Report back = LoadReport((dir / "run" / "report.json").string());
+  EXPECT_DOUBLE_EQ(back.stages[1].metrics.sqnr_db, 200.0);
+  EXPECT_DOUBLE_EQ(back.stages[1].metrics.agreement, 1.0);
+  EXPECT_NE(ReadFile(dir / "run" / "report.md").find("agreement %"), std::string::npos);
+}
+
+// Unlabeled data (tensor files without targets): a model is quantized, calibrated on the
+// unlabeled training split, and judged by agreement and SQNR against its FP32 self.
+TEST(Engine, UnlabeledDataIsJudgedByAgreementAndSqnr) {
+  fs::path dir = Scratch("unlabeled");
+  const DatasetSplits& fm = testing_util::FashionMnistSubset(600, 100, 300);
+  SaveTensorFile((dir / "train.pt").string(), fm.train.inputs);
+  SaveTensorFile((dir / "test.pt").string(), fm.test.inputs);
+  json j = json::parse(R"({
+    "model": "zoo:lenet5",
+    "data": {"dataset": "tensors", "validation_size": 100, "batch_size": 64},
+    "device": "cpu", "seed": 3, "threads": 2,
+    "stages": [{"pass": "quantize", "samples": 256}],
+    "report": {"formats": ["json", "md"], "latency": false},
+    "acceptance": {"min_agreement": 0.9, "min_sqnr_db": 15}
+  })");
+  j["data"]["train"] = (dir / "train.pt").string();
+  j["data"]["test"] = (dir / "test.pt").string();
+  RunOutcome o = RunJson(j, dir / "run");
+  const Report& r = o.report;
+  ASSERT_EQ(r.stages.size(), 1u);
+  const Metrics& m = r.stages[0].metrics;
+  EXPECT_TRUE(std::isnan(m.top1) && std::isnan(r.baseline.metrics.top1));
+  EXPECT_EQ(m.samples, 300);
+  // INT8 lenet5 (random weights) against FP32: close, not identical.
+  EXPECT_GT(m.agreement, 0.9);
+  EXPECT_LT(m.agreement, 1.0 + 1e-12);
+  EXPECT_GT(m.sqnr_db, 15);
+  EXPECT_LT(m.sqnr_db, 200);
+  EXPECT_GT(m.max_rel_error, 0);
+  EXPECT_LT(m.max_rel_error, 0.5);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_TRUE(r.accepted);
+  // A limit the INT8 model cannot meet: outputs still written, exit 3.
+  j["acceptance"]["min_sqnr_db"] = 150;
+  RunOutcome strict = RunJson(j, dir / "strict");
+  EXPECT_EQ(strict.exit_code, 3);
+  EXPECT_FALSE(strict.report.acceptance[1].passed);
+  EXPECT_DOUBLE_EQ(strict.report.acceptance[1].value, m.sqnr_db);
+  // Accuracy criteria and evaluate stages need labels: refused with the alternative named.
+  json drop = j;
+  drop["acceptance"] = {{"max_accuracy_drop", 0.01}};
+  testing_util::ExpectError([&] { RunJson(drop, dir / "drop"); }, ErrorKind::kRecipe,
+                            "acceptance.max_accuracy_drop: the test split has no labels");
+  EXPECT_FALSE(fs::exists(dir / "drop"));
+  json eval = j;
+  eval["stages"].push_back({{"pass", "evaluate"}});
+  testing_util::ExpectError([&] { RunJson(eval, dir / "eval"); }, ErrorKind::kRecipe,
+                            "stages[1] (evaluate): the data has no labels");
+  EXPECT_FALSE(fs::exists(dir / "eval"));
 }
 
 TEST(Engine, RefusesToReplaceAForeignFolder) {

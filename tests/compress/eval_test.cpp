@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -151,6 +152,96 @@ TEST(EvalEvaluate, Errors) {
   two_inputs.inputs.push_back(ValueInfo{"z", at::kFloat, std::vector<int64_t>{1}});
   ExpectError([&] { Evaluate(two_inputs, Samples(), 2, torch::kCPU); }, ErrorKind::kUnsupported,
               "Evaluate: graph 'mlp' has 2 input(s) and 1 output(s)");
+}
+
+// Comparison with a reference model's outputs, against a hand computation: the
+// reference is the hand logits with sample 1's top two classes swapped and every
+// logit of sample 3 shifted by +0.5, so one arg-max differs and the noise is known.
+TEST(EvalEvaluate, ComparisonWithReferenceMatchesHandComputation) {
+  Matrix ref_rows, ours;
+  for (const auto& x : kX) ours.push_back(HandLogits(x));
+  ref_rows = ours;
+  auto& r1 = ref_rows[1];
+  const auto top = std::max_element(r1.begin(), r1.end()) - r1.begin();
+  std::vector<double> sorted = r1;
+  std::sort(sorted.rbegin(), sorted.rend());
+  const auto second = std::find(r1.begin(), r1.end(), sorted[1]) - r1.begin();
+  std::swap(r1[top], r1[second]);
+  for (double& v : ref_rows[3]) v += 0.5;
+  double signal = 0, noise = 0, max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    for (size_t c = 0; c < 6; ++c) {
+      const double d = ours[i][c] - ref_rows[i][c];
+      signal += ref_rows[i][c] * ref_rows[i][c];
+      noise += d * d;
+      max_diff = std::max(max_diff, std::abs(d));
+      max_ref = std::max(max_ref, std::abs(ref_rows[i][c]));
+    }
+  }
+  const Tensor reference = ToTensor(ref_rows);
+  const Graph g = TwoLayerGraph();
+  for (bool labels : {true, false}) {
+    for (int64_t batch : {1, 2, 5}) {
+      EvalOptions options;
+      options.labels = labels;
+      options.reference = &reference;
+      Tensor outputs;
+      options.outputs = &outputs;
+      const EvalResult r = Evaluate(g, Samples(), batch, torch::kCPU, options);
+      EXPECT_DOUBLE_EQ(r.agreement, 4.0 / 5.0) << "batch " << batch;
+      EXPECT_NEAR(r.sqnr_db, 10 * std::log10(signal / noise), 1e-4) << "batch " << batch;
+      EXPECT_NEAR(r.max_rel_error, max_diff / max_ref, 1e-6) << "batch " << batch;
+      EXPECT_EQ(labels, !std::isnan(r.top1));
+      EXPECT_TRUE(torch::allclose(outputs, ToTensor(ours), 1e-6, 1e-6));
+    }
+  }
+  // Against itself: full agreement, no error, the SQNR cap.
+  const Tensor own = ToTensor(ours);
+  EvalOptions self;
+  self.reference = &own;
+  const EvalResult same = Evaluate(g, Samples(), 2, torch::kCPU, self);
+  EXPECT_DOUBLE_EQ(same.agreement, 1.0);
+  EXPECT_DOUBLE_EQ(same.max_rel_error, 0.0);
+  EXPECT_DOUBLE_EQ(same.sqnr_db, 200.0);
+  EXPECT_NEAR(SqnrDb(reference, own), 10 * std::log10(signal / noise), 1e-4);
+}
+
+// Without labels the targets are not read (-1 here) and any output shape [N, ...] works;
+// non-finite outputs are refused, since there is no loss to show them.
+TEST(EvalEvaluate, WithoutLabelsReadsNoTargets) {
+  Graph g;
+  g.inputs.push_back(ValueInfo{"x", at::kFloat, std::vector<int64_t>{kDynamicDim, 2, 2}});
+  g.outputs.push_back(ValueInfo{"y", at::kFloat, std::vector<int64_t>{kDynamicDim, 2, 2}});
+  Node relu;
+  relu.name = "relu";
+  relu.op_type = "Relu";
+  relu.inputs = {"x"};
+  relu.outputs = {"y"};
+  g.nodes.push_back(relu);
+  const Tensor x = torch::tensor({1.f, -2.f, 3.f, 4.f, -1.f, 0.f, 2.f, 2.f}).reshape({2, 2, 2});
+  const TensorDataset unlabeled{x, torch::full({2}, -1, torch::kLong)};
+  ExpectError([&] { Evaluate(g, unlabeled, 2, torch::kCPU); }, ErrorKind::kRecipe,
+              "targets must be class indices >= 0");
+  EvalOptions options;
+  options.labels = false;
+  const Tensor reference = torch::relu(x) * 2;  // y = ref / 2: SQNR 10 log10(4) dB
+  options.reference = &reference;
+  const EvalResult r = Evaluate(g, unlabeled, 1, torch::kCPU, options);
+  EXPECT_TRUE(std::isnan(r.top1) && std::isnan(r.loss));
+  EXPECT_TRUE(std::isnan(r.agreement));  // rank 3: no arg-max over classes
+  EXPECT_NEAR(r.sqnr_db, 10 * std::log10(4.0), 1e-9);
+  EXPECT_NEAR(r.max_rel_error, 0.5, 1e-9);
+  TensorDataset inf = unlabeled;
+  inf.inputs = x.clone();
+  inf.inputs[1][1][1] = std::numeric_limits<float>::infinity();
+  ExpectError([&] { Evaluate(g, inf, 1, torch::kCPU, options); }, ErrorKind::kNumeric,
+              "evaluation data: input data contains 1 non-finite value(s)");
+  // Finite inputs, non-finite outputs: y = x / x is NaN where x is 0 (sample 1).
+  Graph div = g;
+  div.nodes[0].op_type = "Div";
+  div.nodes[0].inputs = {"x", "x"};
+  ExpectError([&] { Evaluate(div, unlabeled, 1, torch::kCPU, options); }, ErrorKind::kNumeric,
+              "Evaluate: the model's outputs contain 1 non-finite value(s) (NaN/Inf)");
 }
 
 TEST(EvalLatency, StatisticsAreOrdered) {
