@@ -122,6 +122,7 @@ PassResult DistillPass::Run(Graph& graph, PassContext& ctx) {
   TrainOptions t = options_.train;
   if (t.batch_size == 0) t.batch_size = ctx.batch_size;
   ValidateTrainOptions(t);
+  CheckNoAugmentation(t, where);
   graph.To(ctx.device);
   const Tensor sample =
       train.inputs.slice(0, 0, std::min(t.batch_size, train.size())).to(ctx.device);

@@ -528,6 +528,14 @@ DistillEpoch DistillObjective::TakeEpoch() {
 
 // ---- wiring into the trainer, stats, log ---------------------------------------------
 
+void CheckNoAugmentation(const TrainOptions& t, const std::string& where) {
+  if (!Augmenting(t.augmentation)) return;
+  throw Error(ErrorKind::kUnsupported,
+              where + ".augment: training augmentation is not supported with distillation (the "
+                      "teachers' logits are cached for the un-augmented inputs); remove augment "
+                      "or augment in a train stage before");
+}
+
 void AttachDistillObjective(DistillObjective& objective, TrainOptions& t) {
   t.loss = [&objective](const Tensor& logits, const Tensor& y, const Tensor& indices) {
     return objective.Loss(logits, y, indices);

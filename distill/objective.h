@@ -166,6 +166,12 @@ class DistillObjective {
   int64_t samples_ = 0;
 };
 
+// Distillation reads its teachers' logits from a per-sample cache of the un-augmented
+// training inputs, so training augmentation (TrainOptions::augmentation) would pair a
+// cropped or flipped student input with the teacher's view of the original: refused with
+// Error(kUnsupported) naming `where` until the teacher runs on each augmented batch.
+void CheckNoAugmentation(const TrainOptions& t, const std::string& where);
+
 // Gives `options` what Train needs from `objective`: the loss, the adapters, the values
 // to observe and the epoch hook that sets the ramps (options.epochs is the ramps' E).
 // An observer or before_epoch the caller set already keeps running (first, and its

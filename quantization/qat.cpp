@@ -313,6 +313,7 @@ std::unique_ptr<DistillObjective> AttachDistillation(Graph& graph, PassContext& 
                                                      const std::vector<TeacherRef>& teachers,
                                                      DistillLossOptions loss, TrainOptions& t,
                                                      std::vector<DistillEpoch>& epochs) {
+  CheckNoAugmentation(t, loss.where);
   const TensorDataset& train = ctx.data->train;
   graph.To(ctx.device);
   loss.label_smoothing = t.label_smoothing;

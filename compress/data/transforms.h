@@ -81,6 +81,11 @@ Tensor RandomCrop(const Tensor& batch, const Tensor& sample_ids, const std::vect
 Tensor RandomHorizontalFlip(const Tensor& batch, const Tensor& sample_ids, double p,
                             uint64_t seed, int64_t epoch);
 
+// Whether `augmentation` changes anything (a crop size is set, or p > 0).
+inline bool Augmenting(const Augmentation& augmentation) {
+  return !augmentation.random_crop.empty() || augmentation.horizontal_flip > 0;
+}
+
 // RandomCrop (when random_crop is set), then RandomHorizontalFlip (when p > 0).
 Tensor Augment(const Tensor& batch, const Tensor& sample_ids, const Augmentation& augmentation,
                uint64_t seed, int64_t epoch);

@@ -5,6 +5,35 @@
 
 namespace compress {
 
+namespace {
+
+// The `augment` object: torchvision's RandomCrop(size, padding, fill) and
+// RandomHorizontalFlip(p), applied to each training batch (docs/data.md).
+void ReadAugmentation(OptionReader& r, Augmentation& a) {
+  OptionReader aug = r.Object("augment", "training augmentation, drawn per sample from (seed, "
+                                         "epoch, sample): random crop with padding, then flip");
+  std::vector<double> crop;
+  aug.Read("random_crop", crop, 1.0, 65536.0, "crop size [n] or [h, w] (RandomCrop)");
+  aug.Read("padding", a.padding, 0, 4096, "padding on every side before the crop");
+  aug.Read("fill", a.fill, -1e6, 1e6,
+           "padding value, one or one per channel (normalised data: -mean/std pads black)");
+  aug.Read("horizontal_flip", a.horizontal_flip, 0.0, 1.0, "flip probability (torchvision: 0.5)");
+  if (crop.size() > 2) aug.AddProblem("random_crop", "expected [n] or [h, w]");
+  for (double v : crop) {
+    if (v != static_cast<double>(static_cast<int64_t>(v))) {
+      aug.AddProblem("random_crop", "sizes must be whole numbers");
+      break;
+    }
+    a.random_crop.push_back(static_cast<int64_t>(v));
+  }
+  if (a.random_crop.empty() && (a.padding > 0 || !a.fill.empty())) {
+    aug.AddProblem("padding", "padding and fill need random_crop");
+  }
+  aug.Finish();
+}
+
+}  // namespace
+
 void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epochs_key) {
   r.Read(epochs_key, o.epochs, 1, 100000, "training epochs");
   r.Read("batch_size", o.batch_size, 0, 1 << 20, "batch size; 0 = the recipe's data.batch_size");
@@ -35,6 +64,7 @@ void ReadTrainOptions(OptionReader& r, TrainOptions& o, const std::string& epoch
   sched.Read("final_div_factor", o.lr_schedule.final_div_factor, 1.0, 1e9,
              "final lr = initial/final_div_factor (one-cycle)");
   sched.Finish();
+  ReadAugmentation(r, o.augmentation);
 }
 
 TrainResult TrainInContext(Graph& graph, PassContext& ctx, TrainOptions o) {

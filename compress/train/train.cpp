@@ -453,6 +453,7 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
   DataLoader loader(train.To(device), options.batch_size, /*shuffle=*/true, options.seed);
   if (comm != nullptr) loader.Shard(comm->rank(), comm->world_size());
   const int64_t steps_per_epoch = loader.num_batches();
+  const bool augment = Augmenting(options.augmentation);
   const int64_t total_steps = steps_per_epoch * options.epochs;
   const auto ce_options =
       torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing);
@@ -537,6 +538,9 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     int64_t step_in_epoch = 0;
     while (loader.Next(x, y)) {
       const int64_t batch = loader.last_global_count();
+      if (augment && x.size(0) > 0) {
+        x = Augment(x, loader.last_indices(), options.augmentation, options.seed, epoch);
+      }
       if (comm != nullptr && batch < comm->world_size()) continue;  // a slice would be empty
       const auto [logits, loss_value] = step(x, y, epoch, step_in_epoch++);
       totals.correct += logits.argmax(1).eq(y).sum();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "compress/data/data.h"
+#include "compress/data/transforms.h"
 #include "compress/dist/dist.h"
 #include "compress/ir/graph.h"
 
@@ -77,6 +78,11 @@ struct TrainOptions {
   // Tensors trained with the graph's parameters by the same optimizer (distillation's
   // adapters); leaves on the training device. Their requires_grad is set for the run.
   std::vector<Tensor> extra_parameters;
+  // Training augmentation on every batch (torchvision's RandomCrop with padding, then
+  // RandomHorizontalFlip), drawn per sample from (seed, epoch, sample index): the same
+  // sample gets the same crop and flip whichever batch or rank serves it. Off when
+  // random_crop is empty and horizontal_flip is 0.
+  Augmentation augmentation;
   // Linear learning-rate warm-up: step k < warmup_steps uses lr * (k + 1) / warmup_steps
   // times the schedule's factor (Goyal et al. 2017). 0 = none.
   int64_t warmup_steps = 0;

@@ -20,6 +20,7 @@
 #include "compress/io/verify.h"
 #include "pruning/channel_groups.h"
 #include "tests/test_util.h"
+#include "tests/torchscript_fixtures.h"
 
 namespace compress {
 namespace {
@@ -37,44 +38,11 @@ std::string ReadFile(const fs::path& p) {
   return ss.str();
 }
 
-// Generates the fixtures once; skipped when the folder already holds the output of
-// the same script (its hash is stored in a stamp file). ctest runs test cases as
-// parallel processes, so each generates into its own temporary folder and renames it
-// into place; a process that loses the race uses the winner's folder.
-const fs::path& Fixtures() {
-  static const fs::path dir = [] {
-    const fs::path script = fs::path(MCOMPRESS_SOURCE_DIR) / "tests/fixtures/make_torchscript.py";
-    const fs::path out = fs::path(MCOMPRESS_BINARY_DIR) / "fixtures/torchscript";
-    const std::string stamp = std::to_string(std::hash<std::string>{}(ReadFile(script)));
-    auto current = [&] { return fs::exists(out / "stamp") && ReadFile(out / "stamp") == stamp; };
-    if (current()) return out;
-    const fs::path tmp = out.string() + ".tmp-" + std::to_string(getpid());
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    const std::string cmd = "/usr/bin/python3 '" + script.string() + "' '" + tmp.string() +
-                            "' > '" + (tmp / "log.txt").string() + "' 2>&1";
-    if (std::system(cmd.c_str()) != 0) {
-      ADD_FAILURE() << "fixture generation failed: " << cmd << "\n" << ReadFile(tmp / "log.txt");
-      return tmp;
-    }
-    std::ofstream(tmp / "stamp") << stamp;
-    std::error_code ec;
-    fs::rename(tmp, out, ec);
-    if (ec) {  // `out` exists: another process won, or it is stale
-      if (current()) {
-        fs::remove_all(tmp);
-        return out;
-      }
-      fs::remove_all(out);
-      fs::rename(tmp, out, ec);
-      if (ec) return tmp;
-    }
-    return out;
-  }();
-  return dir;
-}
+using testing_util::TorchScriptFixtures;
 
-std::string FixturePath(const std::string& file) { return (Fixtures() / file).string(); }
+std::string FixturePath(const std::string& file) {
+  return (TorchScriptFixtures() / file).string();
+}
 
 std::vector<Tensor> RunGraph(const Graph& g, const std::vector<Tensor>& inputs) {
   Executor exec(g);

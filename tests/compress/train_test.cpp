@@ -319,6 +319,55 @@ TEST(TrainDeterminism, SameSeedSameWeights) {
   EXPECT_FALSE(torch::equal(a.Weight("W"), c.Weight("W")));
 }
 
+// Images [N, 1, 2, 3] -> Flatten -> Gemm: a model whose input augmentation can move.
+Graph FlattenLinearGraph(const Tensor& w) {
+  Graph g = LinearGraph(w, torch::zeros({w.size(0)}));
+  g.inputs[0] = ValueInfo{"img", at::kFloat, std::vector<int64_t>{kDynamicDim, 1, 2, 3}};
+  Node flat;
+  flat.name = "flatten";
+  flat.op_type = "Flatten";
+  flat.inputs = {"img"};
+  flat.outputs = {"x"};
+  g.nodes.insert(g.nodes.begin(), flat);
+  return g;
+}
+
+// Training augmentation is applied to every batch: a flip with p = 1 trains exactly as
+// the mirrored data does without augmentation, and a crop the size of the (unpadded)
+// image changes nothing; a p = 0.5 flip differs from both.
+TEST(TrainAugmentation, AppliesToEveryBatchAsTheSameDataTransformedWould) {
+  auto gen = at::detail::createCPUGenerator(11);
+  const Tensor x = torch::randn({32, 1, 2, 3}, gen);
+  const Tensor y = (x.narrow(3, 0, 1).sum({1, 2, 3}) > 0).to(torch::kLong);
+  const Graph start = FlattenLinearGraph(torch::randn({2, 6}, gen) * 0.1);
+  TrainOptions o = Quiet();
+  o.epochs = 2;
+  o.batch_size = 8;
+  o.optimizer = Opt("sgd", 0.1, 0.9);
+  o.seed = 3;
+  auto trained = [&](const TensorDataset& data, const Augmentation& a) {
+    Graph g = start.Clone();
+    TrainOptions t = o;
+    t.augmentation = a;
+    Train(g, data, nullptr, t, torch::kCPU);
+    return g.Weight("W").clone();
+  };
+  Augmentation flip;
+  flip.horizontal_flip = 1.0;
+  const Tensor flipped = trained({x, y}, flip);
+  EXPECT_TRUE(torch::equal(flipped, trained({torch::flip(x, {3}), y}, {})));
+  Augmentation full_crop;
+  full_crop.random_crop = {2, 3};
+  EXPECT_TRUE(torch::equal(trained({x, y}, full_crop), trained({x, y}, {})));
+  Augmentation half;
+  half.horizontal_flip = 0.5;
+  const Tensor halfway = trained({x, y}, half);
+  EXPECT_FALSE(torch::equal(halfway, flipped));
+  EXPECT_FALSE(torch::equal(halfway, trained({x, y}, {})));
+  // Same seed, same draws.
+  EXPECT_TRUE(torch::equal(halfway, trained({x, y}, half)));
+}
+
 // ---- errors -----------------------------------------------------------------------
 
 TEST(TrainErrors, NonFiniteDataAndLoss) {

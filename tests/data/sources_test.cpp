@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,7 +27,9 @@
 #include "compress/data/data.h"
 #include "compress/data/sources.h"
 #include "compress/data/transforms.h"
+#include "compress/engine/engine.h"
 #include "compress/engine/recipe.h"
+#include "tests/torchscript_fixtures.h"
 
 namespace compress {
 namespace {
@@ -229,6 +232,71 @@ TEST(ImageFolder, FashionMnistPngsGiveTheIdxTensorsBitForBit) {
   // Same split seed, same split as the IDX path; another seed, another split.
   folder.split_seed = 4;
   EXPECT_FALSE(torch::equal(LoadDataSource(folder).validation.targets, a.validation.targets));
+}
+
+// Fashion-MNIST images as RGB PNGs: each 28x28 gray image tinted by a colour drawn per
+// image (seeded), so the three channels differ, under root/{train,test}/<label>/.
+void WriteTintedFashionSplit(const std::string& split, const std::string& folder, int64_t n,
+                             const std::string& root, uint64_t seed) {
+  const TensorDataset full =
+      ReadIdxPair(kFashionRoot + "/" + split + "-images-idx3-ubyte.gz",
+                  kFashionRoot + "/" + split + "-labels-idx1-ubyte.gz", /*normalize=*/false);
+  torch::manual_seed(seed);
+  const Tensor tint = torch::rand({n, 3, 1, 1}) * 0.6 + 0.4;
+  const Tensor rgb = (full.inputs.narrow(0, 0, n).expand({n, 3, 28, 28}) * tint)
+                         .mul(255).round().to(torch::kByte);
+  for (int64_t i = 0; i < n; ++i) {
+    const fs::path path = fs::path(root) / folder /
+                          std::to_string(full.targets[i].item<int64_t>()) /
+                          (std::to_string(i) + ".png");
+    fs::create_directories(path.parent_path());
+    WritePng(path.string(), rgb[i].permute({1, 2, 0}));
+  }
+}
+
+// The issue's acceptance run: an imported torchvision classifier (squeezenet1_1, traced
+// by tests/fixtures/make_torchscript.py, 3-channel input, random weights) calibrated,
+// quantized and evaluated on an RGB image folder; the report shows accuracy and the
+// INT8 model's agreement with the FP32 one. (Its onnx-qdq export is not part of this
+// test: ONNX Runtime's INT8 squeezenet1_1 puts 99.53% of outputs within one step of
+// ours, below the verifier's 99.9%, the open resnet18 finding of the quantization issue.)
+TEST(ImageFolder, TorchvisionClassifierIsQuantizedOnAnRgbFolder) {
+  TempDir tmp;
+  const std::string root = tmp.path() + "/rgb";
+  WriteTintedFashionSplit("train", "train", 400, root, 1);
+  WriteTintedFashionSplit("t10k", "test", 200, root, 2);
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "input_shape": [1, 3, 64, 64],
+    "data": {"dataset": "image-folder", "channels": 3, "resize": [64, 64],
+             "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+             "validation_size": 50, "batch_size": 32},
+    "device": "cpu", "seed": 5, "threads": 2,
+    "stages": [{"pass": "quantize", "samples": 128}],
+    "report": {"formats": ["json", "md"], "latency": false},
+    "acceptance": {"min_agreement": 0.8}
+  })");
+  j["model"] = (testing_util::TorchScriptFixtures() / "squeezenet1_1.pt").string();
+  j["data"]["root"] = root;
+  Recipe recipe = ParseRecipe(j, tmp.path() + "/r.json", tmp.path());
+  RunOptions options;
+  options.out_dir = tmp.path() + "/out";
+  options.progress = "quiet";
+  const RunOutcome o = RunRecipe(recipe, options);
+  const Report& r = o.report;
+  ASSERT_EQ(r.stages.size(), 1u);
+  // The fixture has random weights (no model hub here), so its accuracy on these ten
+  // classes is about chance; what is checked is that both accuracies are measured on
+  // the 200 RGB test images and that INT8 stays close to FP32 on the same images.
+  EXPECT_EQ(r.baseline.metrics.samples, 200);
+  const Metrics& q = r.stages[0].metrics;
+  EXPECT_TRUE(std::isfinite(r.baseline.metrics.top1) && std::isfinite(q.top1));
+  EXPECT_NEAR(q.top1, r.baseline.metrics.top1, 0.05);
+  EXPECT_GE(q.agreement, 0.9);
+  EXPECT_GT(q.sqnr_db, 20);
+  EXPECT_EQ(o.exit_code, 0);
+  std::printf("squeezenet1_1 on an RGB folder: FP32 top-1 %.4f, INT8 top-1 %.4f, agreement "
+              "%.4f, SQNR %.1f dB\n",
+              r.baseline.metrics.top1, q.top1, q.agreement, q.sqnr_db);
 }
 
 TEST(ImageFolder, AValFolderIsTheValidationSplit) {
