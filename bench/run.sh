@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
 # training accuracy, executor overhead, the pruning recipes (bench/prune.sh) and INT8
-# quantization (bench/quant.sh), INT8 targets, QAT, distillation and calibration memory.
+# quantization (bench/quant.sh), INT8 targets, QAT, distillation, calibration memory and
+# streaming data.
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
 # Exit status: non-zero when an accuracy target is missed or outputs differ.
 set -u
 BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bench"
-for b in bench_train bench_overhead bench_quantize bench_torchscript; do
+for b in bench_train bench_overhead bench_quantize bench_torchscript bench_stream; do
   if [[ ! -x "$BIN/$b" ]]; then
     echo "run.sh: $BIN/$b not found; build first (cmake --build $BUILD_DIR --target $b)" >&2
     exit 2
@@ -59,4 +60,6 @@ echo "## Data-parallel training and mixed precision: 1 vs 2 processes, AMP on/of
 run bash bench/scaling.sh "$BUILD_DIR"
 echo "## Calibration memory: peak RSS for 512 vs 32,768 calibration samples (bench/calib_memory.sh)"
 run bash bench/calib_memory.sh "$BUILD_DIR"
+echo "## Streaming data: peak RSS and throughput of 60k vs 6k images, streamed vs in memory (bench/stream.sh)"
+run bash bench/stream.sh "$BUILD_DIR"
 exit $status

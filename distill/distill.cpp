@@ -49,16 +49,21 @@ const TensorDataset& TrainingSplit(const PassContext& ctx, const std::string& wh
 
 // The divergence guard: an epoch that ends after the warm-up (and kGuardMinSteps into
 // the run) with training accuracy at chance means dead units or a run-away step size;
-// stop before a dead model is exported.
+// stop before a dead model is exported. Without labels the student's agreement with the
+// teacher's top-1 stands in for accuracy (a dead student agrees at about chance too).
 void CheckNotAtChance(const DistillEpoch& e, int64_t epoch, int64_t classes,
                       int64_t steps_per_epoch, int64_t warmup_steps, const DistillOptions& o) {
   const int64_t steps_done = epoch * steps_per_epoch;
   if (e.samples == 0 || classes < 2 || steps_done <= warmup_steps) return;
   if (steps_done < kGuardMinSteps) return;
   const double chance = 1.0 / static_cast<double>(classes) + kChanceMargin;
-  if (e.accuracy > chance) return;
+  const bool labeled = !std::isnan(e.accuracy);
+  const double measured = labeled ? e.accuracy : e.agreement;
+  if (measured > chance) return;
   throw Error(ErrorKind::kNumeric,
-              o.loss.where + ": distillation diverged: training accuracy " + Number(e.accuracy) +
+              o.loss.where + ": distillation diverged: " +
+                  (labeled ? "training accuracy " : "agreement with the teacher's top-1 ") +
+                  Number(measured) +
                   " in epoch " + std::to_string(epoch) + " is at chance (<= 1/" +
                   std::to_string(classes) + " + " + Number(kChanceMargin) +
                   ") after the warm-up; lower optimizer.lr or lengthen warmup_epochs (now " +
@@ -73,7 +78,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 // for the first, teacher_<k>_val_accuracy for the others.
 void AddTeacherAccuracy(const DistillObjective& objective, const PassContext& ctx,
                         int64_t batch_size, PassResult& result) {
-  if (ctx.data->validation.size() == 0) return;
+  if (ctx.data->validation.size() == 0 || !HasLabels(ctx.data->validation)) return;
   for (int64_t k = 0; k < objective.num_teachers(); ++k) {
     const std::string key =
         k == 0 ? "teacher_val_accuracy" : "teacher_" + std::to_string(k) + "_val_accuracy";
@@ -125,16 +130,17 @@ PassResult DistillPass::Run(Graph& graph, PassContext& ctx) {
   CheckNoAugmentation(t, where);
   graph.To(ctx.device);
   const Tensor sample =
-      train.inputs.slice(0, 0, std::min(t.batch_size, train.size())).to(ctx.device);
+      train.Slice(0, t.batch_size).Materialized().inputs.to(ctx.device);
   DistillLossOptions loss = options_.loss;
   loss.label_smoothing = t.label_smoothing;
   DistillObjective objective(graph, teachers, loss, sample, ctx.device, ctx.seed);
+  FitLabels(train, loss, objective, t);
 
   // Step 2: the teachers' accuracy, and the logits of those no term reads, once.
   PassResult result;
   AddTeacherAccuracy(objective, ctx, t.batch_size, result);
   const auto cache_start = std::chrono::steady_clock::now();
-  objective.CacheTeacherLogits(train.inputs, t.batch_size);
+  objective.CacheTeacherLogits(train, t.batch_size);
   result.stats["teacher_cache_seconds"] = objective.num_cached() > 0 ? SecondsSince(cache_start) : 0.0;
 
   // Step 3: train with the objective, the warm-up and the divergence guard.

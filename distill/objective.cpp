@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -386,18 +387,16 @@ int64_t DistillObjective::num_cached() const {
                        [](const auto& t) { return t->cache.defined(); });
 }
 
-void DistillObjective::CacheTeacherLogits(const Tensor& inputs, int64_t batch_size) {
+void DistillObjective::CacheTeacherLogits(const TensorDataset& train, int64_t batch_size) {
   if (batch_size < 1) {
     throw Error(ErrorKind::kInternal, "DistillObjective: no logit cache with a batch size below 1");
   }
-  const int64_t n = inputs.size(0);
   for (auto& teacher : teachers_) {
     if (teacher->read_by_terms || teacher->cache.defined()) continue;
     std::vector<Tensor> parts;
-    for (int64_t start = 0; start < n; start += batch_size) {
-      const Tensor x = inputs.slice(0, start, std::min(n, start + batch_size)).to(device_);
-      parts.push_back(RunTeacher(*teacher, x).to(torch::kFloat));
-    }
+    DataLoader loader(train, batch_size, /*shuffle=*/false, /*seed=*/0);
+    Tensor x, y;
+    while (loader.Next(x, y)) parts.push_back(RunTeacher(*teacher, x.to(device_)).to(torch::kFloat));
     const Tensor cache = torch::cat(parts);
     // Also waits for the device, so the pass's timing of the cache is real.
     if (!torch::isfinite(cache).all().item<bool>()) {
@@ -434,13 +433,18 @@ Tensor DistillObjective::Loss(const Tensor& logits, const Tensor& targets,
   // Step 1: the soft term, the weighted mean over the teachers of each one's KD term,
   //   KD = Σ_k w̄_k · T² · KL(softmax(t_k/T) ‖ softmax(s/T)), w̄ summing to 1.
   // (One teacher: w̄ = 1 exactly, the single-teacher loss bit for bit.)
-  Tensor kd;
+  Tensor kd, first_teacher;
   for (auto& teacher : teachers_) {
-    const Tensor term =
-        KdLoss(logits, TeacherLogits(*teacher, indices), options_.temperature) * teacher->weight;
+    const Tensor t = TeacherLogits(*teacher, indices);
+    if (!first_teacher.defined()) first_teacher = t;
+    const Tensor term = KdLoss(logits, t, options_.temperature) * teacher->weight;
     kd = kd.defined() ? kd + term : term;
   }
   Tensor loss = kd * alpha_;
+  if (alpha_ < 1 && !labeled_) {
+    throw Error(ErrorKind::kInternal, options_.where + ": alpha " + std::to_string(alpha_) +
+                                          " weighs hard labels the training data does not have");
+  }
   if (alpha_ < 1) {
     loss = loss + HardLabelLoss(logits, targets, options_.label_smoothing) * (1 - alpha_);
   }
@@ -466,7 +470,9 @@ Tensor DistillObjective::Loss(const Tensor& logits, const Tensor& targets,
 
   // Step 3: the epoch's sums (on the device: no synchronisation per step).
   const int64_t n = logits.size(0);
-  correct_ += logits.detach().argmax(1).eq(targets).sum();
+  const Tensor top1 = logits.detach().argmax(1);
+  if (labeled_) correct_ += top1.eq(targets).sum();
+  agree_ += top1.eq(first_teacher.detach().argmax(1)).sum();
   kd_sum_ += kd.detach() * static_cast<double>(n);
   hint_sum_ += hint * static_cast<double>(n);
   attention_sum_ += attention * static_cast<double>(n);
@@ -505,6 +511,7 @@ const std::string& DistillObjective::teacher_where(int64_t k) const {
 void DistillObjective::ResetSums() {
   const auto f = torch::dtype(torch::kFloat).device(device_);
   correct_ = torch::zeros({}, torch::dtype(torch::kLong).device(device_));
+  agree_ = correct_.clone();
   kd_sum_ = torch::zeros({}, f);
   hint_sum_ = torch::zeros({}, f);
   attention_sum_ = torch::zeros({}, f);
@@ -517,7 +524,9 @@ DistillEpoch DistillObjective::TakeEpoch() {
   e.alpha = alpha_;
   if (samples_ > 0) {
     const auto n = static_cast<double>(samples_);
-    e.accuracy = static_cast<double>(correct_.item<int64_t>()) / n;
+    e.accuracy = labeled_ ? static_cast<double>(correct_.item<int64_t>()) / n
+                          : std::numeric_limits<double>::quiet_NaN();
+    e.agreement = static_cast<double>(agree_.item<int64_t>()) / n;
     e.kd = kd_sum_.item<double>() / n;
     e.hint = hint_sum_.item<double>() / n;
     e.attention = attention_sum_.item<double>() / n;
@@ -568,6 +577,23 @@ void AttachDistillObjective(DistillObjective& objective, TrainOptions& t) {
   };
 }
 
+void FitLabels(const TensorDataset& train, const DistillLossOptions& options,
+               DistillObjective& objective, TrainOptions& t) {
+  const bool labeled = HasLabels(train);
+  objective.SetLabeled(labeled);
+  t.labels = labeled;
+  if (labeled) return;
+  for (int64_t e = 0; e < t.epochs; ++e) {
+    const double alpha = RampAt(options.alpha, e, t.epochs);
+    if (alpha < 1) {
+      throw Error(ErrorKind::kRecipe,
+                  options.where + ".alpha: the training split has no labels, but alpha is " +
+                      Number(alpha) + " in epoch " + std::to_string(e + 1) +
+                      " (1 - alpha weighs the hard labels); expected alpha 1 on unlabeled data");
+    }
+  }
+}
+
 void AddDistillStats(const DistillObjective& objective, const DistillLossOptions& options,
                      const std::vector<DistillEpoch>& epochs, PassResult& result) {
   const DistillEpoch last = epochs.empty() ? DistillEpoch{} : epochs.back();
@@ -578,6 +604,7 @@ void AddDistillStats(const DistillObjective& objective, const DistillLossOptions
     result.stats["alpha_first_epoch"] = epochs.front().alpha;
     result.stats["alpha_last_epoch"] = last.alpha;
   }
+  if (!epochs.empty()) result.stats["teacher_agreement"] = last.agreement;
   result.stats["teachers"] = static_cast<double>(objective.num_teachers());
   result.stats["teacher_cached"] = static_cast<double>(objective.num_cached());
   result.stats["adapters"] = static_cast<double>(objective.num_adapters());

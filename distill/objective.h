@@ -72,7 +72,8 @@ std::vector<TeacherRef> DistillTeachers(const PassContext& ctx, const std::strin
 // Means over the batches Loss saw since the last TakeEpoch.
 struct DistillEpoch {
   int64_t samples = 0;
-  double accuracy = 0;   // student top-1 on the training batches
+  double accuracy = 0;   // student top-1 on the training batches (NaN without labels)
+  double agreement = 0;  // how often the student's top-1 is the first teacher's
   double kd = 0;         // the KD term (the teachers' weighted mean, before alpha)
   double hint = 0;       // sum of the unweighted hint terms
   double attention = 0;  // sum of the unweighted attention terms
@@ -103,9 +104,9 @@ class DistillObjective {
   // Whether some teacher must run on every batch: a feature or attention term reads it,
   // so its logits cannot be cached.
   bool NeedsTeacherPerBatch() const;
-  // Runs every teacher no term reads once over `inputs` (the training split, in dataset
+  // Runs every teacher no term reads once over `train` (the training split, in dataset
   // order); Loss then reads their logits by sample index. batch_size >= 1.
-  void CacheTeacherLogits(const Tensor& inputs, int64_t batch_size);
+  void CacheTeacherLogits(const TensorDataset& train, int64_t batch_size);
   bool cached() const { return num_cached() == num_teachers(); }  // every teacher
   int64_t num_cached() const;
 
@@ -118,6 +119,10 @@ class DistillObjective {
   // ramps); until the first call, epoch 0's.
   void SetEpoch(int64_t epoch, int64_t epochs);
   double alpha() const { return alpha_; }
+  // False: the training data has no labels; Loss then reads none (alpha must be 1) and
+  // the epoch's accuracy is NaN (its agreement with the teacher still counts).
+  void SetLabeled(bool labeled) { labeled_ = labeled; }
+  bool labeled() const { return labeled_; }
 
   // TrainOptions.loss: alpha·KD + (1 − alpha)·CE + Σ weight·hint + Σ weight·attention
   // for one batch, after the student's forward pass (which fed Observe).
@@ -162,9 +167,16 @@ class DistillObjective {
   int64_t classes_ = 0;
   double alpha_ = 0;
   std::map<std::string, Tensor> student_values_;  // of the current batch
-  Tensor correct_, kd_sum_, hint_sum_, attention_sum_;  // epoch sums, on the device
+  bool labeled_ = true;
+  Tensor correct_, agree_, kd_sum_, hint_sum_, attention_sum_;  // epoch sums, on the device
   int64_t samples_ = 0;
 };
+
+// Unlabeled training data (targets -1): the objective and `t` read no labels, which
+// needs alpha 1 in every epoch of `t` (else Error(kRecipe) naming options.where's
+// alpha). Labeled data leaves both reading them.
+void FitLabels(const TensorDataset& train, const DistillLossOptions& options,
+               DistillObjective& objective, TrainOptions& t);
 
 // Distillation reads its teachers' logits from a per-sample cache of the un-augmented
 // training inputs, so training augmentation (TrainOptions::augmentation) would pair a

@@ -31,7 +31,7 @@ std::string ProducerNames(const Graph& g, const ChannelGroup& group) {
 std::vector<Tensor> VerificationInputs(const Graph& g, const PassContext& ctx, c10::Device device) {
   std::vector<Tensor> inputs;
   if (g.inputs.size() == 1 && ctx.data != nullptr && ctx.data->test.size() > 0) {
-    inputs.push_back(ctx.data->test.Slice(0, 16).inputs.to(device));
+    inputs.push_back(ctx.data->test.Slice(0, 16).Materialized().inputs.to(device));
     return inputs;
   }
   auto gen = at::detail::createCPUGenerator(ctx.seed);

@@ -318,10 +318,11 @@ std::unique_ptr<DistillObjective> AttachDistillation(Graph& graph, PassContext& 
   graph.To(ctx.device);
   loss.label_smoothing = t.label_smoothing;
   const Tensor sample =
-      train.inputs.slice(0, 0, std::min(t.batch_size, train.size())).to(ctx.device);
+      train.Slice(0, t.batch_size).Materialized().inputs.to(ctx.device);
   auto objective =
       std::make_unique<DistillObjective>(graph, teachers, loss, sample, ctx.device, ctx.seed);
-  objective->CacheTeacherLogits(train.inputs, t.batch_size);
+  FitLabels(train, loss, *objective, t);
+  objective->CacheTeacherLogits(train, t.batch_size);
   DistillObjective* o = objective.get();
   auto before = t.before_epoch;
   t.before_epoch = [o, before, &epochs](int64_t epoch) {

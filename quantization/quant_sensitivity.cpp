@@ -15,24 +15,18 @@ namespace compress {
 
 namespace {
 
-// Logits of `graph` on `inputs`, batch by batch, on `device`.
-Tensor Logits(const Graph& graph, const Tensor& inputs, int64_t batch_size,
+// Logits of `graph` on `data`'s inputs, batch by batch, on `device`.
+Tensor Logits(const Graph& graph, const TensorDataset& data, int64_t batch_size,
               const c10::Device& device) {
   torch::NoGradGuard no_grad;
   Graph g = graph.Clone();
   g.To(device);
   Executor exec(g);
   std::vector<Tensor> out;
-  for (int64_t at = 0; at < inputs.size(0); at += batch_size) {
-    const int64_t n = std::min(batch_size, inputs.size(0) - at);
-    out.push_back(exec.Run({inputs.narrow(0, at, n).to(device)})[0].detach().to(torch::kCPU));
-  }
+  DataLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
+  Tensor x, y;
+  while (loader.Next(x, y)) out.push_back(exec.Run({x.to(device)})[0].detach().to(torch::kCPU));
   return torch::cat(out);
-}
-
-bool HasLabels(const TensorDataset& d) {
-  return d.targets.defined() && d.targets.numel() == d.size() && d.size() > 0 &&
-         d.targets.min().item<int64_t>() >= 0;
 }
 
 }  // namespace
@@ -47,7 +41,7 @@ Graph QuantTrials::Quantized(const std::set<std::string>& fp32_layers,
 
 double QuantTrials::Measure(const Graph& graph) const {
   if (top1) return Evaluate(graph, validation, batch_size, device).top1;
-  return SqnrDb(reference, Logits(graph, validation.inputs, batch_size, device));
+  return SqnrDb(reference, Logits(graph, validation, batch_size, device));
 }
 
 std::vector<std::string> QuantTrials::LayerNames() const {
@@ -83,14 +77,14 @@ QuantTrials PrepareTrials(const Graph& prepared, const QuantizeOptions& options,
   t.qdq.target = options.target;
   const int64_t n = eval_samples > 0 ? std::min(eval_samples, val.size()) : val.size();
   t.validation = val.Slice(0, n);
-  const bool labels = HasLabels(t.validation);
+  const bool labels = t.validation.size() > 0 && HasLabels(t.validation);
   if (metric == QuantMetric::kTop1 && !labels) {
     throw Error(ErrorKind::kRecipe, pass + ": metric top1 needs a labelled validation split");
   }
   t.top1 = metric == QuantMetric::kTop1 || (metric == QuantMetric::kAuto && labels);
   t.batch_size = std::max<int64_t>(1, ctx.batch_size);
   t.device = ctx.device;
-  if (!t.top1) t.reference = Logits(prepared, t.validation.inputs, t.batch_size, t.device);
+  if (!t.top1) t.reference = Logits(prepared, t.validation, t.batch_size, t.device);
   return t;
 }
 

@@ -89,7 +89,7 @@ CalibrationBatches ContextCalibrationBatches(const PassContext& ctx, int64_t sam
   batches.batch = [&train, indices, batch_size, device](int64_t k) {
     const int64_t at = k * batch_size;
     const int64_t count = std::min(batch_size, indices.numel() - at);
-    return train.Select(indices.narrow(0, at, count)).inputs.to(device);
+    return train.Select(indices.narrow(0, at, count)).Materialized().inputs.to(device);
   };
   if (drawn != nullptr) *drawn = indices.numel();
   return batches;

@@ -25,13 +25,47 @@ namespace compress {
 
 // ---- TensorDataset -----------------------------------------------------------------
 
+TensorDataset TensorDataset::Streamed(std::shared_ptr<const SampleSource> source, Tensor targets) {
+  if (source == nullptr || !targets.defined() || targets.dim() != 1 ||
+      targets.size(0) != source->size()) {
+    throw Error(ErrorKind::kInternal, "TensorDataset::Streamed: one target per source sample "
+                                      "is needed");
+  }
+  TensorDataset d;
+  d.rows = torch::arange(source->size(), torch::kLong);
+  d.targets = std::move(targets);
+  d.source = std::move(source);
+  return d;
+}
+
 int64_t TensorDataset::size() const {
+  if (streaming()) return rows.defined() ? rows.size(0) : 0;
   if (!inputs.defined() || inputs.dim() == 0) return 0;
   return inputs.size(0);
 }
 
+c10::Device TensorDataset::device() const {
+  if (inputs.defined()) return inputs.device();
+  if (targets.defined()) return targets.device();
+  return c10::Device(c10::kCPU);
+}
+
+std::vector<int64_t> TensorDataset::sample_sizes() const {
+  if (streaming()) return source->sample_sizes();
+  if (!inputs.defined() || inputs.dim() < 1) {
+    throw Error(ErrorKind::kRecipe, "dataset has no inputs; expected a tensor [N, ...]");
+  }
+  return inputs.sizes().slice(1).vec();
+}
+
 TensorDataset TensorDataset::Select(const Tensor& indices) const {
   const Tensor idx = indices.to(torch::kLong);
+  if (streaming()) {
+    TensorDataset d = *this;
+    d.rows = rows.index_select(0, idx.to(torch::kCPU));
+    d.targets = targets.index_select(0, idx.to(targets.device()));
+    return d;
+  }
   return {inputs.index_select(0, idx.to(inputs.device())),
           targets.index_select(0, idx.to(targets.device()))};
 }
@@ -40,15 +74,37 @@ TensorDataset TensorDataset::Slice(int64_t start, int64_t count) const {
   const int64_t n = size();
   start = std::clamp<int64_t>(start, 0, n);
   count = std::clamp<int64_t>(count, 0, n - start);
+  if (streaming()) {
+    TensorDataset d = *this;
+    d.rows = rows.narrow(0, start, count);
+    d.targets = targets.narrow(0, start, count);
+    return d;
+  }
   return {inputs.narrow(0, start, count), targets.narrow(0, start, count)};
 }
 
 TensorDataset TensorDataset::To(const c10::Device& device) const {
-  return {inputs.to(device), targets.to(device)};
+  TensorDataset d = *this;
+  if (inputs.defined()) d.inputs = inputs.to(device);
+  if (targets.defined()) d.targets = targets.to(device);
+  return d;
+}
+
+TensorDataset TensorDataset::Clone() const {
+  TensorDataset d = *this;
+  if (inputs.defined()) d.inputs = inputs.clone();
+  if (targets.defined()) d.targets = targets.clone();
+  if (rows.defined()) d.rows = rows.clone();
+  return d;
+}
+
+TensorDataset TensorDataset::Materialized() const {
+  if (!streaming()) return *this;
+  return {DecodeRows(*source, rows, /*parallel=*/true).to(device()), targets};
 }
 
 void CheckFinite(const TensorDataset& dataset, const std::string& where) {
-  if (!dataset.inputs.defined() || !dataset.inputs.is_floating_point() ||
+  if (dataset.streaming() || !dataset.inputs.defined() || !dataset.inputs.is_floating_point() ||
       dataset.inputs.numel() == 0) {
     return;
   }
@@ -65,27 +121,40 @@ void CheckFinite(const TensorDataset& dataset, const std::string& where) {
   throw Error(ErrorKind::kNumeric, msg.str());
 }
 
-void CheckDataset(const TensorDataset& dataset, const std::string& where) {
+bool HasLabels(const TensorDataset& dataset) {
+  const Tensor& y = dataset.targets;
+  return y.defined() && y.numel() == dataset.size() &&
+         (y.numel() == 0 || y.min().item<int64_t>() >= 0);
+}
+
+void CheckDataset(const TensorDataset& dataset, const std::string& where, bool labels) {
   const Tensor& x = dataset.inputs;
   const Tensor& y = dataset.targets;
-  if (!x.defined() || !y.defined()) {
+  if (!(x.defined() || dataset.streaming()) || !y.defined()) {
     throw Error(ErrorKind::kRecipe, where + ": dataset has undefined inputs or targets");
   }
-  if (!x.is_floating_point() || x.dim() < 1) {
+  // A streaming source decodes float samples of one shape (SampleSource::Decode).
+  if (!dataset.streaming() && (!x.is_floating_point() || x.dim() < 1)) {
     std::ostringstream msg;
     msg << where << ": inputs must be a floating-point tensor [N, ...]; got "
         << x.scalar_type() << " of rank " << x.dim();
     throw Error(ErrorKind::kRecipe, msg.str());
   }
-  if (y.scalar_type() != torch::kLong || y.dim() != 1 || y.size(0) != x.size(0)) {
+  const int64_t n = dataset.size();
+  if (y.scalar_type() != torch::kLong || y.dim() != 1 || y.size(0) != n) {
     std::ostringstream msg;
-    msg << where << ": targets must be int64 of shape [" << x.size(0)
+    msg << where << ": targets must be int64 of shape [" << n
         << "] (one class index per input sample); got " << y.scalar_type() << " "
         << y.sizes();
     throw Error(ErrorKind::kRecipe, msg.str());
   }
-  if (y.numel() > 0) {
+  if (labels && y.numel() > 0) {
     const int64_t lowest = y.min().item<int64_t>();
+    if (lowest == -1) {
+      throw Error(ErrorKind::kRecipe, where + ": has no labels (targets -1: unlabeled data); "
+                                              "training with labels needs them (distill with "
+                                              "alpha 1 trains on unlabeled data)");
+    }
     if (lowest < 0) {
       throw Error(ErrorKind::kRecipe, where + ": targets must be class indices >= 0; found " +
                                           std::to_string(lowest));
@@ -351,6 +420,8 @@ DataLoader::DataLoader(const TensorDataset& dataset, int64_t batch_size, bool sh
   StartEpoch(0);
 }
 
+DataLoader::~DataLoader() = default;
+
 int64_t DataLoader::num_batches() const {
   const int64_t n = dataset_.size();
   return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
@@ -360,9 +431,11 @@ void DataLoader::StartEpoch(int64_t epoch) {
   const int64_t n = dataset_.size();
   cursor_ = 0;
   end_ = drop_last_ ? (n / batch_size_) * batch_size_ : n;
+  prefetcher_.reset();  // stops the last epoch's decoding
+  served_ = 0;
   if (shuffle_) {
     order_ = SeededPermutation(n, Mix(seed_ ^ Mix(static_cast<uint64_t>(epoch))))
-                 .to(dataset_.inputs.device());
+                 .to(dataset_.device());
   }
 }
 
@@ -373,25 +446,44 @@ void DataLoader::Shard(int64_t rank, int64_t world) {
   }
   rank_ = rank;
   world_ = world;
+  prefetcher_.reset();
+}
+
+std::pair<Tensor, int64_t> DataLoader::BatchAt(int64_t cursor) const {
+  const int64_t count = std::min(batch_size_, end_ - cursor);
+  // This rank's slice of the global batch (all of it in one process).
+  const int64_t begin = cursor + rank_ * count / world_;
+  const int64_t local = cursor + (rank_ + 1) * count / world_ - begin;
+  if (shuffle_) return {order_.narrow(0, begin, local), count};
+  return {torch::arange(begin, begin + local,
+                        torch::TensorOptions().dtype(torch::kLong).device(dataset_.device())),
+          count};
 }
 
 bool DataLoader::Next(Tensor& x, Tensor& y) {
   if (cursor_ >= end_) return false;
-  const int64_t count = std::min(batch_size_, end_ - cursor_);
-  // This rank's slice of the global batch (all of it in one process).
-  const int64_t begin = cursor_ + rank_ * count / world_;
-  const int64_t local = cursor_ + (rank_ + 1) * count / world_ - begin;
-  if (shuffle_) {
-    const Tensor idx = order_.narrow(0, begin, local);
+  auto [idx, count] = BatchAt(cursor_);
+  if (dataset_.streaming()) {
+    if (prefetcher_ == nullptr) {
+      // The rest of the epoch's batches, as source rows, for the workers to decode.
+      std::vector<Tensor> batches;
+      for (int64_t at = cursor_; at < end_; at += batch_size_) {
+        batches.push_back(dataset_.rows.index_select(0, BatchAt(at).first.to(torch::kCPU)));
+      }
+      prefetcher_ = std::make_unique<BatchPrefetcher>(dataset_.source, std::move(batches));
+      served_ = 0;
+    }
+    x = prefetcher_->Take(served_++).to(dataset_.device());
+    y = dataset_.targets.index_select(0, idx.to(dataset_.targets.device()));
+  } else if (shuffle_) {
     x = dataset_.inputs.index_select(0, idx);
     y = dataset_.targets.index_select(0, idx.to(dataset_.targets.device()));
-    last_indices_ = idx;
   } else {
-    x = dataset_.inputs.narrow(0, begin, local);
-    y = dataset_.targets.narrow(0, begin, local);
-    last_indices_ = torch::arange(begin, begin + local,
-                                  torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+    const int64_t begin = cursor_ + rank_ * count / world_;
+    x = dataset_.inputs.narrow(0, begin, idx.numel());
+    y = dataset_.targets.narrow(0, begin, idx.numel());
   }
+  last_indices_ = idx;
   last_global_count_ = count;
   cursor_ += count;
   return true;

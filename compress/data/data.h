@@ -7,38 +7,68 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "compress/base/error.h"
+#include "compress/data/stream.h"
 
 namespace compress {
 
 using Tensor = at::Tensor;
 
 // Samples along dimension 0: inputs float (e.g. NCHW), targets int64 class indices [N].
+// A streaming dataset (compress/data/stream.h) leaves `inputs` undefined: sample i is
+// source->Decode(rows[i]), decoded when a DataLoader serves it or Materialized() asks.
 struct TensorDataset {
   Tensor inputs;
   Tensor targets;
+  std::shared_ptr<const SampleSource> source{};  // streaming only
+  Tensor rows{};  // streaming only: int64 [N] on the CPU, the source row of each sample
 
+  // A streaming dataset over all of `source`'s samples with these targets (int64 [N]).
+  static TensorDataset Streamed(std::shared_ptr<const SampleSource> source, Tensor targets);
+
+  bool streaming() const { return source != nullptr; }
   // Number of samples (0 for an empty or undefined dataset).
   int64_t size() const;
-  // The samples at `indices` (an integer tensor, any device), in that order.
+  // Where the batches of this dataset live: the inputs' device (streaming: the targets').
+  c10::Device device() const;
+  // The shape of one sample (inputs.sizes() without the first dim). Throws
+  // Error(kRecipe) for an in-memory dataset without inputs.
+  std::vector<int64_t> sample_sizes() const;
+  // The samples at `indices` (an integer tensor, any device), in that order. A streaming
+  // dataset selects rows and targets only; nothing is decoded.
   TensorDataset Select(const Tensor& indices) const;
   // Samples [start, start + count), clamped to the dataset; shares storage.
   TensorDataset Slice(int64_t start, int64_t count) const;
-  // Both tensors moved to `device` (no copy when already there).
+  // Both tensors moved to `device` (no copy when already there); a streaming dataset
+  // moves its targets, and its loaders put decoded batches there.
   TensorDataset To(const c10::Device& device) const;
+  // The same samples sharing no storage with this dataset (a small view of a large
+  // buffer no longer keeps it alive).
+  TensorDataset Clone() const;
+  // The same samples in memory: a streaming dataset's inputs decoded on the intra-op
+  // threads onto device(); an in-memory dataset is returned as it is.
+  TensorDataset Materialized() const;
 };
 
 // Throws Error(kNumeric) naming `where` and the first offending sample when the
-// floating-point inputs contain NaN or Inf.
+// floating-point inputs contain NaN or Inf. A streaming dataset is not read: its
+// sources decode finite values only (pixels / 255, normalised by std > 0).
 void CheckFinite(const TensorDataset& dataset, const std::string& where);
 
 // Structural checks for data handed to Train/Evaluate, then CheckFinite: both tensors
 // defined, inputs floating point with a leading sample dim, targets int64 of shape [N]
-// with the same N and no negative label. Throws Error(kRecipe / kNumeric) naming `where`.
-void CheckDataset(const TensorDataset& dataset, const std::string& where);
+// with the same N and, when `labels`, no negative label (-1 marks an unlabeled sample).
+// Throws Error(kRecipe / kNumeric) naming `where`.
+void CheckDataset(const TensorDataset& dataset, const std::string& where, bool labels = true);
+
+// Whether every sample has a class label (targets defined, one per sample, none
+// negative); true for an empty dataset.
+bool HasLabels(const TensorDataset& dataset);
 
 // A permutation of 0..n-1 (int64, CPU) that depends only on `seed`: the same on
 // every platform and LibTorch version (a Fisher-Yates shuffle driven by mt19937_64).
@@ -104,12 +134,18 @@ Tensor CalibrationIndices(const TensorDataset& dataset, int64_t n, uint64_t seed
 // Iterates a dataset in batches. Batches are on the dataset's device. With `shuffle`,
 // each epoch's order is SeededPermutation(size, f(seed, epoch)); otherwise the stored
 // order. Every sample appears exactly once per epoch (the last, smaller batch is
-// dropped only when drop_last). The loader keeps shallow copies of the tensors.
+// dropped only when drop_last). The loader keeps shallow copies of the tensors. A
+// streaming dataset's batches are decoded by a BatchPrefetcher (its source's
+// StreamSettings: workers, batches ahead), started at the epoch's first Next: the same
+// indices give the same batches as the dataset's Materialized() copy would.
 class DataLoader {
  public:
   // Throws Error(kRecipe) when batch_size < 1.
   DataLoader(const TensorDataset& dataset, int64_t batch_size, bool shuffle, uint64_t seed,
              bool drop_last = false);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t num_batches() const;
   int64_t batch_size() const { return batch_size_; }
@@ -142,6 +178,13 @@ class DataLoader {
   Tensor last_indices_;
   int64_t rank_ = 0, world_ = 1;
   int64_t last_global_count_ = 0;
+  // Streaming: the epoch's decoder (made by the first Next) and the batches it served.
+  std::unique_ptr<BatchPrefetcher> prefetcher_;
+  int64_t served_ = 0;
+
+  // This rank's dataset indices of the batch that starts at `cursor`, and the global
+  // batch's size.
+  std::pair<Tensor, int64_t> BatchAt(int64_t cursor) const;
 };
 
 }  // namespace compress

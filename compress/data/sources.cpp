@@ -9,7 +9,6 @@
 
 #include "compress/data/sources.h"
 
-#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -93,8 +92,7 @@ DatasetSplits SplitAndLimit(const TensorDataset& full, TensorDataset test,
     throw Error(e.kind(), train_where + ": " + e.what());
   }
   if (spec.test_limit > 0 && spec.test_limit < test.size()) {
-    TensorDataset head = test.Slice(0, spec.test_limit);
-    test = {head.inputs.clone(), head.targets.clone()};
+    test = test.Slice(0, spec.test_limit).Clone();
   }
   splits.test = test;
   return splits;
@@ -235,29 +233,6 @@ ImageSplit ListImageSplit(const fs::path& dir, const std::vector<std::string>& k
 
 // ---- image-folder: decoding ------------------------------------------------------------
 
-// Runs fn(i) for i in [0, n) on the intra-op threads; rethrows the error of the
-// lowest failing i, so the message does not depend on thread timing.
-template <typename Fn>
-void ParallelForEach(int64_t n, const Fn& fn) {
-  std::vector<std::string> errors(static_cast<size_t>(n));
-  std::vector<ErrorKind> kinds(static_cast<size_t>(n), ErrorKind::kIo);
-  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      try {
-        fn(i);
-      } catch (const Error& e) {
-        errors[i] = e.what();
-        kinds[i] = e.kind();
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-      }
-    }
-  });
-  for (int64_t i = 0; i < n; ++i) {
-    if (!errors[i].empty()) throw Error(kinds[i], errors[i]);
-  }
-}
-
 std::vector<DecodedImage> DecodeFiles(const std::vector<std::string>& files) {
   std::vector<DecodedImage> images(files.size());
   ParallelForEach(static_cast<int64_t>(files.size()),
@@ -271,32 +246,101 @@ struct CommonShape {
   std::string file;
 };
 
-// Decoded images -> [0, 1] floats (ToTensor) -> transforms, stacked into one dataset
-// with the split's labels. Frees each image's pixels once converted.
+// One decoded image as ToTensor gives it ([0, 1] floats, CHW), then the transforms.
+Tensor ToSample(DecodedImage& im, const ImageTransforms& t, const std::string& file) {
+  const Tensor pixels = at::from_blob(im.pixels.data(), {im.height, im.width, im.channels}, at::kByte);
+  return Transformed(pixels.permute({2, 0, 1}).contiguous().to(at::kFloat).div_(255.0), t, file);
+}
+
+// Throws Error(kIo) naming `file` when its sample's sizes differ from `shape`'s.
+void CheckCommonShape(const std::vector<int64_t>& sizes, const std::string& file,
+                      const CommonShape& shape) {
+  if (sizes == shape.sizes) return;
+  throw Error(ErrorKind::kIo, file + ": image is " + ShapeText(sizes) +
+                                  " (CxHxW after transforms), but " + shape.file + " is " +
+                                  ShapeText(shape.sizes) +
+                                  "; images of mixed sizes need data.resize [h, w] or "
+                                  "data.center_crop");
+}
+
+// Decoded images -> samples, stacked into one dataset with the split's labels. Frees
+// each image's pixels once converted.
 TensorDataset ToDataset(std::vector<DecodedImage>& images, const ImageSplit& split,
                         const ImageTransforms& t, CommonShape* shape) {
   const auto n = static_cast<int64_t>(images.size());
   std::vector<Tensor> tensors(images.size());
   ParallelForEach(n, [&](int64_t i) {
-    DecodedImage& im = images[i];
-    const Tensor pixels =
-        at::from_blob(im.pixels.data(), {im.height, im.width, im.channels}, at::kByte);
-    tensors[i] = Transformed(pixels.permute({2, 0, 1}).contiguous().to(at::kFloat).div_(255.0),
-                             t, split.files[i]);
-    im = DecodedImage{};
+    tensors[i] = ToSample(images[i], t, split.files[i]);
+    images[i] = DecodedImage{};
   });
   for (int64_t i = 0; i < n; ++i) {
     const std::vector<int64_t> sizes = tensors[i].sizes().vec();
     if (shape->sizes.empty()) *shape = {sizes, split.files[i]};
-    if (sizes != shape->sizes) {
-      throw Error(ErrorKind::kIo, split.files[i] + ": image is " + ShapeText(sizes) +
-                                      " (CxHxW after transforms), but " + shape->file + " is " +
-                                      ShapeText(shape->sizes) +
-                                      "; images of mixed sizes need data.resize [h, w] or "
-                                      "data.center_crop");
-    }
+    CheckCommonShape(sizes, split.files[i], *shape);
   }
   return {at::stack(tensors), at::tensor(split.labels, at::TensorOptions().dtype(at::kLong))};
+}
+
+// A split's images decoded one at a time, as a streaming dataset reads them: each gives
+// exactly the sample ToDataset stacks, and the same errors.
+class ImageFileSource : public SampleSource {
+ public:
+  // `channels_from` names the image whose channel count set t.channels (empty when the
+  // recipe set data.channels): a colour image among grey ones is then refused, since
+  // the in-memory path would have made every image RGB.
+  ImageFileSource(std::vector<std::string> files, ImageTransforms t, CommonShape shape,
+                  std::string channels_from, StreamSettings settings)
+      : files_(std::move(files)), t_(std::move(t)), shape_(std::move(shape)),
+        channels_from_(std::move(channels_from)) {
+    this->settings = settings;
+  }
+  int64_t size() const override { return static_cast<int64_t>(files_.size()); }
+  const std::vector<int64_t>& sample_sizes() const override { return shape_.sizes; }
+  Tensor Decode(int64_t index) const override {
+    const std::string& file = files_.at(static_cast<size_t>(index));
+    DecodedImage im = DecodeImageFile(file);
+    if (!channels_from_.empty() && im.channels > t_.channels) {
+      throw Error(ErrorKind::kIo, file + ": is an RGB image, but " + channels_from_ +
+                                      " (the first training image) is grayscale; a streamed "
+                                      "folder of mixed images needs data.channels (1 or 3)");
+    }
+    Tensor x = ToSample(im, t_, file);
+    CheckCommonShape(x.sizes().vec(), file, shape_);
+    return x;
+  }
+
+ private:
+  std::vector<std::string> files_;
+  ImageTransforms t_;
+  CommonShape shape_;
+  std::string channels_from_;
+};
+
+// data.streaming: the splits as streaming datasets. Only the first training image is
+// decoded here; it sets the sample shape (and the channel count, unless given).
+DatasetSplits StreamImageFolder(const DataSourceSpec& spec, const fs::path& root,
+                                const ImageSplit& train_split, const ImageSplit* val_split,
+                                const ImageSplit& test_split) {
+  ImageTransforms t = spec.transforms;
+  DecodedImage first = DecodeImageFile(train_split.files.at(0));
+  std::string channels_from;
+  if (t.channels == 0) {
+    t.channels = first.channels;
+    channels_from = train_split.files[0];
+  }
+  const CommonShape shape{ToSample(first, t, train_split.files[0]).sizes().vec(),
+                          train_split.files[0]};
+  auto streamed = [&](const ImageSplit& split) {
+    auto source = std::make_shared<ImageFileSource>(split.files, t, shape, channels_from, spec.stream);
+    return TensorDataset::Streamed(std::move(source),
+                                   at::tensor(split.labels, at::TensorOptions().dtype(at::kLong)));
+  };
+  DataSourceSpec split_spec = spec;
+  if (val_split != nullptr) split_spec.validation_size = 0;
+  DatasetSplits splits =
+      SplitAndLimit(streamed(train_split), streamed(test_split), split_spec, (root / "train").string());
+  if (val_split != nullptr) splits.validation = streamed(*val_split);
+  return splits;
 }
 
 DatasetSplits LoadImageFolder(const DataSourceSpec& spec) {
@@ -314,6 +358,12 @@ DatasetSplits LoadImageFolder(const DataSourceSpec& spec) {
   const ImageSplit val_split = has_val ? ListImageSplit(root / "val", train_split.classes)
                                        : ImageSplit{};
   const ImageSplit test_split = ListImageSplit(root / "test", train_split.classes);
+  if (spec.streaming) {
+    DatasetSplits splits = StreamImageFolder(spec, root, train_split, has_val ? &val_split : nullptr,
+                                             test_split);
+    splits.labeled = train_split.labeled && test_split.labeled && (!has_val || val_split.labeled);
+    return splits;
+  }
 
   // Step 2: decode; channels default to 3 when any training image is in colour.
   std::vector<DecodedImage> images = DecodeFiles(train_split.files);
@@ -473,6 +523,14 @@ std::string IdxDefaultPath(const std::string& root, const std::string& name) {
 }
 
 DatasetSplits LoadDataSource(const DataSourceSpec& spec) {
+  if (spec.streaming && spec.kind != DataSourceKind::kImageFolder) {
+    throw Error(ErrorKind::kUnsupported,
+                "data.streaming: not supported for dataset \"" + DataSourceKindName(spec.kind) +
+                    "\" (its files are read whole); it streams an \"image-folder\"");
+  }
+  if (spec.stream.workers < 1 || spec.stream.prefetch < 1) {
+    throw Error(ErrorKind::kRecipe, "data.workers and data.prefetch must be >= 1");
+  }
   switch (spec.kind) {
     case DataSourceKind::kFashionMnist: {
       if (HasTransforms(spec.transforms)) {

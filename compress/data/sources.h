@@ -42,6 +42,11 @@ struct DataSourceSpec {
   int64_t train_limit = 0;         // 0 = all remaining training samples
   int64_t test_limit = 0;          // 0 = all test samples (else the first N)
   uint64_t split_seed = 0;
+  // image-folder: the splits stay on disk as streaming datasets (TensorDataset::source):
+  // each batch is decoded when a loader serves it, on stream.workers threads, at most
+  // stream.prefetch batches ahead. Memory no longer grows with the number of images.
+  bool streaming = false;
+  StreamSettings stream;
 };
 
 // Loads the three splits. fashion-mnist is LoadFashionMnist. Otherwise the validation
@@ -51,7 +56,7 @@ struct DataSourceSpec {
 // the file or folder for unreadable, corrupt or inconsistent data (an empty class
 // folder, a truncated image, mixed image sizes, labels out of range, lengths that
 // differ), Error(kRecipe) for options that do not fit the data, Error(kNumeric) for
-// NaN/Inf inputs.
+// NaN/Inf inputs, and for streaming on a source other than an image folder.
 DatasetSplits LoadDataSource(const DataSourceSpec& spec);
 
 // root/<name>.gz when that file exists, else root/<name> (`name` as in MNIST:

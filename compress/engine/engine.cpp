@@ -44,11 +44,7 @@ double SecondsSince(Clock::time_point t) {
 }
 
 // Whether every test sample has a class label (a split without labels has targets -1).
-bool TestLabeled(const DatasetSplits& data) {
-  const Tensor& y = data.test.targets;
-  return y.defined() && y.numel() == data.test.size() &&
-         (y.numel() == 0 || y.min().item<int64_t>() >= 0);
-}
+bool TestLabeled(const DatasetSplits& data) { return HasLabels(data.test); }
 
 // The test split's metrics: accuracy and loss when it has labels, and the outputs
 // against the baseline's (`reference`, when defined); `outputs` (when given) receives
@@ -91,7 +87,7 @@ LatencyStats Latency(const Graph& g, const c10::Device& device) {
 // test split (at least 64, at most 512 samples), in one run.
 Tensor VerifySamples(const DatasetSplits& data, int64_t batch) {
   const int64_t n = std::min<int64_t>(data.test.size(), std::clamp<int64_t>(2 * batch, 64, 512));
-  return data.test.inputs.slice(0, 0, n).cpu();
+  return data.test.Slice(0, n).Materialized().inputs.cpu();
 }
 
 std::string Percent(double v) {

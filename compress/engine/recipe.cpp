@@ -203,6 +203,8 @@ void CheckDataKeysForKind(OptionReader& data, const nlohmann::json& raw, DataSou
       {"resize", {K::kIdx, K::kImageFolder, K::kTensors}},
       {"center_crop", {K::kIdx, K::kImageFolder, K::kTensors}},
       {"normalize", {K::kIdx, K::kImageFolder, K::kTensors}},
+      {"streaming", {K::kImageFolder}}, {"workers", {K::kImageFolder}},
+      {"prefetch", {K::kImageFolder}},
   };
   for (const auto& row : kTable) {
     if (!raw.contains(row.key) ||
@@ -296,6 +298,10 @@ void ParseData(const std::string& base_dir, OptionReader& top, Recipe& recipe) {
   data.Read("train", d.source.train_file, {}, "tensors: training file (torch.save / torch::pickle_save)");
   data.Read("test", d.source.test_file, {}, "tensors: test file");
   data.Read("num_classes", d.source.num_classes, 0, 1 << 20, "labels 0..num_classes-1 (0 = as found)");
+  data.Read("streaming", d.source.streaming, "image-folder: decode each batch when it is used "
+            "instead of loading every image first (bounded memory)");
+  data.Read("workers", d.source.stream.workers, 1, 64, "streaming: decoding threads");
+  data.Read("prefetch", d.source.stream.prefetch, 1, 1024, "streaming: batches decoded ahead");
   ImageTransforms& t = d.source.transforms;
   data.Read("channels", t.channels, 0, 3, "1 or 3 (0 = as stored)");
   if (t.channels == 2) data.AddProblem("channels", "expected 1 or 3, found 2");

@@ -91,7 +91,7 @@ void AddTrainStats(const TrainResult& r, PassResult& result) {
   const EpochStats& last = r.epochs.back();
   result.stats["epochs"] = static_cast<double>(r.epochs.size());
   result.stats["train_loss"] = last.train_loss;
-  result.stats["train_accuracy"] = last.train_accuracy;
+  if (!std::isnan(last.train_accuracy)) result.stats["train_accuracy"] = last.train_accuracy;
   if (!std::isnan(last.val_accuracy)) result.stats["val_accuracy"] = last.val_accuracy;
   double sps = 0;
   for (const auto& e : r.epochs) sps += e.samples_per_second;

@@ -76,8 +76,9 @@ EvalResult Evaluate(const Graph& graph, const TensorDataset& dataset, int64_t ba
   CheckSingleInputOutput(graph, "Evaluate");
   if (options.labels) {
     CheckDataset(dataset, "evaluation data");
-  } else if (!dataset.inputs.defined() || !dataset.inputs.is_floating_point() ||
-             dataset.inputs.dim() < 1) {
+  } else if (!dataset.streaming() && (!dataset.inputs.defined() ||
+                                      !dataset.inputs.is_floating_point() ||
+                                      dataset.inputs.dim() < 1)) {
     throw Error(ErrorKind::kRecipe, "evaluation data: inputs must be a floating-point tensor "
                                     "[N, ...]");
   } else {

@@ -146,8 +146,9 @@ class Progress {
   void Epoch(const EpochStats& s) {
     if (quiet_) return;
     if (bar_) std::fprintf(stderr, "\r\033[K");
-    std::fprintf(stderr, "epoch %lld/%lld  train loss %.4f acc %.4f", static_cast<long long>(s.epoch),
-                 static_cast<long long>(epochs_), s.train_loss, s.train_accuracy);
+    std::fprintf(stderr, "epoch %lld/%lld  train loss %.4f", static_cast<long long>(s.epoch),
+                 static_cast<long long>(epochs_), s.train_loss);
+    if (!std::isnan(s.train_accuracy)) std::fprintf(stderr, " acc %.4f", s.train_accuracy);
     if (!std::isnan(s.val_loss)) {
       std::fprintf(stderr, "  val loss %.4f acc %.4f", s.val_loss, s.val_accuracy);
     }
@@ -252,10 +253,15 @@ int64_t CheckTrainingRun(const Graph& graph, const TensorDataset& train,
         << " output(s); expected a classifier with one input and one output (logits)";
     throw Error(ErrorKind::kUnsupported, msg.str());
   }
-  CheckDataset(train, "training data");
+  if (!options.labels && !options.loss) {
+    throw Error(ErrorKind::kInternal, "Train: training without labels needs a loss that reads "
+                                      "none (TrainOptions::loss)");
+  }
+  CheckDataset(train, "training data", options.labels);
   if (train.size() == 0) {
     throw Error(ErrorKind::kRecipe, "training data: dataset is empty; expected samples");
   }
+  if (!options.labels) return -1;
   int64_t max_label = train.targets.max().item<int64_t>();
   if (validation != nullptr && validation->size() > 0) {
     CheckDataset(*validation, "validation data");
@@ -567,12 +573,13 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     stats.world_size = comm != nullptr ? comm->world_size() : 1;
     stats.skipped_steps = skipped_steps;
     stats.train_loss = totals.loss_sum / static_cast<double>(totals.samples);
-    stats.train_accuracy = static_cast<double>(totals.correct.item<int64_t>()) /
-                           static_cast<double>(totals.samples);
+    stats.train_accuracy = options.labels ? static_cast<double>(totals.correct.item<int64_t>()) /
+                                                static_cast<double>(totals.samples)
+                                          : std::numeric_limits<double>::quiet_NaN();
     stats.samples_per_second =
         static_cast<double>(totals.samples) / std::max(train_seconds, 1e-9);
     executor.SetTraining(false);
-    if (validate) {
+    if (validate && options.labels) {
       const EvalResult val = Evaluate(graph, *validation, options.batch_size, device);
       stats.val_loss = val.loss;
       stats.val_accuracy = val.top1;

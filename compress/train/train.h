@@ -75,6 +75,10 @@ struct TrainOptions {
   // per-sample caches); returns the scalar loss to minimise. label_smoothing is then
   // the caller's business.
   std::function<Tensor(const Tensor& logits, const Tensor& targets, const Tensor& indices)> loss;
+  // False: the data has no labels (targets -1, docs/data.md) and `loss`, which must be
+  // set, reads none (distillation with alpha 1). Train and validation accuracy and the
+  // validation loss are then NaN (nothing to count them against).
+  bool labels = true;
   // Tensors trained with the graph's parameters by the same optimizer (distillation's
   // adapters); leaves on the training device. Their requires_grad is set for the run.
   std::vector<Tensor> extra_parameters;

@@ -2,7 +2,8 @@
 // image folder loads bit-identical to the IDX path; JPEG decoding, channel conversion,
 // torchvision Resize/CenterCrop on hand-computed examples, seeded augmentation, tensor
 // files (torch::pickle_save round trips), one error naming the file for each bad input,
-// and the recipe's `data` keys.
+// the recipe's `data` keys, and streaming (the same batches and results as in memory,
+// bounded prefetch, errors when the batch is read).
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +21,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 // jpeglib.h needs <cstdio> first.
@@ -737,6 +741,205 @@ TEST(RecipeData, EachProblemNamesItsKey) {
             std::vector<std::string>{"data.normalize: has 2 values per key; expected 1 or data.channels (3)"});
   EXPECT_EQ(DataProblems({{"dataset", "idx"}, {"validation_size", 100000}}),
             std::vector<std::string>{});  // only Fashion-MNIST caps it at 59999
+}
+
+// ---- streaming ---------------------------------------------------------------------------
+
+DataSourceSpec StreamingSpec(const std::string& root, int64_t workers, int64_t prefetch) {
+  DataSourceSpec spec = FolderSpec(root);
+  spec.validation_size = 100;
+  spec.split_seed = 3;
+  spec.transforms.mean = {kFashionMnistMean};
+  spec.transforms.std = {kFashionMnistStd};
+  spec.streaming = true;
+  spec.stream = {workers, prefetch};
+  return spec;
+}
+
+// Every batch of `a` and `b` over two epochs: the same indices, inputs and labels.
+void ExpectSameBatches(const TensorDataset& a, const TensorDataset& b, int64_t batch,
+                       bool shuffle, int64_t rank = 0, int64_t world = 1) {
+  DataLoader la(a, batch, shuffle, 11), lb(b, batch, shuffle, 11);
+  la.Shard(rank, world);
+  lb.Shard(rank, world);
+  ASSERT_EQ(la.num_batches(), lb.num_batches());
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    la.StartEpoch(epoch);
+    lb.StartEpoch(epoch);
+    Tensor xa, ya, xb, yb;
+    int64_t batches = 0;
+    while (la.Next(xa, ya)) {
+      ASSERT_TRUE(lb.Next(xb, yb));
+      ASSERT_EQ(xa.sizes(), xb.sizes());
+      EXPECT_TRUE(torch::equal(xa, xb)) << "epoch " << epoch << " batch " << batches;
+      EXPECT_TRUE(torch::equal(ya, yb));
+      EXPECT_TRUE(torch::equal(la.last_indices(), lb.last_indices()));
+      EXPECT_EQ(la.last_global_count(), lb.last_global_count());
+      ++batches;
+    }
+    EXPECT_FALSE(lb.Next(xb, yb));
+    EXPECT_EQ(batches, la.num_batches());
+  }
+}
+
+TEST(Streaming, BatchesAreTheInMemoryBatchesBitForBit) {
+  TempDir tmp;
+  const FashionSubset subset = WriteFashionSubset(tmp.path(), 600, 200);
+  DataSourceSpec memory = StreamingSpec(subset.png_root, 2, 4);
+  memory.streaming = false;
+  const DatasetSplits m = LoadDataSource(memory);
+  for (const auto [workers, prefetch] : {std::pair{2, 4}, std::pair{3, 1}, std::pair{1, 1}}) {
+    const DatasetSplits s = LoadDataSource(StreamingSpec(subset.png_root, workers, prefetch));
+    ASSERT_TRUE(s.train.streaming() && s.validation.streaming() && s.test.streaming());
+    EXPECT_FALSE(s.train.inputs.defined());  // nothing decoded by loading
+    EXPECT_EQ(s.train.size(), 500);
+    EXPECT_EQ(s.validation.size(), 100);
+    EXPECT_EQ(s.train.sample_sizes(), (std::vector<int64_t>{1, 28, 28}));
+    // The same seeded split and the same decoded samples as the in-memory path.
+    ExpectSameSplits(m, {s.train.Materialized(), s.validation.Materialized(),
+                         s.test.Materialized(), s.labeled});
+    ExpectSameBatches(m.train, s.train, 64, /*shuffle=*/true);
+    ExpectSameBatches(m.test, s.test, 48, /*shuffle=*/false);
+    ExpectSameBatches(m.train, s.train, 64, /*shuffle=*/true, /*rank=*/1, /*world=*/2);
+  }
+  // Select and Slice pick rows without decoding, and still the same samples.
+  const DatasetSplits s = LoadDataSource(StreamingSpec(subset.png_root, 2, 2));
+  const Tensor pick = torch::tensor({7, 3, 3, 499}, torch::kLong);
+  EXPECT_TRUE(torch::equal(s.train.Select(pick).Materialized().inputs, m.train.Select(pick).inputs));
+  EXPECT_TRUE(torch::equal(s.train.Slice(490, 50).Materialized().inputs, m.train.Slice(490, 50).inputs));
+  // test_limit cuts the streamed test split as it cuts the loaded one.
+  DataSourceSpec limited = StreamingSpec(subset.png_root, 2, 2);
+  limited.test_limit = 30;
+  memory.test_limit = 30;
+  EXPECT_TRUE(torch::equal(LoadDataSource(limited).test.Materialized().inputs,
+                           LoadDataSource(memory).test.inputs));
+}
+
+TEST(Streaming, TrainingAndTheRecipeGiveTheInMemoryResults) {
+  TempDir tmp;
+  const FashionSubset subset = WriteFashionSubset(tmp.path(), 400, 200);
+  auto run = [&](bool streaming) {
+    nlohmann::json j = nlohmann::json::parse(R"({
+      "model": "zoo:lenet5",
+      "data": {"dataset": "image-folder", "normalize": {"mean": [0.2860], "std": [0.3530]},
+               "validation_size": 100, "batch_size": 32, "calibration_samples": 96},
+      "device": "cpu", "seed": 2, "threads": 2,
+      "stages": [{"pass": "train", "epochs": 1, "optimizer": {"name": "adam", "lr": 0.002}},
+                 {"pass": "quantize-sensitivity", "samples": 64},
+                 {"pass": "quantize"}],
+      "report": {"formats": ["json"], "latency": false}
+    })");
+    j["data"]["root"] = subset.png_root;
+    j["data"]["streaming"] = streaming;
+    Recipe recipe = ParseRecipe(j, tmp.path() + "/r.json", tmp.path());
+    RunOptions options;
+    options.out_dir = tmp.path() + (streaming ? "/stream" : "/memory");
+    options.progress = "quiet";
+    return RunRecipe(recipe, options).report;
+  };
+  const Report memory = run(false);
+  const Report streamed = run(true);
+  ASSERT_EQ(memory.stages.size(), 3u);
+  ASSERT_EQ(streamed.stages.size(), 3u);
+  // Same batches, same kernels: the trained, calibrated and quantized models measure the
+  // same on the same test images, to the last bit of every metric.
+  for (size_t i = 0; i < memory.stages.size(); ++i) {
+    EXPECT_EQ(memory.stages[i].metrics.top1, streamed.stages[i].metrics.top1) << i;
+    EXPECT_EQ(memory.stages[i].metrics.loss, streamed.stages[i].metrics.loss) << i;
+  }
+  EXPECT_GT(memory.stages[0].metrics.top1, 0.15);  // it learned from the PNGs (chance: 0.1)
+}
+
+// A source of n samples [1, 2, 2] with value = index, that counts its decodes: a caller
+// of the C++ API streams its own data through one of these.
+class CountingSource : public SampleSource {
+ public:
+  explicit CountingSource(int64_t n) : n_(n) {}
+  int64_t size() const override { return n_; }
+  const std::vector<int64_t>& sample_sizes() const override { return sizes_; }
+  Tensor Decode(int64_t index) const override {
+    ++decoded;
+    if (index == poison) throw Error(ErrorKind::kIo, "sample " + std::to_string(index) + ": bad");
+    return torch::full({1, 2, 2}, static_cast<float>(index));
+  }
+  mutable std::atomic<int64_t> decoded{0};
+  int64_t poison = -1;
+
+ private:
+  int64_t n_;
+  std::vector<int64_t> sizes_{1, 2, 2};
+};
+
+TEST(Streaming, PrefetchStaysAFewBatchesAheadAndErrorsComeInOrder) {
+  auto source = std::make_shared<CountingSource>(1000);
+  source->settings = {2, 3};
+  const TensorDataset data = TensorDataset::Streamed(source, torch::zeros({1000}, torch::kLong));
+  DataLoader loader(data, 10, /*shuffle=*/true, 5);
+  Tensor x, y;
+  ASSERT_TRUE(loader.Next(x, y));
+  EXPECT_TRUE(torch::equal(x.select(1, 0).select(1, 0).select(1, 0),
+                           loader.last_indices().to(torch::kFloat)));
+  // However long the consumer waits, the workers stop 3 batches ahead of what it took
+  // (the bound, not a timing: without it all 100 batches would be decoded by now).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LE(source->decoded.load(), 10 * (1 + 3));
+  EXPECT_GE(source->decoded.load(), 10 * (1 + 1));  // and they did decode ahead
+  int64_t batches = 1;
+  while (loader.Next(x, y)) ++batches;
+  EXPECT_EQ(batches, 100);
+  EXPECT_EQ(source->decoded.load(), 1000);
+
+  // A failing sample fails the batch that holds it, when that batch is taken; the batches
+  // before it are served.
+  source->poison = 123;
+  DataLoader plain(data, 10, /*shuffle=*/false, 0);
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(plain.Next(x, y));
+  ExpectError([&] { plain.Next(x, y); }, ErrorKind::kIo, "sample 123: bad");
+  // A new epoch starts over (the failed one's workers are stopped first).
+  plain.StartEpoch(1);
+  ASSERT_TRUE(plain.Next(x, y));
+  EXPECT_EQ(x[0][0][0][0].item<float>(), 0.0f);
+}
+
+TEST(Streaming, DecodingErrorsNameTheFileWhenTheBatchIsRead) {
+  TempDir tmp;
+  WriteSmallFolder(tmp);
+  WriteBytes(tmp.Path("train/b/1.png"), {'n', 'o', 't', ' ', 'a', 'n', ' ', 'i', 'm', 'g'});
+  DataSourceSpec spec = FolderSpec(tmp.path());
+  spec.streaming = true;
+  DatasetSplits s = LoadDataSource(spec);  // lists only: the bad file is not read yet
+  ExpectError([&] { s.train.Materialized(); }, ErrorKind::kIo,
+              tmp.path() + "/train/b/1.png: unreadable image: not a PNG or JPEG file");
+  // A size that differs from the first training image's.
+  WritePng(tmp.Path("train/b/1.png"), torch::zeros({5, 4, 1}, torch::kByte));
+  s = LoadDataSource(spec);
+  DataLoader loader(s.train, 2, /*shuffle=*/false, 0);
+  Tensor x, y;
+  ExpectError([&] { loader.Next(x, y); }, ErrorKind::kIo,
+              tmp.path() + "/train/b/1.png: image is 1x5x4 (CxHxW after transforms), but " +
+                  tmp.path() + "/train/a/0.png is 1x4x4");
+  // A colour image among grey ones: the in-memory path would make all RGB; streaming
+  // cannot know without reading every file, so it asks for data.channels.
+  WritePng(tmp.Path("train/b/1.png"), torch::full({4, 4, 3}, 50, torch::kByte));
+  ExpectError([&] { LoadDataSource(spec).train.Materialized(); }, ErrorKind::kIo,
+              tmp.path() + "/train/b/1.png: is an RGB image, but " + tmp.path() +
+                  "/train/a/0.png (the first training image) is grayscale; a streamed folder of "
+                  "mixed images needs data.channels (1 or 3)");
+  spec.transforms.channels = 3;
+  DataSourceSpec memory = spec;
+  memory.streaming = false;
+  EXPECT_TRUE(torch::equal(LoadDataSource(spec).train.Materialized().inputs,
+                           LoadDataSource(memory).train.inputs));
+  // Only an image folder streams.
+  spec.kind = DataSourceKind::kFashionMnist;
+  spec.root = kFashionRoot;
+  spec.transforms = {};
+  ExpectError([&] { LoadDataSource(spec); }, ErrorKind::kUnsupported,
+              "data.streaming: not supported for dataset \"fashion-mnist\"");
+  EXPECT_EQ(DataProblems({{"streaming", true}}),
+            std::vector<std::string>{"data.streaming: applies only to dataset \"image-folder\"; "
+                                     "this dataset is \"fashion-mnist\""});
+  EXPECT_EQ(DataProblems({{"dataset", "image-folder"}, {"root", tmp.path()}, {"workers", 0}}).size(), 1u);
 }
 
 }  // namespace

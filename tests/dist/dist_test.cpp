@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <deque>
 #include <vector>
 
 #include "compress/dist/dist.h"
@@ -186,7 +187,7 @@ TEST(DataLoader, ShardsSplitEveryGlobalBatchInOrder) {
   // samples (boundaries r*4/3 = 0, 1, 2, 4), of the 2, 0/1/1.
   TensorDataset data{torch::arange(10).to(torch::kFloat).view({10, 1}), torch::arange(10)};
   DataLoader whole(data, 4, /*shuffle=*/true, 7);
-  std::vector<DataLoader> ranks;
+  std::deque<DataLoader> ranks;  // DataLoader does not move (it may own decoding threads)
   for (int r = 0; r < 3; ++r) {
     ranks.emplace_back(data, 4, true, 7);
     ranks.back().Shard(r, 3);

@@ -223,7 +223,7 @@ TEST(DistillObjective, CachedTeacherLogitsGiveTheLossOfRecomputingTheTeacher) {
   const Tensor sample = train.inputs.slice(0, 0, 16);
   DistillObjective cached(student, teacher, o, sample, kCpu, 0);
   DistillObjective live(student, teacher, o, sample, kCpu, 0);
-  cached.CacheTeacherLogits(train.inputs, 100);  // other batch boundaries than the step's
+  cached.CacheTeacherLogits(train, 100);  // other batch boundaries than the step's
   ASSERT_TRUE(cached.cached());
   EXPECT_TRUE(cached.StudentValues().empty());
   EXPECT_EQ(live.StudentValues(), std::vector<std::string>{"input"});
@@ -377,6 +377,48 @@ TEST(Distill, DivergenceGuardStopsAStudentAtChance) {
     EXPECT_NE(what.find("lower optimizer.lr or lengthen warmup_epochs (now 0)"), std::string::npos)
         << what;
   }
+}
+
+// Unlabeled training data (targets -1, as an image folder without class folders or a
+// tensor file without targets gives it): with alpha 1 the student learns from the
+// teacher's soft targets alone, the trainer reads no labels, and the teacher's top-1
+// agreement is what is reported; a hard-label weight is refused before training.
+TEST(Distill, LearnsFromTheTeacherOnUnlabeledData) {
+  const Graph teacher = TrainedConvnet();
+  const auto unlabeled = [](const TensorDataset& d) {
+    return TensorDataset{d.inputs, torch::full_like(d.targets, -1)};
+  };
+  const DatasetSplits data{unlabeled(Data().train), unlabeled(Data().validation),
+                           unlabeled(Data().test), /*labeled=*/false};
+  PassContext ctx = Context(data);
+  ctx.teachers = {{&teacher}};
+  ctx.batch_size = 32;
+  Graph student = BuildZoo("lenet5", 1);
+  ExpectError([&] { RunDistill(student, {{"epochs", 2}, {"alpha", 0.9}}, ctx); },
+              ErrorKind::kRecipe,
+              "stages[0].alpha: the training split has no labels, but alpha is 0.9 in epoch 1 "
+              "(1 - alpha weighs the hard labels); expected alpha 1 on unlabeled data");
+  const PassResult r = RunDistill(student, json::parse(R"({
+    "epochs": 4, "alpha": 1, "temperature": 4, "lr_schedule": "cosine",
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+  })"), ctx);
+  // Nothing to count accuracy against during training...
+  EXPECT_EQ(r.stats.count("train_accuracy"), 0u);
+  EXPECT_EQ(r.stats.count("val_accuracy"), 0u);
+  EXPECT_EQ(r.stats.count("teacher_val_accuracy"), 0u);
+  // ...but the student follows the teacher, and on the labeled test images it has
+  // learned the classes it never saw a label of (chance is 0.1).
+  EXPECT_GT(r.stats.at("teacher_agreement"), 0.7);
+  const double student_top1 = Evaluate(student, Data().test, 128, kCpu).top1;
+  const double teacher_top1 = Evaluate(teacher, Data().test, 128, kCpu).top1;
+  std::cout << "[ distill  ] unlabeled: lenet5 from convnet, test top-1 (512 images): teacher "
+            << teacher_top1 << ", student " << student_top1 << ", train agreement "
+            << r.stats.at("teacher_agreement") << "\n";
+  EXPECT_GT(student_top1, 0.6);
+  // Plain training has nothing to learn from here, and says so.
+  Graph plain = BuildZoo("lenet5", 1);
+  ExpectError([&] { RunPassFromJson("train", plain, {{"epochs", 1}}, ctx); }, ErrorKind::kRecipe,
+              "training data: has no labels (targets -1: unlabeled data)");
 }
 
 Graph FiveClassModel() {

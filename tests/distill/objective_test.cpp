@@ -241,8 +241,8 @@ TEST(DistillTeachers, IdenticalTeachersOfWeightsOneAndThreeGiveTheSingleTeacherL
   EXPECT_NEAR(pair.teacher_weight(0), 0.25, 1e-12);
   EXPECT_NEAR(pair.teacher_weight(1), 0.75, 1e-12);
   EXPECT_EQ(pair.num_cached(), 0);
-  pair.CacheTeacherLogits(SmallData().train.inputs, 100);
-  single.CacheTeacherLogits(SmallData().train.inputs, 100);
+  pair.CacheTeacherLogits(SmallData().train, 100);
+  single.CacheTeacherLogits(SmallData().train, 100);
   EXPECT_EQ(pair.num_cached(), 2);
   EXPECT_TRUE(pair.cached());
 
@@ -297,7 +297,7 @@ TEST(DistillTeachers, TermsReadTheTeacherTheyNameAndTheOthersAreCached) {
                              b.x, kCpu, 0);
   EXPECT_TRUE(objective.NeedsTeacherPerBatch());
   EXPECT_EQ(objective.num_adapters(), 0);
-  objective.CacheTeacherLogits(SmallData().train.inputs, 64);
+  objective.CacheTeacherLogits(SmallData().train, 64);
   EXPECT_EQ(objective.num_cached(), 1);
   EXPECT_FALSE(objective.cached());
   EXPECT_EQ(objective.StudentValues(), (std::vector<std::string>{"input", "fc1"}));
