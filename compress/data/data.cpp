@@ -151,9 +151,9 @@ void CheckDataset(const TensorDataset& dataset, const std::string& where, bool l
   if (labels && y.numel() > 0) {
     const int64_t lowest = y.min().item<int64_t>();
     if (lowest == -1) {
-      throw Error(ErrorKind::kRecipe, where + ": has no labels (targets -1: unlabeled data); "
-                                              "training with labels needs them (distill with "
-                                              "alpha 1 trains on unlabeled data)");
+      throw Error(ErrorKind::kRecipe, where + ": targets must be class indices >= 0; found -1 "
+                                              "(unlabeled data: distill with alpha 1 trains "
+                                              "without labels)");
     }
     if (lowest < 0) {
       throw Error(ErrorKind::kRecipe, where + ": targets must be class indices >= 0; found " +

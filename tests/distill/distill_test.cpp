@@ -418,7 +418,8 @@ TEST(Distill, LearnsFromTheTeacherOnUnlabeledData) {
   // Plain training has nothing to learn from here, and says so.
   Graph plain = BuildZoo("lenet5", 1);
   ExpectError([&] { RunPassFromJson("train", plain, {{"epochs", 1}}, ctx); }, ErrorKind::kRecipe,
-              "training data: has no labels (targets -1: unlabeled data)");
+              "training data: targets must be class indices >= 0; found -1 (unlabeled data: "
+              "distill with alpha 1 trains without labels)");
 }
 
 Graph FiveClassModel() {

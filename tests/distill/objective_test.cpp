@@ -318,7 +318,11 @@ TEST(DistillTeachers, TermsReadTheTeacherTheyNameAndTheOthersAreCached) {
   EXPECT_NEAR(e.hint, hint, 1e-5 * hint);
   const double kd = 0.5 * KdLoss(logits, Executor(first).Run({b.x}).at(0), 3).item<double>() +
                     0.5 * KdLoss(logits, second_logits, 3).item<double>();
-  EXPECT_NEAR(e.kd, kd, 1e-5 * kd);
+  // The first teacher's logits were cached from batches of 64 in dataset order and are
+  // recomputed here on the shuffled batch: kernels picked by batch shape differ in the
+  // last float bits, and KD (a small difference of log-probabilities) shows it (2.1e-5
+  // relative on an AVX512-VNNI Xeon; within 1e-5 on the AVX2 EPYC this was written on).
+  EXPECT_NEAR(e.kd, kd, 1e-4 * kd);
 }
 
 TEST(DistillTeachers, ErrorsNameTheTeacher) {
