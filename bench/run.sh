@@ -50,6 +50,8 @@ echo "## INT8 quantization: accuracy, ONNX Runtime and LibTorch latency FP32 vs 
 run bash bench/quant.sh "$BUILD_DIR"
 echo "## INT8 targets: portable vs full-range accuracy and ONNX Runtime latency (bench/int8_targets.sh)"
 run bash bench/int8_targets.sh "$BUILD_DIR"
+echo "## INT8 layers that do not pay in ONNX Runtime kept FP32 (bench/latency_fallback.sh)"
+run bash bench/latency_fallback.sh "$BUILD_DIR"
 echo "## QAT vs PTQ: accuracy of quantize-qat against per-tensor / per-channel PTQ (bench/qat.sh)"
 run bash bench/qat.sh "$BUILD_DIR"
 echo "## Distillation: half-width lenet5 alone vs distilled from a convnet, 3 seeds (bench/distill.sh)"

@@ -31,7 +31,7 @@ Tensor Logits(const Graph& graph, const TensorDataset& data, int64_t batch_size,
 
 }  // namespace
 
-Graph QuantTrials::Quantized(const std::set<std::string>& fp32_layers,
+Graph QuantVariants::Quantized(const std::set<std::string>& fp32_layers,
                              const std::string& reason) const {
   Graph g = prepared->Clone();
   const QdqPlan plan = PlanQdqWithout(g, full, fp32_layers, reason);
@@ -44,10 +44,32 @@ double QuantTrials::Measure(const Graph& graph) const {
   return SqnrDb(reference, Logits(graph, validation, batch_size, device));
 }
 
-std::vector<std::string> QuantTrials::LayerNames() const {
+std::vector<std::string> QuantVariants::LayerNames() const {
   std::vector<std::string> names;
   for (const auto& l : full.layers) names.push_back(prepared->nodes[l.node].name);
   return names;
+}
+
+QuantVariants PrepareVariants(const Graph& prepared, const QuantizeOptions& options,
+                              const PassContext& ctx, const std::string& pass) {
+  CheckQuantizable(prepared, ctx, pass);
+  QuantVariants v;
+  v.prepared = &prepared;
+  v.full = PlanQdq(prepared, options.layers);
+  if (v.full.layers.empty()) {
+    throw Error(ErrorKind::kRecipe, pass + ": no layer can be quantized");
+  }
+  // Calibrate every planned value itself: a subset plan may calibrate a value that the
+  // full plan shares.
+  QdqPlan every = v.full;
+  for (auto& a : every.activations) a.share.clear();
+  const CalibrationBatches batches = ContextCalibrationBatches(ctx, options.samples, nullptr);
+  v.params = Calibrate(prepared, every, batches, options.calibration, options.percentile,
+                       options.activations);
+  v.qdq.activation_type = options.activations;
+  v.qdq.per_channel = options.per_channel;
+  v.qdq.target = options.target;
+  return v;
 }
 
 QuantTrials PrepareTrials(const Graph& prepared, const QuantizeOptions& options,
@@ -60,21 +82,7 @@ QuantTrials PrepareTrials(const Graph& prepared, const QuantizeOptions& options,
                                            "(data.validation_size > 0)");
   }
   QuantTrials t;
-  t.prepared = &prepared;
-  t.full = PlanQdq(prepared, options.layers);
-  if (t.full.layers.empty()) {
-    throw Error(ErrorKind::kRecipe, pass + ": no layer can be quantized");
-  }
-  // Calibrate every planned value itself: a subset plan may calibrate a value that the
-  // full plan shares.
-  QdqPlan every = t.full;
-  for (auto& a : every.activations) a.share.clear();
-  const CalibrationBatches batches = ContextCalibrationBatches(ctx, options.samples, nullptr);
-  t.params = Calibrate(prepared, every, batches, options.calibration, options.percentile,
-                       options.activations);
-  t.qdq.activation_type = options.activations;
-  t.qdq.per_channel = options.per_channel;
-  t.qdq.target = options.target;
+  static_cast<QuantVariants&>(t) = PrepareVariants(prepared, options, ctx, pass);
   const int64_t n = eval_samples > 0 ? std::min(eval_samples, val.size()) : val.size();
   t.validation = val.Slice(0, n);
   const bool labels = t.validation.size() > 0 && HasLabels(t.validation);

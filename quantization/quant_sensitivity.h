@@ -20,31 +20,42 @@ namespace compress {
 
 enum class QuantMetric { kAuto, kTop1, kSqnr };
 
-// The graph, plan and calibration every trial starts from, and how trials are measured.
-struct QuantTrials {
+// The prepared (BN-folded) model, its full plan and a calibration that serves any
+// subset of its layers: what every trial, and quantize's latency_fallback, builds from.
+struct QuantVariants {
   const Graph* prepared = nullptr;  // BN-folded float model
   QdqPlan full;                     // every layer INT8
   std::map<std::string, AffineParams> params;  // every value of `full`, shared ones too
   QdqOptions qdq;
+
+  // The prepared model with every planned layer INT8 except `fp32_layers`.
+  Graph Quantized(const std::set<std::string>& fp32_layers, const std::string& reason) const;
+  // Names of the planned layers, in plan order.
+  std::vector<std::string> LayerNames() const;
+};
+
+// Plans `prepared` with options.layers and calibrates every planned value (shared ones
+// on their own too, so any subset plan finds its parameters) on ctx's calibration
+// batches. Throws Error(kRecipe) with `pass` when no layer can be quantized.
+QuantVariants PrepareVariants(const Graph& prepared, const QuantizeOptions& options,
+                              const PassContext& ctx, const std::string& pass);
+
+// Variants and how trials are measured.
+struct QuantTrials : QuantVariants {
   TensorDataset validation;  // the measuring subset
   bool top1 = true;          // measure validation top-1, else output SQNR (dB)
   Tensor reference;          // FP32 logits on `validation` (for SQNR)
   int64_t batch_size = 128;
   c10::Device device = c10::Device(c10::kCPU);
 
-  // The prepared model with every planned layer INT8 except `fp32_layers`.
-  Graph Quantized(const std::set<std::string>& fp32_layers, const std::string& reason) const;
   // The metric of `graph` on `validation` (top-1 as a fraction, or SQNR in dB).
   double Measure(const Graph& graph) const;
-  // Names of the planned layers, in plan order.
-  std::vector<std::string> LayerNames() const;
 };
 
-// Prepares trials: calibrates every planned value (shared ones on their own too, so any
-// subset plan finds its parameters) on ctx's calibration batches, and draws
-// `eval_samples` (0 = all) of the validation split. `metric` kAuto picks top-1 when the
-// split has labels (targets >= 0). Throws Error(kRecipe) with `pass` for an empty
-// validation split or kTop1 without labels.
+// Prepares trials: PrepareVariants, and draws `eval_samples` (0 = all) of the
+// validation split. `metric` kAuto picks top-1 when the split has labels (targets >= 0).
+// Throws Error(kRecipe) with `pass` for an empty validation split or kTop1 without
+// labels.
 QuantTrials PrepareTrials(const Graph& prepared, const QuantizeOptions& options,
                           const PassContext& ctx, int64_t eval_samples, QuantMetric metric,
                           const std::string& pass);

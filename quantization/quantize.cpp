@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <set>
 
+#include "compress/dist/dist.h"
 #include "compress/runtime/executor.h"
 #include "quantization/fold_batchnorm.h"
 #include "quantization/quant_sensitivity.h"
@@ -140,6 +143,7 @@ std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
          "accuracy-aware: most trials (0 = one per layer, plus all-INT8)");
   r.Read("eval_samples", o.eval_samples, 0, 1 << 20,
          "accuracy-aware: validation samples per trial (0 = the whole split)");
+  ReadLatencyFallbackOptions(r, o.latency);
   if (o.bias_correction && o.max_accuracy_drop >= 0) {
     r.AddProblem("bias_correction", "bias correction with max_accuracy_drop is not supported "
                                     "(each trial would need its own corrected biases)");
@@ -149,38 +153,152 @@ std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
 
 namespace {
 
+std::string Fmt(double v, int decimals, const char* unit) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v, unit);
+  return buf;
+}
+std::string Ms(double ms) { return Fmt(ms, 3, " ms"); }
+std::string Pct(double fraction) { return Fmt(100 * fraction, 1, "%"); }
+
+// The first calibration batch's rows, repeated as needed to `rows`, on the CPU: the
+// input latency_fallback times the models on.
+Tensor TimedInput(const CalibrationBatches& batches, int64_t rows) {
+  const Tensor first = batches.batch(0).detach().to(at::kCPU);
+  const Tensor index = at::arange(rows, at::TensorOptions().dtype(at::kLong)).remainder(first.size(0));
+  return first.index_select(0, index).contiguous();
+}
+
+// `scan()` on the main rank only, its result broadcast to the others (data-parallel
+// runs: timing on every rank at once would measure the ranks' contention, and every rank
+// must make the same choice); a plain run calls it.
+LatencyFallbackResult ScanOnMainRank(const PassContext& ctx,
+                                     const std::vector<std::string>& candidates,
+                                     const std::function<LatencyFallbackResult()>& scan) {
+  if (!ctx.comm || !ctx.comm->distributed()) return scan();
+  LatencyFallbackResult r;
+  if (ctx.comm->is_main()) r = scan();
+  // [int8, fp32, chosen, confirmed, rows] and per candidate [ms, saving, fp32]; the
+  // candidates are the same on every rank (same graph, same options).
+  const int64_t n = static_cast<int64_t>(candidates.size());
+  std::vector<Tensor> packed{at::zeros({5 + 3 * n}, at::kDouble)};
+  if (ctx.comm->is_main()) {
+    auto* p = packed[0].data_ptr<double>();
+    p[0] = r.int8_ms, p[1] = r.fp32_ms, p[2] = r.chosen_ms, p[3] = r.confirmed;
+    p[4] = static_cast<double>(r.trials.size());
+    for (size_t k = 0; k < r.trials.size() && static_cast<int64_t>(k) < n; ++k) {
+      p[5 + 3 * k] = r.trials[k].ms, p[6 + 3 * k] = r.trials[k].saving;
+      p[7 + 3 * k] = r.trials[k].fp32;
+    }
+  }
+  ctx.comm->Broadcast(packed, 0, "latency_fallback");
+  if (ctx.comm->is_main()) return r;
+  const Tensor cpu = packed[0].to(at::kCPU);
+  const double* p = cpu.data_ptr<double>();
+  r.int8_ms = p[0], r.fp32_ms = p[1], r.chosen_ms = p[2], r.confirmed = p[3] != 0;
+  const int64_t rows = std::min<int64_t>(n, static_cast<int64_t>(p[4]));
+  for (int64_t k = 0; k < rows; ++k) {
+    LatencyTrial t;
+    t.layer = candidates[k];
+    t.ms = p[5 + 3 * k], t.saving = p[6 + 3 * k], t.fp32 = p[7 + 3 * k] != 0;
+    if (t.fp32 && r.confirmed) r.fp32_layers.insert(t.layer);
+    r.trials.push_back(t);
+  }
+  return r;
+}
+
+// latency_fallback's scan on `variants` (with `fp32` already FP32): the layers to keep
+// FP32 as well; its rows and timings go into `result`.
+std::set<std::string> ChooseForLatency(const QuantVariants& variants,
+                                       const std::set<std::string>& fp32,
+                                       const QuantizeOptions& o, const PassContext& ctx,
+                                       const CalibrationBatches& batches, PassResult& result) {
+  const LatencyFallbackOptions& l = o.latency;
+  std::vector<std::string> candidates;
+  for (const auto& layer : variants.LayerNames()) {
+    if (!fp32.count(layer)) candidates.push_back(layer);
+  }
+  const LatencyFallbackResult r = ScanOnMainRank(ctx, candidates, [&] {
+    return LatencyFallback(variants, fp32, l.min_saving,
+                           OrtLatencyMeasure(l, TimedInput(batches, l.batch)));
+  });
+  result.latency_trials = r.trials;
+  result.stats["ort_int8_ms"] = r.int8_ms;
+  result.stats["ort_fp32_ms"] = r.fp32_ms;
+  result.stats["ort_chosen_ms"] = r.chosen_ms;
+  result.stats["layers_fp32_for_latency"] = static_cast<double>(r.fp32_layers.size());
+  result.stats["latency_confirmed"] = r.confirmed ? 1 : 0;
+  std::string outcome;
+  for (const auto& layer : r.fp32_layers) outcome += (outcome.empty() ? "" : ", ") + layer;
+  if (!outcome.empty()) {
+    outcome = "kept FP32: " + outcome + " (" + Ms(r.chosen_ms) + ")";
+  } else if (std::any_of(r.trials.begin(), r.trials.end(),
+                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; })) {
+    outcome = "the scan's savings did not hold up side by side; every layer stays INT8";
+  } else {
+    outcome = "no layer saves " + Pct(l.min_saving) + " in FP32; every layer stays INT8";
+  }
+  ctx.log("quantize: latency_fallback (ONNX Runtime, batch " + std::to_string(l.batch) + ", " +
+          std::to_string(l.threads) + " thread(s)): all INT8 " + Ms(r.int8_ms) + ", FP32 " +
+          Ms(r.fp32_ms) + "; " + outcome);
+  return r.fp32_layers;
+}
+
 // The layers to quantize and their activation parameters. Accuracy-aware mode runs its
-// trials (quantization/quant_sensitivity.h) and keeps the FP32 layers it chose; every
-// trial goes into `result`.
+// trials (quantization/quant_sensitivity.h) and keeps the FP32 layers it chose, then
+// latency_fallback its scan; every trial goes into `result`.
 QdqPlan ChoosePlan(Graph& graph, const QuantizeOptions& o, const PassContext& ctx,
                    const CalibrationBatches& batches, PassResult& result,
                    std::map<std::string, AffineParams>* params) {
-  if (o.max_accuracy_drop < 0) {
+  if (o.max_accuracy_drop < 0 && !o.latency.enabled) {
     QdqPlan plan = PlanQdq(graph, o.layers);
     *params = Calibrate(graph, plan, batches, o.calibration, o.percentile, o.activations);
     return plan;
   }
-  const QuantTrials trials =
-      PrepareTrials(graph, o, ctx, o.eval_samples, QuantMetric::kTop1, "quantize");
-  const double fp32 = trials.Measure(graph);
-  const int64_t max_trials =
-      o.max_trials > 0 ? o.max_trials : static_cast<int64_t>(trials.full.layers.size()) + 1;
-  const std::set<std::string> fp32_layers =
-      AccuracyAwareFallback(trials, fp32, o.max_accuracy_drop, max_trials, &result.fallback_trials);
-  result.quant_metric = "val_top1";
-  result.stats["fp32_val_top1"] = fp32;
-  double chosen = result.fallback_trials.front().metric;
-  for (const auto& t : result.fallback_trials) {
-    if (std::set<std::string>(t.fp32_layers.begin(), t.fp32_layers.end()) == fp32_layers) {
-      chosen = t.metric;
+  QuantVariants variants;
+  std::set<std::string> fp32_layers;
+  if (o.max_accuracy_drop >= 0) {
+    const QuantTrials trials =
+        PrepareTrials(graph, o, ctx, o.eval_samples, QuantMetric::kTop1, "quantize");
+    const double fp32 = trials.Measure(graph);
+    const int64_t max_trials =
+        o.max_trials > 0 ? o.max_trials : static_cast<int64_t>(trials.full.layers.size()) + 1;
+    fp32_layers = AccuracyAwareFallback(trials, fp32, o.max_accuracy_drop, max_trials,
+                                        &result.fallback_trials);
+    result.quant_metric = "val_top1";
+    result.stats["fp32_val_top1"] = fp32;
+    double chosen = result.fallback_trials.front().metric;
+    for (const auto& t : result.fallback_trials) {
+      if (std::set<std::string>(t.fp32_layers.begin(), t.fp32_layers.end()) == fp32_layers) {
+        chosen = t.metric;
+      }
+    }
+    result.stats["int8_val_top1"] = chosen;
+    result.stats["layers_kept_fp32"] = static_cast<double>(fp32_layers.size());
+    result.stats["accuracy_target_met"] = fp32 - chosen <= o.max_accuracy_drop ? 1 : 0;
+    variants = trials;
+  } else {
+    variants = PrepareVariants(graph, o, ctx, "quantize");
+  }
+  std::set<std::string> for_latency;
+  if (o.latency.enabled) {
+    for_latency = ChooseForLatency(variants, fp32_layers, o, ctx, batches, result);
+  }
+  *params = variants.params;
+  std::set<std::string> all = fp32_layers;
+  all.insert(for_latency.begin(), for_latency.end());
+  QdqPlan plan = PlanQdqWithout(graph, variants.full, all,
+                                "kept FP32 by accuracy-aware quantization (max_accuracy_drop)");
+  for (auto& skipped : plan.skipped) {
+    if (!for_latency.count(skipped.layer)) continue;
+    for (const auto& t : result.latency_trials) {
+      if (t.layer == skipped.layer) {
+        skipped.reason = "kept FP32 by latency_fallback: the model runs " + Pct(t.saving) +
+                         " faster in ONNX Runtime with it FP32";
+      }
     }
   }
-  result.stats["int8_val_top1"] = chosen;
-  result.stats["layers_kept_fp32"] = static_cast<double>(fp32_layers.size());
-  result.stats["accuracy_target_met"] = fp32 - chosen <= o.max_accuracy_drop ? 1 : 0;
-  *params = trials.params;
-  return PlanQdqWithout(graph, trials.full, fp32_layers,
-                        "kept FP32 by accuracy-aware quantization (max_accuracy_drop)");
+  return plan;
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "compress/pass/options.h"
 #include "compress/pass/pass.h"
 #include "compress/pass/layer_select.h"
+#include "quantization/latency_fallback.h"
 #include "quantization/qdq.h"
 #include "quantization/quant_math.h"
 
@@ -39,6 +40,9 @@ struct QuantizeOptions {
   double max_accuracy_drop = -1;
   int64_t max_trials = 0;
   int64_t eval_samples = 0;  // validation samples per trial; 0 = the whole split
+  // Layers whose INT8 form is slower in ONNX Runtime stay FP32 (after the accuracy-aware
+  // mode's choice, when both are on); quantization/latency_fallback.h.
+  LatencyFallbackOptions latency;
 };
 
 // Declares the PTQ options (calibration, activations, weights, fold_batchnorm, target,

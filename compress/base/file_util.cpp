@@ -1,10 +1,11 @@
-// Atomic file writes: a temporary beside the target, fsync, rename.
+// Atomic file writes (a temporary beside the target, fsync, rename); temporary folders.
 #include "compress/base/file_util.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -40,6 +41,20 @@ void WriteFileAtomic(const std::string& path, const std::string& content) {
   }
   if (::close(fd) != 0) fail(errno, true);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(errno, true);
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    throw Error(ErrorKind::kIo, "cannot create a temporary folder " + pattern + ": " +
+                                    std::strerror(errno));
+  }
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace compress

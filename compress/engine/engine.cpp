@@ -299,6 +299,7 @@ void RunStage(StageSpec& stage, Graph& work, PassContext& ctx, StageReport& sr) 
     sr.quant_metric = r.quant_metric;
     sr.quant_sensitivity = r.quant_sensitivity;
     sr.fallback_trials = r.fallback_trials;
+    sr.latency_trials = r.latency_trials;
     sr.metrics = r.metrics;
   } catch (const Interrupted&) {
     throw;  // not the stage's failure

@@ -11,7 +11,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/base/file_util.h"
+
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -85,29 +89,6 @@ std::optional<at::ScalarType> DtypeFromOrt(const std::string& s) {
   }
   return std::nullopt;
 }
-
-// A private folder under $TMPDIR, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mcompress-ort-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      throw Error(ErrorKind::kIo, "cannot create a temporary folder " + pattern + ": " +
-                                      std::strerror(errno));
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void WriteBytes(const fs::path& p, const void* data, size_t size) {
   std::ofstream out(p, std::ios::binary);
@@ -199,60 +180,110 @@ std::string OrtScriptDir() {
   return env && *env ? env : MCOMPRESS_ORT_DIR_DEFAULT;
 }
 
-OrtRun RunOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
-              const OrtOptions& options) {
-  // Step 1: find node, the script and onnxruntime-node.
-  const std::string dir = OrtScriptDir();
-  const fs::path script = fs::path(dir) / "run_model.js";
-  if (!fs::exists(script)) throw Error(ErrorKind::kUnsupported, MissingRuntime(dir, script.string() + " is missing"));
-  if (!fs::exists(fs::path(dir) / "node_modules" / "onnxruntime-node" / "package.json")) {
-    throw Error(ErrorKind::kUnsupported, MissingRuntime(dir, "onnxruntime-node is not installed"));
+namespace {
+
+// node and a script of the runtime folder (OrtScriptDir), checked to be there.
+struct NodeScript {
+  std::string dir;     // the script folder
+  std::string script;  // path of the script
+  std::string node;    // the node binary: MCOMPRESS_NODE, else `node` on PATH
+  bool search_path = true;
+};
+
+NodeScript FindNodeScript(const std::string& name) {
+  NodeScript ns;
+  ns.dir = OrtScriptDir();
+  ns.script = (fs::path(ns.dir) / name).string();
+  if (!fs::exists(ns.script)) {
+    throw Error(ErrorKind::kUnsupported, MissingRuntime(ns.dir, ns.script + " is missing"));
   }
-  if (!fs::exists(model_path)) {
-    throw Error(ErrorKind::kIo, "cannot read " + model_path + ": No such file or directory");
+  if (!fs::exists(fs::path(ns.dir) / "node_modules" / "onnxruntime-node" / "package.json")) {
+    throw Error(ErrorKind::kUnsupported, MissingRuntime(ns.dir, "onnxruntime-node is not installed"));
   }
   const char* node_env = std::getenv("MCOMPRESS_NODE");
-  const bool search_path = !(node_env && *node_env);
-  const std::string node = search_path ? "node" : node_env;
+  ns.search_path = !(node_env && *node_env);
+  ns.node = ns.search_path ? "node" : node_env;
+  return ns;
+}
 
-  // Step 2: inputs to a private folder; run.
-  TempDir tmp;
-  const fs::path manifest = WriteInputs(tmp.path(), inputs);
-  const fs::path out_dir = tmp.path() / "out";
-  std::vector<std::string> argv = {node, script.string(), fs::absolute(model_path).string(),
-                                   manifest.string(), out_dir.string(),
-                                   "--threads", std::to_string(options.threads),
-                                   "--opt", options.graph_optimization_level};
-  if (options.bench_runs > 0) {
-    argv.insert(argv.end(), {"--bench", std::to_string(options.bench_runs), "--warmup",
-                             std::to_string(options.bench_warmup)});
-  }
-  if (!options.optimized_model_path.empty()) {
-    argv.insert(argv.end(),
-                {"--optimized", fs::absolute(options.optimized_model_path).string()});
-  }
-  const int status = Spawn(argv, search_path, tmp.path() / "stdout.txt",
-                           tmp.path() / "stderr.txt", dir);
-
-  // Step 3: failures carry ONNX Runtime's own message, on one line.
+// Runs `node script args...` with its output in `tmp`; a failure throws with the
+// script's own message on one line (`what` names the model(s) when it has none).
+void RunNodeScript(const NodeScript& ns, const std::vector<std::string>& args,
+                   const TempDir& tmp, const std::string& what) {
+  std::vector<std::string> argv = {ns.node, ns.script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int status = Spawn(argv, ns.search_path, tmp.path() / "stdout.txt",
+                           tmp.path() / "stderr.txt", ns.dir);
   const std::string err = OneLine(ReadAll(tmp.path() / "stderr.txt"));
   if (!WIFEXITED(status)) {
     throw Error(ErrorKind::kUnsupported,
                 "ONNX Runtime crashed (signal " + std::to_string(WTERMSIG(status)) + ") running " +
-                    model_path + (err.empty() ? "" : ": " + err));
+                    what + (err.empty() ? "" : ": " + err));
   }
   switch (WEXITSTATUS(status)) {
-    case 0: break;
-    case 3: throw Error(ErrorKind::kUnsupported, MissingRuntime(dir, err));
-    case 127: throw Error(ErrorKind::kUnsupported, MissingRuntime(dir, node + " exited 127: " + err));
+    case 0: return;
+    case 3: throw Error(ErrorKind::kUnsupported, MissingRuntime(ns.dir, err));
+    case 127:
+      throw Error(ErrorKind::kUnsupported, MissingRuntime(ns.dir, ns.node + " exited 127: " + err));
     default:
       throw Error(ErrorKind::kUnsupported,
-                  err.empty() ? "ONNX Runtime failed on " + model_path + " (exit " +
+                  err.empty() ? "ONNX Runtime failed on " + what + " (exit " +
                                     std::to_string(WEXITSTATUS(status)) + ")"
                               : err);
   }
+}
 
-  // Step 4: outputs.
+void CheckModelExists(const std::string& model_path) {
+  if (!fs::exists(model_path)) {
+    throw Error(ErrorKind::kIo, "cannot read " + model_path + ": No such file or directory");
+  }
+}
+
+// The summary of per-run latencies (milliseconds, in run order).
+OrtLatency Summarize(std::vector<double> ms, int warmup) {
+  OrtLatency l;
+  l.runs = static_cast<int>(ms.size());
+  l.warmup = warmup;
+  l.latencies_ms = ms;
+  if (ms.empty()) return l;
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  l.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  double sum = 0;
+  for (double v : ms) sum += v;
+  l.mean_ms = sum / static_cast<double>(n);
+  l.min_ms = ms.front();
+  l.max_ms = ms.back();
+  l.p90_ms = ms[std::min(n - 1, static_cast<size_t>(std::ceil(0.9 * static_cast<double>(n))) - 1)];
+  return l;
+}
+
+}  // namespace
+
+OrtRun RunOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
+              const OrtOptions& options) {
+  // Step 1: find node, the script and onnxruntime-node.
+  const NodeScript ns = FindNodeScript("run_model.js");
+  CheckModelExists(model_path);
+
+  // Step 2: inputs to a private folder; run. Failures carry ONNX Runtime's own message.
+  TempDir tmp("mcompress-ort");
+  const fs::path manifest = WriteInputs(tmp.path(), inputs);
+  const fs::path out_dir = tmp.path() / "out";
+  std::vector<std::string> args = {fs::absolute(model_path).string(), manifest.string(),
+                                   out_dir.string(), "--threads", std::to_string(options.threads),
+                                   "--opt", options.graph_optimization_level};
+  if (options.bench_runs > 0) {
+    args.insert(args.end(), {"--bench", std::to_string(options.bench_runs), "--warmup",
+                             std::to_string(options.bench_warmup)});
+  }
+  if (!options.optimized_model_path.empty()) {
+    args.insert(args.end(),
+                {"--optimized", fs::absolute(options.optimized_model_path).string()});
+  }
+  RunNodeScript(ns, args, tmp, model_path);
+
+  // Step 3: outputs.
   OrtRun run;
   nlohmann::json result;
   try {
@@ -284,6 +315,51 @@ OrtRun RunOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
 std::vector<Tensor> RunInOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
                              const OrtOptions& options) {
   return RunOrt(model_path, inputs, options).outputs;
+}
+
+OrtLatencyComparison CompareOrtLatency(const std::vector<std::string>& model_paths,
+                                       const std::vector<Tensor>& inputs,
+                                       const OrtLatencyOptions& options) {
+  if (model_paths.empty()) return {};
+  if (options.threads < 1 || options.rounds < 1 || options.runs < 1 || options.warmup < 0) {
+    throw Error(ErrorKind::kInternal, "CompareOrtLatency: threads, rounds and runs must be >= 1, "
+                                      "warmup >= 0");
+  }
+  const NodeScript ns = FindNodeScript("latency.js");
+  for (const auto& p : model_paths) CheckModelExists(p);
+  TempDir tmp("mcompress-ort");
+  const fs::path manifest = WriteInputs(tmp.path(), inputs);
+  const fs::path out = tmp.path() / "latency.json";
+  std::vector<std::string> args = {manifest.string(), out.string(),
+                                   "--threads", std::to_string(options.threads),
+                                   "--rounds", std::to_string(options.rounds),
+                                   "--runs", std::to_string(options.runs),
+                                   "--warmup", std::to_string(options.warmup)};
+  std::string what;
+  for (const auto& p : model_paths) {
+    args.push_back(fs::absolute(p).string());
+    what += (what.empty() ? "" : ", ") + p;
+  }
+  RunNodeScript(ns, args, tmp, what);
+  OrtLatencyComparison result;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ReadAll(out));
+    result.ort_version = j.value("ort_version", "");
+    const auto& models = j.at("models");
+    if (models.size() != model_paths.size()) {
+      throw Error(ErrorKind::kIo, out.string() + ": " + std::to_string(models.size()) +
+                                      " models timed, " + std::to_string(model_paths.size()) +
+                                      " given");
+    }
+    for (const auto& m : models) {
+      result.models.push_back(
+          Summarize(m.at("latencies_ms").get<std::vector<double>>(), options.warmup));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorKind::kIo, "cannot read ONNX Runtime's latencies (" + out.string() +
+                                    "): " + e.what());
+  }
+  return result;
 }
 
 }  // namespace compress

@@ -51,7 +51,28 @@ OrtRun RunOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
 std::vector<Tensor> RunInOrt(const std::string& model_path, const std::vector<Tensor>& inputs,
                              const OrtOptions& options = {});
 
-// The folder holding run_model.js and node_modules/ (see RunOrt).
+// How CompareOrtLatency times its models.
+struct OrtLatencyOptions {
+  int threads = 1;  // ORT intra-op threads
+  int rounds = 5;   // rounds over all models, their order rotating each round
+  int runs = 20;    // timed runs of each model per round
+  int warmup = 5;   // untimed runs of each model before the first round
+};
+
+struct OrtLatencyComparison {
+  std::string ort_version;
+  std::vector<OrtLatency> models;  // per model, in the order given: rounds × runs latencies
+};
+
+// Times every model of `model_paths` on the same `inputs` in one ONNX Runtime process
+// (tools/ort/latency.js, graph optimizations "all"): all sessions are created and warmed
+// up, then each round times every model `runs` times, the order rotating, so that the
+// models share the machine's conditions. Compare medians. Errors as RunOrt's.
+OrtLatencyComparison CompareOrtLatency(const std::vector<std::string>& model_paths,
+                                       const std::vector<Tensor>& inputs,
+                                       const OrtLatencyOptions& options = {});
+
+// The folder holding run_model.js, latency.js and node_modules/ (see RunOrt).
 std::string OrtScriptDir();
 
 }  // namespace compress

@@ -62,6 +62,7 @@ struct PassResult {
   std::string quant_metric;
   std::vector<QuantSensitivityRow> quant_sensitivity;
   std::vector<FallbackTrial> fallback_trials;
+  std::vector<LatencyTrial> latency_trials;  // quantize's latency_fallback scan
   // Metrics the pass measured itself (the evaluate pass); NaN when not measured.
   Metrics metrics;
 };

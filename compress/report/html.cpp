@@ -25,6 +25,7 @@ using report_detail::LayersTable;
 using report_detail::RunTable;
 using report_detail::ScatterChart;
 using report_detail::FallbackTable;
+using report_detail::LatencyTrialTable;
 using report_detail::QuantSensitivityTable;
 using report_detail::QuantSensitivityChart;
 using report_detail::SensitivityTable;
@@ -87,6 +88,7 @@ std::string RenderHtml(const Report& r) {
       os << QuantSensitivityChart(s) << HtmlTable(QuantSensitivityTable(s));
     }
     if (!s.fallback_trials.empty()) os << HtmlTable(FallbackTable(s));
+    if (!s.latency_trials.empty()) os << HtmlTable(LatencyTrialTable(s));
   }
   if (!any) os << "<p class=\"muted\">No pass statistics.</p>\n";
   os << "<h2>Acceptance</h2>\n";

@@ -21,6 +21,7 @@ using report_detail::MdCell;
 using report_detail::MdTable;
 using report_detail::RunTable;
 using report_detail::FallbackTable;
+using report_detail::LatencyTrialTable;
 using report_detail::QuantSensitivityTable;
 using report_detail::SensitivityTable;
 using report_detail::SkippedTable;
@@ -56,6 +57,7 @@ std::string RenderMarkdown(const Report& r) {
     if (!s.sensitivity.empty()) os << MdTable(SensitivityTable(s)) << "\n";
     if (!s.quant_sensitivity.empty()) os << MdTable(QuantSensitivityTable(s)) << "\n";
     if (!s.fallback_trials.empty()) os << MdTable(FallbackTable(s)) << "\n";
+    if (!s.latency_trials.empty()) os << MdTable(LatencyTrialTable(s)) << "\n";
   }
   if (!any) os << "No pass statistics.\n\n";
   os << "## Acceptance\n\n";

@@ -90,6 +90,16 @@ struct FallbackTrial {
   bool met = false;  // the target held
 };
 
+// One layer of quantize's latency_fallback scan: the median ONNX Runtime latency of the
+// model with every other layer as chosen and this one FP32, its saving against the
+// model with all of them INT8 (a fraction; negative: slower), and whether it stays FP32.
+struct LatencyTrial {
+  std::string layer;
+  double ms = std::numeric_limits<double>::quiet_NaN();
+  double saving = std::numeric_limits<double>::quiet_NaN();
+  bool fp32 = false;
+};
+
 struct StageReport {
   int index = -1;           // -1 for the baseline, else position in recipe stages
   std::string pass;         // "baseline" for the baseline row
@@ -106,6 +116,7 @@ struct StageReport {
   std::string quant_metric;
   std::vector<QuantSensitivityRow> quant_sensitivity;
   std::vector<FallbackTrial> fallback_trials;
+  std::vector<LatencyTrial> latency_trials;  // quantize's latency_fallback; usually empty
 };
 
 struct ExportReport {

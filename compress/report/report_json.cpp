@@ -113,6 +113,18 @@ OJson StageJson(const StageReport& s) {
     }
     j["fallback_trials"] = rows;
   }
+  if (!s.latency_trials.empty()) {
+    OJson rows = OJson::array();
+    for (const auto& trial : s.latency_trials) {
+      OJson rj;
+      rj["layer"] = trial.layer;
+      rj["ms"] = NumberJson(trial.ms);
+      rj["saving"] = NumberJson(trial.saving);
+      rj["fp32"] = trial.fp32;
+      rows.push_back(rj);
+    }
+    j["latency_trials"] = rows;
+  }
   return j;
 }
 
@@ -326,7 +338,8 @@ SizeStats ReadSize(const Reader& rd, const Json& obj, const std::string& path) {
   return s;
 }
 
-// The optional quant_metric / quant_sensitivity / fallback_trials of a stage.
+// The optional quant_metric / quant_sensitivity / fallback_trials / latency_trials of a
+// stage.
 void ReadQuantTables(const Reader& rd, const Json& obj, const std::string& path, StageReport& s) {
   if (obj.contains("quant_metric")) s.quant_metric = rd.String(obj, path, "quant_metric");
   if (obj.contains("quant_sensitivity")) {
@@ -356,6 +369,19 @@ void ReadQuantTables(const Reader& rd, const Json& obj, const std::string& path,
       trial.metric = rd.Number(rows[i], p, "metric");
       trial.met = rd.Bool(rows[i], p, "met");
       s.fallback_trials.push_back(trial);
+    }
+  }
+  if (obj.contains("latency_trials")) {
+    const Json& rows = rd.Array(obj, path, "latency_trials");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::string p = Index(path, "latency_trials", i);
+      rd.Expect(rows[i], p, rows[i].is_object(), "object");
+      LatencyTrial trial;
+      trial.layer = rd.String(rows[i], p, "layer");
+      trial.ms = rd.Number(rows[i], p, "ms");
+      trial.saving = rd.Number(rows[i], p, "saving");
+      trial.fp32 = rd.Bool(rows[i], p, "fp32");
+      s.latency_trials.push_back(trial);
     }
   }
 }

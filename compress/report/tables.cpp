@@ -326,7 +326,8 @@ std::string StageTitle(const StageReport& s) {
 
 bool HasStatsOrSkips(const StageReport& s) {
   return !s.stats.empty() || !s.skipped.empty() || !s.sensitivity.empty() ||
-         !s.quant_sensitivity.empty() || !s.fallback_trials.empty();
+         !s.quant_sensitivity.empty() || !s.fallback_trials.empty() ||
+         !s.latency_trials.empty();
 }
 
 namespace {
@@ -361,6 +362,17 @@ Table FallbackTable(const StageReport& s) {
     for (const auto& l : trial.fp32_layers) layers += (layers.empty() ? "" : ", ") + l;
     t.rows.push_back({std::to_string(i), layers.empty() ? kDash : layers,
                       QuantMetricCell(s, trial.metric), trial.met ? "yes" : "no"});
+  }
+  return t;
+}
+
+Table LatencyTrialTable(const StageReport& s) {
+  Table t{{"layer", "ONNX Runtime ms, this layer FP32", "saving vs all INT8 %", "kept FP32"},
+          "lrrl", {}};
+  for (const auto& trial : s.latency_trials) {
+    t.rows.push_back({trial.layer, std::isnan(trial.ms) ? kDash : Fixed(trial.ms, 3),
+                      std::isnan(trial.saving) ? kDash : Percent(trial.saving, 1),
+                      trial.fp32 ? "yes" : "no"});
   }
   return t;
 }

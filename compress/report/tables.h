@@ -61,6 +61,8 @@ Table SensitivityTable(const StageReport& s);
 // quantize-sensitivity's scan and accuracy-aware quantization's trials.
 Table QuantSensitivityTable(const StageReport& s);
 Table FallbackTable(const StageReport& s);
+// quantize's latency_fallback scan.
+Table LatencyTrialTable(const StageReport& s);
 Table StatsTable(const StageReport& s);
 Table SkippedTable(const StageReport& s);
 

@@ -272,6 +272,37 @@ TEST_F(Ort, TamperedWeightFailsNamingTheOutput) {
               "output 'logits' differs (mcompress vs ONNX Runtime) at [");
 }
 
+// CompareOrtLatency times every model in one process, rounds × runs each, in order.
+TEST_F(Ort, CompareOrtLatencyTimesEachModelSideBySide) {
+  Graph small = Zoo("lenet5");
+  Graph big = Zoo("convnet");
+  const std::string a = Path("small.onnx"), b = Path("big.onnx");
+  SaveOnnx(small, a);
+  SaveOnnx(big, b);
+  OrtLatencyOptions o;
+  o.rounds = 3;
+  o.runs = 4;
+  o.warmup = 1;
+  const OrtLatencyComparison c = CompareOrtLatency({a, b, a}, {Images(8)}, o);
+  EXPECT_FALSE(c.ort_version.empty());
+  ASSERT_EQ(c.models.size(), 3u);
+  for (const OrtLatency& m : c.models) {
+    EXPECT_EQ(m.runs, 12);
+    ASSERT_EQ(m.latencies_ms.size(), 12u);
+    EXPECT_GT(m.min_ms, 0);
+    EXPECT_LE(m.min_ms, m.median_ms);
+    EXPECT_LE(m.median_ms, m.max_ms);
+    EXPECT_LE(m.median_ms, m.p90_ms);
+  }
+  std::printf("[ ort ] side by side, batch 8: lenet5 %.3f ms, convnet %.3f ms, lenet5 %.3f ms\n",
+              c.models[0].median_ms, c.models[1].median_ms, c.models[2].median_ms);
+  ExpectError([&] { CompareOrtLatency({a, Path("missing.onnx")}, {Images(8)}, o); },
+              ErrorKind::kIo, "missing.onnx: No such file or directory");
+  // A model ONNX Runtime cannot run on the input is its own one-line error.
+  ExpectError([&] { CompareOrtLatency({a}, {at::zeros({2, 3}, at::kFloat)}, o); },
+              ErrorKind::kUnsupported, "ONNX Runtime failed to run");
+}
+
 TEST_F(Ort, MissingNodeOrOrtIsAClearError) {
   Graph g = Zoo("lenet5");
   const std::string file = Path("m.onnx");

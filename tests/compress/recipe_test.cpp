@@ -145,6 +145,12 @@ const Malformed kMalformed[] = {
      "stages[0].augment.horizontal_flip: value 2 is out of range; expected 0 <= value <= 1"},
     {"AugmentUnknownKey", [](json& j) { j["stages"][0]["augment"]["hflip"] = 0.5; },
      "stages[0].augment.hflip: unknown option"},
+    {"LatencyFallbackBatchZero",
+     [](json& j) { j["stages"][1] = {{"pass", "quantize"}, {"latency_fallback", {{"batch", 0}}}}; },
+     "stages[1].latency_fallback.batch: value 0 is out of range; expected 1 <= value <= 4096"},
+    {"LatencyFallbackUnknownKey",
+     [](json& j) { j["stages"][1] = {{"pass", "quantize"}, {"latency_fallback", {{"run", 3}}}}; },
+     "stages[1].latency_fallback.run: unknown option (did you mean \"runs\"?)"},
     {"NesterovWithoutMomentum",
      [](json& j) {
        j["stages"][0]["optimizer"]["momentum"] = 0;

@@ -1,0 +1,62 @@
+// quantize's `latency_fallback`: layers whose INT8 form is slower in ONNX Runtime than
+// their FP32 form stay FP32. INT8 does not pay everywhere: a first conv over one input
+// channel, or layers so small that the Quantize/Dequantize around them cost more than the
+// integer kernel saves (bench/RESULTS.md: lenet5's INT8 QDQ file runs 0.27x as fast as
+// FP32 at batch 32). Whether it pays is a property of the runtime and the CPU, so it is
+// measured, not modelled: the all-INT8 model and, for each layer, the model with that
+// layer FP32 are exported and timed side by side in one ONNX Runtime process; the layers
+// whose return to FP32 saves at least `min_saving` of the all-INT8 latency stay FP32, if
+// a final side-by-side run of the chosen model against the all-INT8 one confirms the
+// saving (else every layer stays INT8). Layers are judged one at a time against the same
+// all-INT8 model, so savings that need two layers back in FP32 together (a Q/DQ pair
+// between them disappearing) are not found.
+#pragma once
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "compress/ir/graph.h"
+#include "compress/pass/options.h"
+#include "compress/report/report.h"
+
+namespace compress {
+
+struct QuantVariants;  // quantization/quant_sensitivity.h (which includes quantize.h)
+
+struct LatencyFallbackOptions {
+  bool enabled = false;  // the recipe names "latency_fallback"
+  int64_t batch = 32;    // rows of the timed input (calibration samples, repeated as needed)
+  int64_t threads = 1;   // ONNX Runtime intra-op threads: the deployment's
+  int64_t rounds = 5;    // side-by-side rounds (CompareOrtLatency)
+  int64_t runs = 20;     // timed runs per model and round
+  int64_t warmup = 5;
+  double min_saving = 0.05;  // a layer stays FP32 when that saves this share of the latency
+};
+
+// Reads the `latency_fallback` object of quantize's options (enabled when present).
+void ReadLatencyFallbackOptions(OptionReader& r, LatencyFallbackOptions& o);
+
+// Median latency in ms of each model, measured side by side (same order).
+using LatencyMeasure = std::function<std::vector<double>(const std::vector<const Graph*>& models)>;
+
+// Exports each model to a temporary ONNX file and times them with CompareOrtLatency on
+// `input` (one batch, on the CPU), with `o`'s threads, rounds, runs and warm-up.
+LatencyMeasure OrtLatencyMeasure(const LatencyFallbackOptions& o, const Tensor& input);
+
+struct LatencyFallbackResult {
+  std::set<std::string> fp32_layers;  // the layers to keep FP32 for latency (new ones only)
+  std::vector<LatencyTrial> trials;   // one per candidate layer, plan order
+  // From the confirming comparison when one ran, else from the scan: medians in ms.
+  double int8_ms = 0, fp32_ms = 0, chosen_ms = 0;
+  bool confirmed = false;  // a layer was chosen and the confirming run showed the saving
+};
+
+// The scan and decision described above, over the layers of `variants` not already in
+// `fp32` (which stay FP32 in every model timed). `measure` times the models.
+LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
+                                      const std::set<std::string>& fp32, double min_saving,
+                                      const LatencyMeasure& measure);
+
+}  // namespace compress
