@@ -399,6 +399,35 @@ TEST(DataParallel, PruningMasksHoldAndStayIdenticalOnEveryRank) {
   }
 }
 
+// quantize's latency_fallback in a data-parallel run: rank 0 times the models in ONNX
+// Runtime and broadcasts its choice, so both ranks end with the same layers INT8 and the
+// same rows, down to the bits of every latency (two ranks timing on their own would
+// differ in the last digits, and could choose differently).
+TEST(DataParallel, LatencyFallbackIsRankZerosChoiceOnEveryRank) {
+  torch::set_num_threads(1);
+  const DatasetSplits& data = testing_util::FashionMnistSubset(512, 64, 64);
+  const auto ranks = RunRanks(2, "latency", [&](Communicator& comm) {
+    PassContext ctx = testing_util::SplitsContext(data, 32, 64);
+    ctx.comm = std::shared_ptr<Communicator>(&comm, [](Communicator*) {});
+    Graph g = BuildZoo("lenet5", 3);
+    const PassResult r = testing_util::RunPassFromJson(
+        "quantize", g, {{"latency_fallback", {{"batch", 8}, {"rounds", 2}, {"runs", 3}}}}, ctx);
+    std::vector<double> rows;
+    for (const auto& t : r.latency_trials) rows.insert(rows.end(), {t.ms, t.saving, t.fp32 ? 1.0 : 0.0});
+    rows.push_back(r.stats.at("ort_int8_ms"));
+    rows.push_back(r.stats.at("layers_quantized"));
+    int64_t dq = 0;
+    for (const auto& node : g.nodes) dq += node.op_type == "DequantizeLinear";
+    rows.push_back(static_cast<double>(dq));
+    return std::vector<Tensor>{torch::tensor(rows, torch::kDouble)};
+  });
+  ASSERT_EQ(ranks[0].size(), 1u);
+  ASSERT_EQ(ranks[1].size(), 1u);
+  EXPECT_GE(ranks[0][0].numel(), 3 * 5 + 3);  // a row per lenet5 layer, then the stats
+  EXPECT_TRUE(torch::equal(ranks[0][0], ranks[1][0]))
+      << ranks[0][0] << "\n" << ranks[1][0];
+}
+
 // Rank 1 stops after its 5th step (killed, or frozen as a hung process would be);
 // rank 0 must fail with a distributed error, and within the time given.
 void ExpectPeerLossStopsRankZero(int signal_to_self, double timeout_s, double limit_s) {
