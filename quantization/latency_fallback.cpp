@@ -75,47 +75,62 @@ LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
                                       const std::set<std::string>& fp32, double min_saving,
                                       const LatencyMeasure& measure) {
   LatencyFallbackResult result;
-  std::vector<std::string> candidates;
-  for (const auto& layer : variants.LayerNames()) {
-    if (!fp32.count(layer)) candidates.push_back(layer);
-  }
-  if (candidates.empty()) return result;
-
-  // The scan: all-INT8 (but `fp32`), each candidate back in FP32, and the float model.
   const std::string reason = "latency_fallback trial";
-  std::vector<Graph> models;
-  models.reserve(candidates.size() + 1);
-  models.push_back(variants.Quantized(fp32, reason));
-  for (const auto& layer : candidates) {
-    std::set<std::string> with = fp32;
-    with.insert(layer);
-    models.push_back(variants.Quantized(with, reason));
-  }
-  std::vector<const Graph*> timed;
-  for (const auto& m : models) timed.push_back(&m);
-  timed.push_back(variants.prepared);
-  const std::vector<double> ms = MeasureChecked(measure, timed);
-  result.int8_ms = ms.front();
-  result.fp32_ms = ms.back();
-  result.chosen_ms = result.int8_ms;
+  const Graph all_int8 = variants.Quantized(fp32, reason);
+  std::set<std::string> current = fp32;  // FP32 in the model each scan starts from
   std::set<std::string> chosen;
-  for (size_t k = 0; k < candidates.size(); ++k) {
-    LatencyTrial t;
-    t.layer = candidates[k];
-    t.ms = ms[k + 1];
-    t.saving = Saving(result.int8_ms, t.ms);
-    t.fp32 = t.saving >= min_saving;
-    if (t.fp32) chosen.insert(t.layer);
-    result.trials.push_back(t);
+  // Greedy: each scan times the current model, each remaining layer back in FP32, and
+  // the float model side by side; the layer saving most goes to FP32 if it saves
+  // min_saving, and the next scan starts from there (a layer may pay in FP32 only once
+  // its neighbour is: their Q/DQ pair disappears). The last INT8 layer stays INT8: a
+  // quantize stage yields a quantized model (the stats show when FP32 is faster still).
+  for (int64_t step = 0;; ++step) {
+    std::vector<std::string> candidates;
+    for (const auto& layer : variants.LayerNames()) {
+      if (!current.count(layer)) candidates.push_back(layer);
+    }
+    if (candidates.empty() || (step > 0 && candidates.size() == 1)) break;
+    std::vector<Graph> models;
+    models.reserve(candidates.size());
+    for (const auto& layer : candidates) {
+      std::set<std::string> with = current;
+      with.insert(layer);
+      models.push_back(variants.Quantized(with, reason));
+    }
+    const Graph start = step == 0 ? Graph() : variants.Quantized(current, reason);
+    std::vector<const Graph*> timed{step == 0 ? &all_int8 : &start};
+    for (const auto& m : models) timed.push_back(&m);
+    timed.push_back(variants.prepared);
+    const std::vector<double> ms = MeasureChecked(measure, timed);
+    if (step == 0) {
+      result.int8_ms = ms.front();
+      result.fp32_ms = ms.back();
+    }
+    size_t best = result.trials.size();
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      LatencyTrial t;
+      t.step = step;
+      t.layer = candidates[k];
+      t.ms = ms[k + 1];
+      t.saving = Saving(ms.front(), t.ms);
+      if (best == result.trials.size() || t.saving > result.trials[best].saving) {
+        best = result.trials.size();
+      }
+      result.trials.push_back(t);
+    }
+    if (candidates.size() == 1 || result.trials[best].saving < min_saving) break;
+    result.trials[best].fp32 = true;
+    current.insert(result.trials[best].layer);
+    chosen.insert(result.trials[best].layer);
   }
+  result.chosen_ms = result.int8_ms;
   if (chosen.empty()) return result;
 
-  // Confirm side by side: each layer was judged alone, and a single scan may be noise.
-  std::set<std::string> all = fp32;
-  all.insert(chosen.begin(), chosen.end());
-  const Graph chosen_model = variants.Quantized(all, reason);
+  // Confirm against the all-INT8 model side by side: each step was one comparison, and
+  // steps' savings need not add up.
+  const Graph chosen_model = variants.Quantized(current, reason);
   const std::vector<double> confirm =
-      MeasureChecked(measure, {&models.front(), &chosen_model, variants.prepared});
+      MeasureChecked(measure, {&all_int8, &chosen_model, variants.prepared});
   result.int8_ms = confirm[0];
   result.chosen_ms = confirm[1];
   result.fp32_ms = confirm[2];

@@ -3,13 +3,14 @@
 // channel, or layers so small that the Quantize/Dequantize around them cost more than the
 // integer kernel saves (bench/RESULTS.md: lenet5's INT8 QDQ file runs 0.27x as fast as
 // FP32 at batch 32). Whether it pays is a property of the runtime and the CPU, so it is
-// measured, not modelled: the all-INT8 model and, for each layer, the model with that
-// layer FP32 are exported and timed side by side in one ONNX Runtime process; the layers
-// whose return to FP32 saves at least `min_saving` of the all-INT8 latency stay FP32, if
-// a final side-by-side run of the chosen model against the all-INT8 one confirms the
-// saving (else every layer stays INT8). Layers are judged one at a time against the same
-// all-INT8 model, so savings that need two layers back in FP32 together (a Q/DQ pair
-// between them disappearing) are not found.
+// measured, not modelled, greedily: a scan exports the model and, for each layer still
+// INT8, the model with that layer FP32 too, and times them side by side in one ONNX
+// Runtime process; the layer whose return to FP32 saves most goes to FP32 when it saves
+// at least `min_saving` of that scan's starting latency, and the next scan starts from
+// there (so a layer that pays in FP32 only once its neighbour is, their Q/DQ pair
+// disappearing, is found too), until no layer saves enough. A final side-by-side run of
+// the chosen model against the all-INT8 one must confirm the saving, else every layer
+// stays INT8. A model with n layers takes at most n scans (n + 1 - k models in scan k).
 #pragma once
 
 #include <functional>
@@ -47,13 +48,13 @@ LatencyMeasure OrtLatencyMeasure(const LatencyFallbackOptions& o, const Tensor& 
 
 struct LatencyFallbackResult {
   std::set<std::string> fp32_layers;  // the layers to keep FP32 for latency (new ones only)
-  std::vector<LatencyTrial> trials;   // one per candidate layer, plan order
+  std::vector<LatencyTrial> trials;   // per scan (LatencyTrial::step), a row per layer timed
   // From the confirming comparison when one ran, else from the scan: medians in ms.
   double int8_ms = 0, fp32_ms = 0, chosen_ms = 0;
   bool confirmed = false;  // a layer was chosen and the confirming run showed the saving
 };
 
-// The scan and decision described above, over the layers of `variants` not already in
+// The scans and decision described above, over the layers of `variants` not already in
 // `fp32` (which stay FP32 in every model timed). `measure` times the models.
 LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
                                       const std::set<std::string>& fp32, double min_saving,

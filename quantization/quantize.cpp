@@ -171,36 +171,48 @@ Tensor TimedInput(const CalibrationBatches& batches, int64_t rows) {
 
 // `scan()` on the main rank only, its result broadcast to the others (data-parallel
 // runs: timing on every rank at once would measure the ranks' contention, and every rank
-// must make the same choice); a plain run calls it.
-LatencyFallbackResult ScanOnMainRank(const PassContext& ctx,
-                                     const std::vector<std::string>& candidates,
+// must make the same choice); a plain run calls it. `layers` are the variants' layer
+// names, the same on every rank (same graph, same options): rows travel as indices.
+LatencyFallbackResult ScanOnMainRank(const PassContext& ctx, const std::vector<std::string>& layers,
                                      const std::function<LatencyFallbackResult()>& scan) {
   if (!ctx.comm || !ctx.comm->distributed()) return scan();
+  const bool main = ctx.comm->is_main();
   LatencyFallbackResult r;
-  if (ctx.comm->is_main()) r = scan();
-  // [int8, fp32, chosen, confirmed, rows] and per candidate [ms, saving, fp32]; the
-  // candidates are the same on every rank (same graph, same options).
-  const int64_t n = static_cast<int64_t>(candidates.size());
-  std::vector<Tensor> packed{at::zeros({5 + 3 * n}, at::kDouble)};
-  if (ctx.comm->is_main()) {
-    auto* p = packed[0].data_ptr<double>();
+  if (main) r = scan();
+  std::vector<Tensor> count{at::full({1}, static_cast<double>(r.trials.size()), at::kDouble)};
+  ctx.comm->Broadcast(count, 0, "latency_fallback rows");
+  const int64_t n = static_cast<int64_t>(count[0].to(at::kCPU).item<double>());
+  // [int8, fp32, chosen, confirmed], then per row [step, layer index, ms, saving, fp32].
+  constexpr int64_t kRow = 5;
+  std::vector<Tensor> packed{at::zeros({4 + kRow * n}, at::kDouble)};
+  if (main) {
+    double* p = packed[0].data_ptr<double>();
     p[0] = r.int8_ms, p[1] = r.fp32_ms, p[2] = r.chosen_ms, p[3] = r.confirmed;
-    p[4] = static_cast<double>(r.trials.size());
-    for (size_t k = 0; k < r.trials.size() && static_cast<int64_t>(k) < n; ++k) {
-      p[5 + 3 * k] = r.trials[k].ms, p[6 + 3 * k] = r.trials[k].saving;
-      p[7 + 3 * k] = r.trials[k].fp32;
+    for (int64_t k = 0; k < n; ++k) {
+      const LatencyTrial& t = r.trials[static_cast<size_t>(k)];
+      double* row = p + 4 + kRow * k;
+      row[0] = static_cast<double>(t.step);
+      row[1] = static_cast<double>(std::find(layers.begin(), layers.end(), t.layer) - layers.begin());
+      row[2] = t.ms, row[3] = t.saving, row[4] = t.fp32;
     }
   }
-  ctx.comm->Broadcast(packed, 0, "latency_fallback");
-  if (ctx.comm->is_main()) return r;
+  ctx.comm->Broadcast(packed, 0, "latency_fallback choice");
+  if (main) return r;
   const Tensor cpu = packed[0].to(at::kCPU);
   const double* p = cpu.data_ptr<double>();
   r.int8_ms = p[0], r.fp32_ms = p[1], r.chosen_ms = p[2], r.confirmed = p[3] != 0;
-  const int64_t rows = std::min<int64_t>(n, static_cast<int64_t>(p[4]));
-  for (int64_t k = 0; k < rows; ++k) {
+  for (int64_t k = 0; k < n; ++k) {
+    const double* row = p + 4 + kRow * k;
+    const auto index = static_cast<size_t>(row[1]);
+    if (index >= layers.size()) {
+      throw Error(ErrorKind::kInternal, "latency_fallback: rank 0 sent layer " +
+                                            std::to_string(index) + " of " +
+                                            std::to_string(layers.size()));
+    }
     LatencyTrial t;
-    t.layer = candidates[k];
-    t.ms = p[5 + 3 * k], t.saving = p[6 + 3 * k], t.fp32 = p[7 + 3 * k] != 0;
+    t.step = static_cast<int64_t>(row[0]);
+    t.layer = layers[index];
+    t.ms = row[2], t.saving = row[3], t.fp32 = row[4] != 0;
     if (t.fp32 && r.confirmed) r.fp32_layers.insert(t.layer);
     r.trials.push_back(t);
   }
@@ -214,11 +226,7 @@ std::set<std::string> ChooseForLatency(const QuantVariants& variants,
                                        const QuantizeOptions& o, const PassContext& ctx,
                                        const CalibrationBatches& batches, PassResult& result) {
   const LatencyFallbackOptions& l = o.latency;
-  std::vector<std::string> candidates;
-  for (const auto& layer : variants.LayerNames()) {
-    if (!fp32.count(layer)) candidates.push_back(layer);
-  }
-  const LatencyFallbackResult r = ScanOnMainRank(ctx, candidates, [&] {
+  const LatencyFallbackResult r = ScanOnMainRank(ctx, variants.LayerNames(), [&] {
     return LatencyFallback(variants, fp32, l.min_saving,
                            OrtLatencyMeasure(l, TimedInput(batches, l.batch)));
   });
@@ -233,7 +241,8 @@ std::set<std::string> ChooseForLatency(const QuantVariants& variants,
   if (!outcome.empty()) {
     outcome = "kept FP32: " + outcome + " (" + Ms(r.chosen_ms) + ")";
   } else if (std::any_of(r.trials.begin(), r.trials.end(),
-                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; })) {
+                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; }) &&
+             r.trials.size() > 1) {
     outcome = "the scan's savings did not hold up side by side; every layer stays INT8";
   } else {
     outcome = "no layer saves " + Pct(l.min_saving) + " in FP32; every layer stays INT8";
@@ -292,7 +301,7 @@ QdqPlan ChoosePlan(Graph& graph, const QuantizeOptions& o, const PassContext& ct
   for (auto& skipped : plan.skipped) {
     if (!for_latency.count(skipped.layer)) continue;
     for (const auto& t : result.latency_trials) {
-      if (t.layer == skipped.layer) {
+      if (t.fp32 && t.layer == skipped.layer) {
         skipped.reason = "kept FP32 by latency_fallback: the model runs " + Pct(t.saving) +
                          " faster in ONNX Runtime with it FP32";
       }

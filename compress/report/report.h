@@ -90,10 +90,12 @@ struct FallbackTrial {
   bool met = false;  // the target held
 };
 
-// One layer of quantize's latency_fallback scan: the median ONNX Runtime latency of the
-// model with every other layer as chosen and this one FP32, its saving against the
-// model with all of them INT8 (a fraction; negative: slower), and whether it stays FP32.
+// One layer in one scan (`step`, from 0) of quantize's latency_fallback: the median ONNX
+// Runtime latency of the scan's starting model with this layer FP32 too, its saving
+// against the starting model (a fraction; negative: slower), and whether it went to FP32
+// in that scan (and stays FP32).
 struct LatencyTrial {
+  int64_t step = 0;
   std::string layer;
   double ms = std::numeric_limits<double>::quiet_NaN();
   double saving = std::numeric_limits<double>::quiet_NaN();

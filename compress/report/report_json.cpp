@@ -117,6 +117,7 @@ OJson StageJson(const StageReport& s) {
     OJson rows = OJson::array();
     for (const auto& trial : s.latency_trials) {
       OJson rj;
+      rj["step"] = trial.step;
       rj["layer"] = trial.layer;
       rj["ms"] = NumberJson(trial.ms);
       rj["saving"] = NumberJson(trial.saving);
@@ -377,6 +378,7 @@ void ReadQuantTables(const Reader& rd, const Json& obj, const std::string& path,
       const std::string p = Index(path, "latency_trials", i);
       rd.Expect(rows[i], p, rows[i].is_object(), "object");
       LatencyTrial trial;
+      trial.step = rd.Int(rows[i], p, "step", 0, kIntMax);
       trial.layer = rd.String(rows[i], p, "layer");
       trial.ms = rd.Number(rows[i], p, "ms");
       trial.saving = rd.Number(rows[i], p, "saving");

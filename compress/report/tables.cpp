@@ -367,10 +367,12 @@ Table FallbackTable(const StageReport& s) {
 }
 
 Table LatencyTrialTable(const StageReport& s) {
-  Table t{{"layer", "ONNX Runtime ms, this layer FP32", "saving vs all INT8 %", "kept FP32"},
-          "lrrl", {}};
+  Table t{{"scan", "layer", "ONNX Runtime ms, this layer FP32 too", "saving vs the scan's start %",
+           "to FP32"},
+          "rlrrl", {}};
   for (const auto& trial : s.latency_trials) {
-    t.rows.push_back({trial.layer, std::isnan(trial.ms) ? kDash : Fixed(trial.ms, 3),
+    t.rows.push_back({std::to_string(trial.step), trial.layer,
+                      std::isnan(trial.ms) ? kDash : Fixed(trial.ms, 3),
                       std::isnan(trial.saving) ? kDash : Percent(trial.saving, 1),
                       trial.fp32 ? "yes" : "no"});
   }

@@ -71,42 +71,100 @@ std::unique_ptr<Prepared> PrepareLenet() {
   return p;
 }
 
+// A measurer that times each model by `cost` and records how many models each call got.
+struct Timer {
+  std::function<double(const Graph&)> cost;
+  std::vector<size_t> calls;
+  LatencyMeasure Measure() {
+    return [this](const std::vector<const Graph*>& models) {
+      calls.push_back(models.size());
+      std::vector<double> ms;
+      for (const Graph* g : models) ms.push_back(cost(*g));
+      return ms;
+    };
+  }
+};
+
 TEST(LatencyFallback, KeepsFp32TheLayerWhoseInt8FormIsSlower) {
   const auto p = PrepareLenet();
   CostModel cost{p->variants.LayerNames()};
   const size_t n = cost.layers.size();
   ASSERT_GE(n, 3u);
-  std::vector<size_t> sizes;
-  const LatencyFallbackResult r = LatencyFallback(
-      p->variants, {}, 0.05, [&](const std::vector<const Graph*>& models) {
-        ++cost.calls;
-        sizes.push_back(models.size());
-        std::vector<double> ms;
-        for (const Graph* g : models) ms.push_back(cost.Latency(*g));
-        return ms;
-      });
-  // The scan (all INT8, each layer FP32, the float model), then the confirming run.
-  EXPECT_EQ(sizes, (std::vector<size_t>{n + 2, 3}));
+  Timer timer{[&](const Graph& g) { return cost.Latency(g); }, {}};
+  const LatencyFallbackResult r = LatencyFallback(p->variants, {}, 0.05, timer.Measure());
+  // Scan 0 (all INT8, each layer FP32, the float model) picks the first layer; scan 1
+  // (from there, each other layer FP32 too) finds nothing; then the confirming run.
+  EXPECT_EQ(timer.calls, (std::vector<size_t>{n + 2, n + 1, 3}));
   EXPECT_EQ(r.fp32_layers, std::set<std::string>{cost.layers[0]});
   EXPECT_TRUE(r.confirmed);
   const double all_int8 = 3.0 + 0.5 * static_cast<double>(n - 1);
+  const double chosen = 1.0 + 0.5 * static_cast<double>(n - 1);
   EXPECT_DOUBLE_EQ(r.int8_ms, all_int8);
-  EXPECT_DOUBLE_EQ(r.chosen_ms, 1.0 + 0.5 * static_cast<double>(n - 1));
+  EXPECT_DOUBLE_EQ(r.chosen_ms, chosen);
   EXPECT_DOUBLE_EQ(r.fp32_ms, static_cast<double>(n));
-  ASSERT_EQ(r.trials.size(), n);
+  ASSERT_EQ(r.trials.size(), n + (n - 1));
   for (size_t k = 0; k < n; ++k) {
-    EXPECT_EQ(r.trials[k].layer, cost.layers[k]);
+    const LatencyTrial& t = r.trials[k];
+    EXPECT_EQ(t.step, 0);
+    EXPECT_EQ(t.layer, cost.layers[k]);
     const double with_fp32 = all_int8 + (k == 0 ? -2.0 : 0.5);
-    EXPECT_DOUBLE_EQ(r.trials[k].ms, with_fp32);
-    EXPECT_DOUBLE_EQ(r.trials[k].saving, (all_int8 - with_fp32) / all_int8);
-    EXPECT_EQ(r.trials[k].fp32, k == 0) << cost.layers[k];
+    EXPECT_DOUBLE_EQ(t.ms, with_fp32);
+    EXPECT_DOUBLE_EQ(t.saving, (all_int8 - with_fp32) / all_int8);
+    EXPECT_EQ(t.fp32, k == 0) << t.layer;
   }
+  for (size_t k = n; k < r.trials.size(); ++k) {
+    const LatencyTrial& t = r.trials[k];
+    EXPECT_EQ(t.step, 1);
+    EXPECT_EQ(t.layer, cost.layers[k - n + 1]);
+    EXPECT_DOUBLE_EQ(t.saving, -0.5 / chosen);
+    EXPECT_FALSE(t.fp32);
+  }
+}
+
+// The second layer pays in FP32 only once the first one is FP32 (the Q/DQ pair between
+// them goes): the second scan finds it; the last INT8 layer never goes, even when FP32
+// would be faster still.
+TEST(LatencyFallback, LaterScansFindLayersThatPayOnlyOnceANeighbourIsFp32) {
+  const auto p = PrepareLenet();
+  const std::vector<std::string> layers = p->variants.LayerNames();
+  const size_t n = layers.size();
+  Timer pair{[&](const Graph& g) {
+               const bool first = IsInt8(g, layers[0]), second = IsInt8(g, layers[1]);
+               double ms = first ? 3.0 : 1.0;
+               ms += second ? (first ? 0.5 : 1.5) : 1.0;
+               for (size_t k = 2; k < n; ++k) ms += IsInt8(g, layers[k]) ? 0.5 : 1.0;
+               return ms;
+             },
+             {}};
+  const LatencyFallbackResult r = LatencyFallback(p->variants, {}, 0.05, pair.Measure());
+  EXPECT_EQ(r.fp32_layers, (std::set<std::string>{layers[0], layers[1]}));
+  EXPECT_TRUE(r.confirmed);
+  EXPECT_EQ(pair.calls, (std::vector<size_t>{n + 2, n + 1, n, 3}));
+  int64_t to_fp32 = 0;
+  for (const auto& t : r.trials) {
+    if (!t.fp32) continue;
+    ++to_fp32;
+    EXPECT_EQ(t.layer, layers[static_cast<size_t>(t.step)]);  // scan k takes layer k
+  }
+  EXPECT_EQ(to_fp32, 2);
+
+  // Every layer slower in INT8: all but the last INT8 one go, one scan each.
+  Timer slow{[&](const Graph& g) {
+               double ms = 0;
+               for (const auto& l : layers) ms += IsInt8(g, l) ? 2.0 : 1.0;
+               return ms;
+             },
+             {}};
+  const LatencyFallbackResult all = LatencyFallback(p->variants, {}, 0.05, slow.Measure());
+  EXPECT_EQ(all.fp32_layers.size(), n - 1);
+  EXPECT_EQ(slow.calls.size(), n);  // n - 1 scans, then the confirming run
+  EXPECT_LT(all.fp32_ms, all.chosen_ms);
 }
 
 TEST(LatencyFallback, ASavingThatDoesNotHoldUpKeepsEveryLayerInt8) {
   const auto p = PrepareLenet();
   CostModel cost{p->variants.LayerNames()};
-  // The scan sees the cost model; the confirming run sees every model equally fast.
+  // The first scan sees the cost model; later runs see every model equally fast.
   const LatencyFallbackResult r = LatencyFallback(
       p->variants, {}, 0.05, [&](const std::vector<const Graph*>& models) {
         std::vector<double> ms;
@@ -114,7 +172,7 @@ TEST(LatencyFallback, ASavingThatDoesNotHoldUpKeepsEveryLayerInt8) {
         ++cost.calls;
         return ms;
       });
-  EXPECT_EQ(cost.calls, 2);
+  EXPECT_EQ(cost.calls, 3);  // two scans, the confirming run
   EXPECT_TRUE(r.fp32_layers.empty());
   EXPECT_FALSE(r.confirmed);
   EXPECT_DOUBLE_EQ(r.chosen_ms, r.int8_ms);
@@ -164,18 +222,20 @@ TEST(LatencyFallback, ThePassTimesLayersInOnnxRuntimeAndItsModelVerifies) {
   const nlohmann::json scan = {{"batch", 16}, {"rounds", 2}, {"runs", 5}, {"warmup", 2}};
   const PassResult r = RunPassFromJson("quantize", g, {{"latency_fallback", scan}}, Context());
   const double layers = r.stats.at("layers_quantized");
-  ASSERT_EQ(static_cast<double>(r.latency_trials.size()),
-            layers + r.stats.at("layers_fp32_for_latency"));
+  int64_t first_scan = 0;
+  for (const auto& t : r.latency_trials) first_scan += t.step == 0;
+  ASSERT_EQ(static_cast<double>(first_scan), layers + r.stats.at("layers_fp32_for_latency"));
   EXPECT_GT(r.stats.at("ort_int8_ms"), 0);
   EXPECT_GT(r.stats.at("ort_fp32_ms"), 0);
   EXPECT_GT(r.stats.at("ort_chosen_ms"), 0);
   int64_t kept = 0;
   for (const auto& t : r.latency_trials) {
-    std::printf("[ latency ] %-8s %.3f ms with it FP32 (saving %+.1f%%)%s\n", t.layer.c_str(),
-                t.ms, 100 * t.saving, t.fp32 ? ", kept FP32" : "");
+    std::printf("[ latency ] scan %lld %-8s %.3f ms with it FP32 (saving %+.1f%%)%s\n",
+                static_cast<long long>(t.step), t.layer.c_str(), t.ms, 100 * t.saving,
+                t.fp32 ? ", to FP32" : "");
     EXPECT_GT(t.ms, 0) << t.layer;
-    EXPECT_EQ(IsInt8(g, t.layer), !t.fp32) << t.layer;
     if (!t.fp32) continue;
+    EXPECT_FALSE(IsInt8(g, t.layer)) << t.layer;
     ++kept;
     EXPECT_GE(t.saving, 0.05) << t.layer;
     bool listed = false;
@@ -185,6 +245,9 @@ TEST(LatencyFallback, ThePassTimesLayersInOnnxRuntimeAndItsModelVerifies) {
     EXPECT_TRUE(listed) << t.layer;
   }
   EXPECT_EQ(static_cast<double>(kept), r.stats.at("layers_fp32_for_latency"));
+  int64_t int8_layers = 0;  // the others are INT8
+  for (const auto& t : r.latency_trials) int8_layers += t.step == 0 && IsInt8(g, t.layer);
+  EXPECT_EQ(static_cast<double>(int8_layers), layers);
   EXPECT_EQ(kept > 0, r.stats.at("latency_confirmed") == 1);
   ASSERT_GE(layers, 1);  // lenet5 keeps at least one INT8 layer here
 
@@ -204,7 +267,10 @@ TEST(LatencyFallback, ThePassTimesLayersInOnnxRuntimeAndItsModelVerifies) {
   const PassResult s = RunPassFromJson("quantize", strict, {{"latency_fallback", never}}, Context());
   EXPECT_EQ(s.stats.at("layers_fp32_for_latency"), 0);
   EXPECT_EQ(s.stats.at("layers_quantized"), static_cast<double>(s.latency_trials.size()));
-  for (const auto& t : s.latency_trials) EXPECT_FALSE(t.fp32) << t.layer;
+  for (const auto& t : s.latency_trials) {
+    EXPECT_EQ(t.step, 0);  // one scan: nothing saves 99%
+    EXPECT_FALSE(t.fp32) << t.layer;
+  }
 }
 
 TEST(LatencyFallback, TrialsRoundTripThroughTheReportAndRender) {
@@ -213,21 +279,22 @@ TEST(LatencyFallback, TrialsRoundTripThroughTheReportAndRender) {
   StageReport s;
   s.index = 0;
   s.pass = "quantize";
-  s.latency_trials = {{"conv1", 0.25, 0.375, true}, {"fc1", 0.45, -0.125, false}};
+  s.latency_trials = {{0, "conv1", 0.25, 0.375, true}, {1, "fc1", 0.45, -0.125, false}};
   rep.stages.push_back(s);
   const Report back = ReportFromJson(nlohmann::json::parse(ReportJsonText(rep)), "report.json");
   ASSERT_EQ(back.stages.size(), 1u);
   ASSERT_EQ(back.stages[0].latency_trials.size(), 2u);
   const LatencyTrial& t = back.stages[0].latency_trials[1];
+  EXPECT_EQ(t.step, 1);
   EXPECT_EQ(t.layer, "fc1");
   EXPECT_DOUBLE_EQ(t.ms, 0.45);
   EXPECT_DOUBLE_EQ(t.saving, -0.125);
   EXPECT_FALSE(t.fp32);
   EXPECT_TRUE(back.stages[0].latency_trials[0].fp32);
   const std::string md = RenderMarkdown(rep);
-  EXPECT_NE(md.find("| conv1 | 0.250 | 37.5 | yes |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| fc1 | 0.450 | -12.5 | no |"), std::string::npos) << md;
-  EXPECT_NE(RenderHtml(rep).find("ONNX Runtime ms, this layer FP32"), std::string::npos);
+  EXPECT_NE(md.find("| 0 | conv1 | 0.250 | 37.5 | yes |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1 | fc1 | 0.450 | -12.5 | no |"), std::string::npos) << md;
+  EXPECT_NE(RenderHtml(rep).find("ONNX Runtime ms, this layer FP32 too"), std::string::npos);
 }
 
 }  // namespace
