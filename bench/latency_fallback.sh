@@ -23,7 +23,7 @@ scan() {  # report.json -> the quantize stage's latency rows and stats
     const st=q.stats;
     console.log(`all INT8 ${st.ort_int8_ms.toFixed(3)} ms, chosen ${st.ort_chosen_ms.toFixed(3)} ms, FP32 ${st.ort_fp32_ms.toFixed(3)} ms; ` +
       `${st.layers_fp32_for_latency} layer(s) kept FP32 (confirmed ${st.latency_confirmed}); test top-1 ${(100*f.metrics.top1).toFixed(2)}%`);
-    for (const t of q.latency_trials) console.log(`  ${t.layer}: ${t.ms.toFixed(3)} ms with it FP32, saving ${(100*t.saving).toFixed(1)}%${t.fp32 ? " -> FP32" : ""}`);' "$1"
+    for (const t of q.latency_trials) console.log(`  scan ${t.step} ${t.layer}: ${t.ms.toFixed(3)} ms with it FP32, saving ${(100*t.saving).toFixed(1)}%${t.fp32 ? " -> FP32" : ""}`);' "$1"
 }
 top1() {
   node -e 'const r=require(require("path").resolve(process.argv[1])); const f=r.stages[r.stages.length-1];
