@@ -240,9 +240,10 @@ std::set<std::string> ChooseForLatency(const QuantVariants& variants,
   for (const auto& layer : r.fp32_layers) outcome += (outcome.empty() ? "" : ", ") + layer;
   if (!outcome.empty()) {
     outcome = "kept FP32: " + outcome + " (" + Ms(r.chosen_ms) + ")";
+  } else if (variants.LayerNames().size() <= fp32.size() + 1) {
+    outcome = "one INT8 layer, which stays INT8";
   } else if (std::any_of(r.trials.begin(), r.trials.end(),
-                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; }) &&
-             r.trials.size() > 1) {
+                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; })) {
     outcome = "the scan's savings did not hold up side by side; every layer stays INT8";
   } else {
     outcome = "no layer saves " + Pct(l.min_saving) + " in FP32; every layer stays INT8";
