@@ -3,6 +3,9 @@
 // on seeded standard-normal inputs of the model's shape, writes fp32.onnx and int8.onnx
 // (QDQ) into OUTDIR, and checks int8.onnx in ONNX Runtime under the INT8 rule.
 // Usage: bench_quantize MODEL OUTDIR [--input-shape 1,3,224,224] [--samples 64]
+//          [--options JSON]   (quantize's options, e.g. '{"latency_fallback": {"batch": 1}}')
+//          [--bisect]         (first print every quantized activation's distance from ONNX
+//                              Runtime's, in steps: compress/io/verify.h, BisectInt8)
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -26,6 +29,10 @@ int main(int argc, char** argv) {
   app.add_option("outdir", out, "output folder")->required();
   app.add_option("--input-shape", shape, "input shape for .pt models, e.g. 1,3,224,224");
   app.add_option("--samples", samples, "calibration samples")->capture_default_str();
+  std::string options = "{}";
+  bool bisect = false;
+  app.add_flag("--bisect", bisect, "print each quantized activation's distance from ONNX Runtime's");
+  app.add_option("--options", options, "quantize's options as a JSON object")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     compress::ConfigureThreads(0);
@@ -42,12 +49,25 @@ int main(int argc, char** argv) {
     data.train.inputs = torch::randn(dims);
     data.train.targets = torch::zeros({samples}, torch::kLong);
     compress::PassContext ctx;
+    ctx.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
     ctx.data = &data;
     ctx.calibration_samples = samples;
     ctx.batch_size = 16;
     std::vector<compress::Problem> problems;
-    compress::OptionReader reader(nlohmann::json::object(), "quantize", &problems);
+    nlohmann::json json_options;
+    try {
+      json_options = nlohmann::json::parse(options);
+    } catch (const nlohmann::json::exception& e) {
+      throw compress::Error(compress::ErrorKind::kUsage, "--options: not valid JSON: " +
+                                                             std::string(e.what()));
+    }
+    compress::OptionReader reader(json_options, "quantize", &problems);
     auto pass = compress::FindPass("quantize")->create(reader);
+    reader.Finish();
+    if (!problems.empty()) {
+      throw compress::Error(compress::ErrorKind::kUsage,
+                            problems[0].path + ": " + problems[0].message);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     const compress::PassResult r = pass->Run(g, ctx);
     const double secs =
@@ -56,6 +76,12 @@ int main(int argc, char** argv) {
                 r.stats.at("layers_quantized"), r.stats.at("activations_quantized"),
                 r.stats.at("output_rel_error"), secs);
     for (const auto& s : r.skipped) std::printf("  skipped %s: %s\n", s.layer.c_str(), s.reason.c_str());
+    if (bisect) {
+      for (const auto& row : compress::BisectInt8(g, compress::RandomInputs(g, 8, 1))) {
+        std::printf("  %-36s step %.5f: up to %.0f steps, %.3f%% of elements beyond one\n",
+                    row.value.c_str(), row.scale, row.max_steps, 100 * row.beyond_one);
+      }
+    }
     const compress::ExportOutcome o =
         compress::ExportModel(g, out + "/int8.onnx", *compress::FindExportFormat("onnx-qdq"), {},
                               compress::RandomInputs(g, 8, 1));

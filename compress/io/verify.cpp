@@ -15,9 +15,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <utility>
 
+#include "compress/base/file_util.h"
 #include "compress/runtime/executor.h"
 #include "compress/io/onnx_io.h"
 #include "compress/io/torchscript_export.h"
@@ -315,6 +317,39 @@ VerifyReport WriteVerified(const std::string& path,
   }
 }
 
+namespace {
+
+// BisectInt8's finding, for a failed INT8 verification's message.
+std::string Int8Bisection(const Graph& graph, const std::vector<Tensor>& inputs,
+                          const OrtOptions& ort) {
+  std::vector<Int8ValueDivergence> rows;
+  try {
+    rows = BisectInt8(graph, inputs, ort);
+  } catch (const Error& e) {
+    return std::string("bisecting the quantized values failed: ") + e.what();
+  }
+  if (rows.empty()) return "the graph has no quantized activations to bisect";
+  double worst = 0;
+  for (const auto& r : rows) {
+    worst = std::max(worst, r.max_steps);
+    if (r.beyond_one > 0) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%.0f steps on %.2f%% of its elements", r.max_steps,
+                    100 * r.beyond_one);
+      return "first quantized value more than one step from ONNX Runtime's: '" + r.value +
+             "' (" + buf + "; the values before it within one step)";
+    }
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.0f", worst);
+  return "every one of the " + std::to_string(rows.size()) +
+         " quantized activations is within one step of ONNX Runtime's (largest " + buf +
+         "): the output differs by one-step roundings carried through the layers after them, "
+         "not by a kernel that computes something else";
+}
+
+}  // namespace
+
 VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                              const std::vector<Tensor>& sample_inputs,
                              const VerifyTolerance& tol, const OrtOptions& ort,
@@ -348,12 +383,64 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
   report.runtime = "onnxruntime-node " + run.ort_version;
 
   // Steps 3 and 4: our executor on the same inputs; every output, in order and by name.
-  CompareWithExecutor(graph, sample_inputs, run.outputs, run.output_names, tol, onnx_path,
-                      "ONNX Runtime", executor_device, report);
+  // An INT8 file that fails says where the runtimes part (BisectInt8).
+  try {
+    CompareWithExecutor(graph, sample_inputs, run.outputs, run.output_names, tol, onnx_path,
+                        "ONNX Runtime", executor_device, report);
+  } catch (const Error& e) {
+    if (!int8 || e.kind() != ErrorKind::kNumeric) throw;
+    throw Error(e.kind(), std::string(e.what()) + "; " + Int8Bisection(graph, sample_inputs, ort));
+  }
 
   // Step 5: INT8 files: integer kernels or float, per quantized layer.
   if (int8) report.int8 = ClassifyInt8Execution(graph, ListOnnxNodes(options.optimized_model_path));
   return report;
+}
+
+std::vector<Int8ValueDivergence> BisectInt8(const Graph& graph, const std::vector<Tensor>& inputs,
+                                            const OrtOptions& ort) {
+  std::vector<Int8ValueDivergence> rows;
+  TempDir dir("mcompress-bisect");
+  for (const Node& q : graph.nodes) {
+    if (q.op_type != "QuantizeLinear" || q.outputs.empty() || !graph.IsInitializer(q.inputs.at(1))) {
+      continue;
+    }
+    // The activation pair: a DequantizeLinear reading this Q's output.
+    const std::vector<int> readers = graph.ConsumerIndices(q.outputs[0]);
+    const Node* dq = nullptr;
+    for (int r : readers) {
+      if (graph.nodes[static_cast<size_t>(r)].op_type == "DequantizeLinear") {
+        dq = &graph.nodes[static_cast<size_t>(r)];
+      }
+    }
+    if (dq == nullptr || graph.IsInitializer(q.inputs[0])) continue;  // weights are not pairs
+    Graph prefix = graph.Clone();
+    ValueInfo out;
+    out.name = dq->outputs.at(0);
+    out.dtype = at::kFloat;
+    if (auto info = graph.FindValue(out.name)) out.shape = info->shape;
+    prefix.outputs = {out};
+    prefix.RemoveDeadNodes();
+    const std::string path = (dir.path() / ("prefix_" + std::to_string(rows.size()) + ".onnx")).string();
+    SaveOnnx(prefix, path);
+    const Tensor theirs = RunInOrt(path, inputs, ort).at(0).to(at::kDouble);
+    const Tensor ours = RunOurs(prefix, inputs, c10::Device(c10::kCPU)).at(0).to(at::kDouble);
+    Int8ValueDivergence row;
+    row.value = q.inputs[0];
+    row.scale = graph.Weight(q.inputs[1]).to(at::kDouble).reshape({-1})[0].item<double>();
+    if (ours.sizes() == theirs.sizes() && ours.numel() > 0 && row.scale > 0) {
+      const Tensor steps = (ours - theirs).abs() / row.scale;
+      row.max_steps = steps.max().item<double>();
+      // Half a step of slack above one: both sides are multiples of the scale, so a
+      // difference of one step may read 1.0000001 in floating point.
+      row.beyond_one = (steps > 1.5).to(at::kDouble).mean().item<double>();
+    } else {
+      row.max_steps = std::numeric_limits<double>::infinity();
+      row.beyond_one = 1;
+    }
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 std::vector<Tensor> RandomInputs(const Graph& graph, int64_t batch, uint64_t seed) {

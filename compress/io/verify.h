@@ -107,6 +107,24 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                              const VerifyTolerance& tol = {}, const OrtOptions& ort = {},
                              const c10::Device& executor_device = c10::Device(c10::kCPU));
 
+// Where an INT8 file starts to differ: for each activation Quantize/Dequantize pair of
+// the QDQ `graph` (graph order), the prefix of the graph up to that DequantizeLinear is
+// exported and run in ONNX Runtime (its fusions up to that value intact) and in our
+// executor on `inputs`, and the two dequantized values compared in quantization steps
+// of the value's scale. Both run the same integer grid, so a correct pair differs by at
+// most one step (rounding of the float requantization, accumulated error from earlier
+// values); the first value beyond that is where the runtimes part.
+struct Int8ValueDivergence {
+  std::string value;     // the quantized value (the QuantizeLinear's input)
+  double scale = 0;      // its quantization step
+  double max_steps = 0;  // largest |ours - ORT| / scale
+  double beyond_one = 0; // fraction of elements more than one step apart
+};
+// One row per activation pair of `graph`; empty for a graph without any. Errors as
+// RunOrt's (a prefix ONNX Runtime cannot run is kUnsupported naming it).
+std::vector<Int8ValueDivergence> BisectInt8(const Graph& graph, const std::vector<Tensor>& inputs,
+                                            const OrtOptions& ort = {});
+
 // Random inputs for `graph`: standard normal for floating inputs, zeros for integer
 // and bool ones; every dynamic dim is `batch`. Deterministic in `seed`. Throws
 // compress::Error(kUnsupported) naming an input with an unknown shape.
