@@ -77,9 +77,11 @@ int main(int argc, char** argv) {
                 r.stats.at("output_rel_error"), secs);
     for (const auto& s : r.skipped) std::printf("  skipped %s: %s\n", s.layer.c_str(), s.reason.c_str());
     if (bisect) {
-      for (const auto& row : compress::BisectInt8(g, compress::RandomInputs(g, 8, 1))) {
-        std::printf("  %-36s step %.5f: up to %.0f steps, %.3f%% of elements beyond one\n",
-                    row.value.c_str(), row.scale, row.max_steps, 100 * row.beyond_one);
+      for (const auto& row : compress::BisectInt8(g, g, compress::RandomInputs(g, 8, 1))) {
+        std::printf("  %-36s step %.5f: end to end up to %.0f steps (%.3f%% beyond one); from "
+                    "the same integers up to %.0f (%.3f%%)\n",
+                    row.value.c_str(), row.scale, row.max_steps, 100 * row.beyond_one,
+                    row.local_max_steps, 100 * row.local_beyond_one);
       }
     }
     const compress::ExportOutcome o =

@@ -107,22 +107,32 @@ VerifyReport VerifyOnnxInOrt(const Graph& graph, const std::string& onnx_path,
                              const VerifyTolerance& tol = {}, const OrtOptions& ort = {},
                              const c10::Device& executor_device = c10::Device(c10::kCPU));
 
-// Where an INT8 file starts to differ: for each activation Quantize/Dequantize pair of
-// the QDQ `graph` (graph order), the prefix of the graph up to that DequantizeLinear is
-// exported and run in ONNX Runtime (its fusions up to that value intact) and in our
-// executor on `inputs`, and the two dequantized values compared in quantization steps
-// of the value's scale. Both run the same integer grid, so a correct pair differs by at
-// most one step (rounding of the float requantization, accumulated error from earlier
-// values); the first value beyond that is where the runtimes part.
+// Where an INT8 file parts from our executor, value by value. For each activation
+// Quantize/Dequantize pair of the QDQ `graph` (graph order):
+// - `max_steps` / `beyond_one`: the prefix of the graph up to that DequantizeLinear, run
+//   in ONNX Runtime (its fusions up to the value intact) and in our executor on
+//   `inputs`, the two dequantized values compared in steps of the value's scale. Errors
+//   of earlier values carry into later ones, so in a deep network this grows with depth.
+// - `local_max_steps` / `local_beyond_one`: the same value computed from the same
+//   integers: the segment of the graph between the earlier quantized values it reads
+//   and this one, fed our executor's integer codes of those values (so ONNX Runtime
+//   still sees DequantizeLinear -> layer -> QuantizeLinear and runs its integer kernel).
+//   Both runtimes compute each integer layer alike up to the rounding of the float
+//   requantization, so a correct kernel stays within one step here, however deep.
 struct Int8ValueDivergence {
   std::string value;     // the quantized value (the QuantizeLinear's input)
   double scale = 0;      // its quantization step
-  double max_steps = 0;  // largest |ours - ORT| / scale
-  double beyond_one = 0; // fraction of elements more than one step apart
+  double max_steps = 0;  // largest |ours - ORT| / scale, end to end
+  double beyond_one = 0; // fraction of elements more than one step apart, end to end
+  double local_max_steps = 0;  // the same from the same integer inputs
+  double local_beyond_one = 0;
 };
-// One row per activation pair of `graph`; empty for a graph without any. Errors as
-// RunOrt's (a prefix ONNX Runtime cannot run is kUnsupported naming it).
-std::vector<Int8ValueDivergence> BisectInt8(const Graph& graph, const std::vector<Tensor>& inputs,
+// One row per activation pair of `graph`; empty for a graph without any. ONNX Runtime
+// runs the segments of `runtime_graph` (the file being verified, imported: the same
+// value names), our executor those of `graph`. Errors as RunOrt's (a segment ONNX
+// Runtime cannot run is kUnsupported naming it).
+std::vector<Int8ValueDivergence> BisectInt8(const Graph& graph, const Graph& runtime_graph,
+                                            const std::vector<Tensor>& inputs,
                                             const OrtOptions& ort = {});
 
 // Random inputs for `graph`: standard normal for floating inputs, zeros for integer

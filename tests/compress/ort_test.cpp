@@ -376,6 +376,63 @@ TEST_F(Ort, EveryQuantizedZooLayerRunsOnIntegerKernels) {
   }
 }
 
+// BisectInt8: a correct INT8 file is within one step of ours at every quantized value
+// from the same integer inputs; a file whose conv2 computes something else (int8
+// weights of one output channel shifted) is found at the first value after conv2, and a
+// failed verification says so.
+TEST_F(Ort, BisectInt8FindsTheLayerAFileComputesDifferently) {
+  const DatasetSplits& data = testing_util::FashionMnistSubset(1024, 256, 64);
+  Graph g = Zoo("convnet");
+  const PassResult q = testing_util::RunPassFromJson(
+      "quantize", g, nlohmann::json::object(), testing_util::SplitsContext(data, 128, 256));
+  const std::vector<Tensor> inputs{data.test.inputs.slice(0, 0, 16)};
+  const std::vector<Int8ValueDivergence> rows = BisectInt8(g, g, inputs);
+  ASSERT_EQ(static_cast<double>(rows.size()), q.stats.at("activations_quantized"));
+  for (const auto& r : rows) {
+    EXPECT_GT(r.scale, 0) << r.value;
+    EXPECT_LE(r.local_max_steps, 1.0 + 1e-3) << r.value;
+    EXPECT_EQ(r.local_beyond_one, 0) << r.value;
+    EXPECT_LE(r.beyond_one, 0.01) << r.value;  // four layers: little to accumulate
+  }
+
+  // conv2's int8 weights of output channel 0 moved by 20 levels, in the file only.
+  Graph bad = g.Clone();
+  int conv2 = -1;
+  for (size_t i = 0; i < bad.nodes.size(); ++i) {
+    if (bad.nodes[i].name == "conv2") conv2 = static_cast<int>(i);
+  }
+  ASSERT_GE(conv2, 0);
+  const int dq = bad.ProducerIndex(bad.nodes[static_cast<size_t>(conv2)].inputs.at(1));
+  ASSERT_GE(dq, 0);
+  ASSERT_EQ(bad.nodes[static_cast<size_t>(dq)].op_type, "DequantizeLinear");
+  Tensor& w = bad.Weight(bad.nodes[static_cast<size_t>(dq)].inputs.at(0));
+  ASSERT_EQ(w.scalar_type(), at::kChar);
+  w[0] = (w[0].to(at::kInt) + 20).clamp(-64, 64).to(at::kChar);
+  const std::vector<Int8ValueDivergence> found = BisectInt8(g, bad, inputs);
+  ASSERT_EQ(found.size(), rows.size());
+  size_t first = found.size();
+  for (size_t k = 0; k < found.size(); ++k) {
+    if (found[k].local_beyond_one > 0) {
+      first = k;
+      break;
+    }
+  }
+  ASSERT_LT(first, found.size());
+  EXPECT_GT(g.ProducerIndex(found[first].value), conv2) << found[first].value;
+  for (size_t k = 0; k < first; ++k) {
+    EXPECT_LT(g.ProducerIndex(found[k].value), conv2) << found[k].value;
+  }
+
+  const std::string file = Path("bad_int8.onnx");
+  OnnxExportOptions o;
+  o.sparse = false;
+  SaveOnnx(bad, file, o);
+  VerifyTolerance tol;
+  tol.mode = VerifyTolerance::Mode::kInt8;
+  ExpectError([&] { VerifyOnnxInOrt(g, file, inputs, tol); }, ErrorKind::kNumeric,
+              "from the same integer inputs, '" + found[first].value + "' is ");
+}
+
 // RunOrt writes the graph ONNX Runtime runs when asked; the fused nodes keep their names.
 // ExportModel reports the same layers, without a float warning.
 TEST_F(Ort, OptimizedGraphAndExportOutcomeNameTheIntegerKernels) {

@@ -263,7 +263,8 @@ void WriteTintedFashionSplit(const std::string& split, const std::string& folder
 // quantized and evaluated on an RGB image folder; the report shows accuracy and the
 // INT8 model's agreement with the FP32 one. (Its onnx-qdq export is not part of this
 // test: ONNX Runtime's INT8 squeezenet1_1 puts 99.53% of outputs within one step of
-// ours, below the verifier's 99.9%, the open resnet18 finding of the quantization issue.)
+// ours, below the verifier's 99.9%: one-step roundings accumulating through the network,
+// as BisectInt8 shows for resnet18 (docs/quantization.md, "Exports of a quantized model").)
 TEST(ImageFolder, TorchvisionClassifierIsQuantizedOnAnRgbFolder) {
   TempDir tmp;
   const std::string root = tmp.path() + "/rgb";
