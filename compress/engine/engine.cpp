@@ -328,6 +328,7 @@ ExportReport ExportRow(const ExportSpec& ex, const ExportFormat& format, const E
   er.max_abs_diff = v.max_abs_diff;
   er.max_rel_diff = v.max_rel_diff;
   er.top1_agreement = v.top1_agreement < 0 ? kNaN : v.top1_agreement;
+  er.int8_rule = v.int8_rule;
   er.int8_quantized_layers = o.int8.quantized;
   er.int8_integer_layers = o.int8.integer;
   for (const auto& [layer, why] : o.int8.fallback) er.int8_fallback_layers.push_back({layer, why});
@@ -342,6 +343,10 @@ std::string ExportLogLine(const ExportReport& er) {
                      std::to_string(er.verify_samples) + " test samples, max |diff| " +
                      std::to_string(er.max_abs_diff);
   if (!er.int8_target.empty()) line += "; INT8 target " + er.int8_target;
+  if (er.int8_rule.rfind("value by value", 0) == 0) {
+    line += "; INT8 rule held value by value, not end to end (one-step roundings accumulate "
+            "with depth; report.json: int8_rule)";
+  }
   if (er.int8_quantized_layers > 0) {
     line += "; " + std::to_string(er.int8_integer_layers.size()) + "/" +
             std::to_string(er.int8_quantized_layers) + " layers on integer kernels";

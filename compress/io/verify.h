@@ -86,6 +86,11 @@ struct VerifyReport {
   double top1_agreement = -1;                 // the lowest over logits outputs; -1 if none
   double ort_seconds = 0;                     // the node process, start to finish
   Int8Execution int8;  // INT8 (QDQ) files verified in ONNX Runtime; else quantized == 0
+  // INT8 files: how the INT8 rule held: "end to end", or "value by value: ..." (the
+  // file failed the end-to-end share of elements within one step, but every quantized
+  // value and output, from the same integer inputs, is within the rule, and end to end
+  // the outputs are finite and the top-1 agreement holds; the text says what was found).
+  std::string int8_rule;
 };
 
 // Runs the ONNX checker on `onnx_path` (and our importer), then the file in ONNX
@@ -97,7 +102,12 @@ struct VerifyReport {
 // other reduction orders) can differ by more. Under the
 // INT8 rule (tol.mode kInt8, QDQ files) it also has ONNX Runtime write its optimized
 // graph (to ort.optimized_model_path when set, else to a temporary file under $TMPDIR,
-// removed afterwards) and fills report.int8 from it (ClassifyInt8Execution).
+// removed afterwards) and fills report.int8 from it (ClassifyInt8Execution). An INT8
+// file that misses the end-to-end share within one step is checked value by value
+// (BisectInt8's local comparison, and each graph output from the same integers) and
+// passes when every value is within the rule there and, end to end, every output is
+// finite and the top-1 agreement holds (report.int8_rule says which way it held); else
+// the error adds the first value the runtimes compute differently.
 // Throws compress::Error: kIo for a file the checker or importer rejects (naming the
 // file), kNumeric naming the first diverging output, the element and both values,
 // and RunOrt's errors (kUnsupported when node or ONNX Runtime is missing or rejects

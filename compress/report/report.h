@@ -136,6 +136,10 @@ struct ExportReport {
   // INT8 formats: the INT8 target the file meets ("portable", "full_range"); empty for
   // FP32 formats and older reports.
   std::string int8_target;
+  // INT8 formats verified in ONNX Runtime: how the INT8 rule held ("end to end", or
+  // "value by value: ..." for a deep network whose one-step roundings accumulate; see
+  // VerifyReport::int8_rule); empty otherwise and in older reports.
+  std::string int8_rule;
   // INT8 formats: how the runtime runs the quantized layers. int8_quantized_layers is
   // 0 when not measured (FP32 formats, older reports); the integer layers and the
   // fallbacks ({layer, why it runs in float / fake-quant}) together make it up.

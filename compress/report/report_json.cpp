@@ -199,6 +199,7 @@ OJson ReportOrderedJson(const Report& r) {
     }
     ej["sparse"] = e.sparse;
     if (!e.int8_target.empty()) ej["int8_target"] = e.int8_target;
+    if (!e.int8_rule.empty()) ej["int8_rule"] = e.int8_rule;
     if (e.int8_quantized_layers > 0) ej["int8_kernels"] = Int8KernelsJson(e);
     exports.push_back(ej);
   }
@@ -570,6 +571,7 @@ Report ReportFromJson(const nlohmann::json& json, const std::string& where) {
     }
     if (j.contains("sparse")) e.sparse = rd.Bool(j, p, "sparse");
     if (j.contains("int8_target")) e.int8_target = rd.String(j, p, "int8_target");
+    if (j.contains("int8_rule")) e.int8_rule = rd.String(j, p, "int8_rule");
     if (j.contains("int8_kernels")) {
       ReadInt8Kernels(rd, rd.Object(j, p, "int8_kernels"), Reader::Join(p, "int8_kernels"), e);
     }
