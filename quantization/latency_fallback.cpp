@@ -79,6 +79,8 @@ LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
   const Graph all_int8 = variants.Quantized(fp32, reason);
   std::set<std::string> current = fp32;  // FP32 in the model each scan starts from
   std::set<std::string> chosen;
+  Graph current_model;                  // that model once a layer went FP32
+  const Graph* start = &all_int8;       // the model each scan starts from
   // Greedy: each scan times the current model, each remaining layer back in FP32, and
   // the float model side by side; the layer saving most goes to FP32 if it saves
   // min_saving, and the next scan starts from there (a layer may pay in FP32 only once
@@ -97,8 +99,7 @@ LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
       with.insert(layer);
       models.push_back(variants.Quantized(with, reason));
     }
-    const Graph start = step == 0 ? Graph() : variants.Quantized(current, reason);
-    std::vector<const Graph*> timed{step == 0 ? &all_int8 : &start};
+    std::vector<const Graph*> timed{start};
     for (const auto& m : models) timed.push_back(&m);
     timed.push_back(variants.prepared);
     const std::vector<double> ms = MeasureChecked(measure, timed);
@@ -106,14 +107,15 @@ LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
       result.int8_ms = ms.front();
       result.fp32_ms = ms.back();
     }
-    size_t best = result.trials.size();
+    const size_t first_row = result.trials.size();
+    size_t best = first_row;
     for (size_t k = 0; k < candidates.size(); ++k) {
       LatencyTrial t;
       t.step = step;
       t.layer = candidates[k];
       t.ms = ms[k + 1];
       t.saving = Saving(ms.front(), t.ms);
-      if (best == result.trials.size() || t.saving > result.trials[best].saving) {
+      if (k == 0 || t.saving > result.trials[best].saving) {
         best = result.trials.size();
       }
       result.trials.push_back(t);
@@ -122,15 +124,16 @@ LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
     result.trials[best].fp32 = true;
     current.insert(result.trials[best].layer);
     chosen.insert(result.trials[best].layer);
+    current_model = std::move(models[best - first_row]);  // the next scan starts here
+    start = &current_model;
   }
   result.chosen_ms = result.int8_ms;
   if (chosen.empty()) return result;
 
   // Confirm against the all-INT8 model side by side: each step was one comparison, and
   // steps' savings need not add up.
-  const Graph chosen_model = variants.Quantized(current, reason);
   const std::vector<double> confirm =
-      MeasureChecked(measure, {&all_int8, &chosen_model, variants.prepared});
+      MeasureChecked(measure, {&all_int8, &current_model, variants.prepared});
   result.int8_ms = confirm[0];
   result.chosen_ms = confirm[1];
   result.fp32_ms = confirm[2];
