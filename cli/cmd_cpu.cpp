@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "compress/runtime/cpu_info.h"
+#include "compress/runtime/runtime_config.h"
 
 namespace cli {
 
@@ -20,6 +21,9 @@ void AddCpuCommand(CLI::App& app, const GlobalOptions&) {
     std::printf("INT8 targets right on this machine: ONNX Runtime %s; LibTorch oneDNN %s\n",
                 verdict(compress::OrtInt8PairsSaturate(cpu)),
                 verdict(compress::OnednnInt8PairsSaturate(cpu)));
+    // The thread pools a run uses (what ConfigureThreads(0) sets): speed figures need it.
+    const int threads = compress::ConfigureThreads(0);
+    std::printf("threads: LibTorch %d; %s\n", threads, compress::BlasThreading().c_str());
   });
 }
 

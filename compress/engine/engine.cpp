@@ -276,7 +276,8 @@ fs::path BaselineCacheFile(const Recipe& recipe, const RunOptions& options, size
   if (options.cache_dir.empty() || lead == 0) return {};
   nlohmann::json key = {{"model", recipe.model}, {"seed", recipe.seed},
                         {"data", recipe.json.value("data", nlohmann::json::object())},
-                        {"threads", threads}, {"version", MCOMPRESS_VERSION}};
+                        {"threads", threads}, {"blas", BlasThreading()},
+                        {"version", MCOMPRESS_VERSION}};
   // A baseline trained data-parallel is another baseline (other BatchNorm statistics).
   if (world_size > 1) key["world_size"] = world_size;
   // The data's content too: new images under the same root must not reuse a baseline.
@@ -426,6 +427,7 @@ void WriteRunFiles(const Recipe& recipe, const Report& report, const DatasetSpli
   WriteFileAtomic((dir / "recipe.json").string(), recipe.json.dump(2) + "\n");
   nlohmann::json manifest = {
       {"recipe_hash", report.recipe_hash}, {"seed", recipe.seed}, {"threads", report.threads},
+      {"blas_threads", BlasThreading()},
       {"device", report.device},
       {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
                     {"onnx", onnx::LAST_RELEASE_VERSION}}},

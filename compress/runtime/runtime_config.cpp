@@ -1,8 +1,10 @@
 // Thread and device configuration, version string.
 #include "compress/runtime/runtime_config.h"
 
+#include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "compress/base/error.h"
@@ -13,13 +15,49 @@
 
 namespace compress {
 
+namespace {
+
+// OpenBLAS's thread-count entry points, looked up in the process (LibTorch links the
+// system BLAS; OpenBLAS exports these, other BLAS libraries do not), so nothing here
+// links against OpenBLAS and a LibTorch on MKL or a GPU build is left alone.
+using SetThreadsFn = void (*)(int);
+using GetThreadsFn = int (*)();
+
+SetThreadsFn OpenBlasSetThreads() {
+  return reinterpret_cast<SetThreadsFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+GetThreadsFn OpenBlasGetThreads() {
+  return reinterpret_cast<GetThreadsFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+}
+
+}  // namespace
+
 int ConfigureThreads(int threads) {
   if (threads <= 0) {
     threads = static_cast<int>(std::thread::hardware_concurrency());
     if (threads <= 0) threads = 1;
   }
   torch::set_num_threads(threads);
+  // One thread pool. OpenBLAS (pthread build, Debian's default) starts its own workers
+  // beside LibTorch's OpenMP threads; every GEMM then has both pools spinning on the
+  // same cores. Measured on 2 cores (bench/RESULTS.md "One thread pool"): a lenet5
+  // training epoch 2.2x and an mlp-300-100 epoch 3.5x faster with OpenBLAS on the
+  // calling thread. LibTorch's intra-op threads still parallelise everything around the
+  // GEMMs (convolutions run in oneDNN on the same OpenMP pool). A user's explicit
+  // OPENBLAS_NUM_THREADS wins.
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) {
+    if (SetThreadsFn set = OpenBlasSetThreads()) set(1);
+  }
   return threads;
+}
+
+std::string BlasThreading() {
+  GetThreadsFn get = OpenBlasGetThreads();
+  if (get == nullptr) return "BLAS threads: not OpenBLAS (left as the library sets them)";
+  const int n = get();
+  return "BLAS threads: OpenBLAS " + std::to_string(n) +
+         (std::getenv("OPENBLAS_NUM_THREADS") != nullptr ? " (OPENBLAS_NUM_THREADS)"
+                                                         : " (pinned: one thread pool)");
 }
 
 bool IsDeviceSpec(const std::string& spec) {

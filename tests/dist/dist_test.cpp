@@ -333,8 +333,11 @@ TEST(DataParallel, SyncBatchNormStepsAreTheOneProcessSteps) {
 // 256 steps (4096 images, batches of 32, two epochs). The ranks end bitwise equal
 // (checked to 1e-6). The loss curve follows one process's with the same global batch:
 // rounding differences grow over hundreds of steps — one process on 1 vs 2 threads
-// differs by ~1% per epoch at this learning rate (0.01) — so the tolerance is 3% per
-// epoch with synchronised BatchNorm and 5% with per-rank BatchNorm.
+// differs by ~1% per epoch at this learning rate (0.01), and one process with OpenBLAS on
+// 1 vs 2 threads by 4% at epoch 2 (0.4610 vs 0.4794, measured) — so the tolerance is 3%
+// per epoch with synchronised BatchNorm (measured 0.7%) and 8% with per-rank BatchNorm,
+// whose half-size batch statistics make it another computation (measured 2.0% and 5.4%
+// with OpenBLAS on 2 and 1 threads).
 void ExpectTwoRanksFollowOneProcess(bool sync_batchnorm, double loss_tolerance) {
   torch::set_num_threads(1);
   const DatasetSplits& data = testing_util::FashionMnistSubset(4096, 64, 64);
@@ -351,6 +354,7 @@ void ExpectTwoRanksFollowOneProcess(bool sync_batchnorm, double loss_tolerance) 
   ASSERT_EQ(two_losses.numel(), 2);
   for (int64_t e = 0; e < 2; ++e) {
     const double a = two_losses[e].item<double>(), b = one_losses[e].item<double>();
+    std::printf("epoch %lld: 2 ranks %.5f, 1 process %.5f (%.2f%%)\n", static_cast<long long>(e + 1), a, b, 100 * std::abs(a - b) / b);
     EXPECT_NEAR(a, b, loss_tolerance * b) << "epoch " << e + 1 << ": 2 ranks " << a << ", 1 process " << b;
   }
   // Training did something: the second epoch's loss is well below the first's.
@@ -359,7 +363,7 @@ void ExpectTwoRanksFollowOneProcess(bool sync_batchnorm, double loss_tolerance) 
 
 TEST(DataParallel, TwoRanksWithSyncBatchNormFollowOneProcess) { ExpectTwoRanksFollowOneProcess(true, 0.03); }
 
-TEST(DataParallel, TwoRanksWithPerRankBatchNormFollowOneProcess) { ExpectTwoRanksFollowOneProcess(false, 0.05); }
+TEST(DataParallel, TwoRanksWithPerRankBatchNormFollowOneProcess) { ExpectTwoRanksFollowOneProcess(false, 0.08); }
 
 TEST(DataParallel, PruningMasksHoldAndStayIdenticalOnEveryRank) {
   torch::set_num_threads(1);
