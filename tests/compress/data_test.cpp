@@ -220,6 +220,20 @@ TEST(DataDataset, SeededPermutationIsAStablePermutation) {
   EXPECT_EQ(SeededPermutation(0, 1).numel(), 0);
 }
 
+// The split's draws are fixed forever (cached baselines and bench/peers/peer.py, which
+// reimplements them to use the very same validation images, depend on it): these values
+// are what that independent Python reimplementation of mt19937_64 + the multiply-shift
+// index draw gives.
+TEST(DataDataset, SeededPermutationDrawsAreFixed) {
+  const Tensor full = SeededPermutation(60000, 0);
+  EXPECT_TRUE(torch::equal(full.narrow(0, 0, 6),
+                           torch::tensor({30167, 24393, 41440, 49699, 43688, 2700}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(full.narrow(0, 59997, 3),
+                           torch::tensor({2374, 59527, 9587}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(SeededPermutation(1000, 7).narrow(0, 0, 6),
+                           torch::tensor({232, 591, 346, 681, 237, 35}, torch::kLong)));
+}
+
 TEST(DataDataset, ValidationSplitDeterministicAndDisjoint) {
   const TensorDataset full = Indexed(100);
   const auto [train, val] = SplitTrainValidation(full, 20, 3);
