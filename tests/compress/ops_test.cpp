@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "compress/zoo/builder.h"
 #include "compress/runtime/executor.h"
 #include "compress/runtime/ops.h"
@@ -343,6 +345,35 @@ TEST(Ops, MaxPoolPadsCeilAndIndices) {
           }
     return V{y, ind};
   });
+}
+
+// Inference over non-overlapping windows takes the strided-maximum path: bit-identical
+// to LibTorch's pooling kernel (NaN and -inf included); with autograd the kernel runs,
+// so a tie's gradient goes to the first maximum as in PyTorch.
+TEST(Ops, MaxPoolNonOverlappingInferenceIsExact) {
+  torch::manual_seed(14);
+  for (int64_t k : {1, 2, 3}) {
+    Tensor x = torch::randn({3, 4, 6 * k, 3 * k});
+    x[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+    x[1][1][1][1] = -std::numeric_limits<float>::infinity();
+    Case c{"MaxPool", {x}, {{"kernel_shape", Ints{k, k}}, {"strides", Ints{k, k}}}};
+    Graph g = SingleNodeGraph(c);
+    Executor exec(g);
+    torch::NoGradGuard no_grad;
+    const Tensor ours = exec.Run({x}).at(0);
+    const Tensor ref = std::get<0>(at::max_pool2d_with_indices(x, {k, k}, {k, k}));
+    ASSERT_EQ(ours.sizes(), ref.sizes()) << "k " << k;
+    EXPECT_TRUE(torch::equal(ours.isnan(), ref.isnan())) << "k " << k;
+    EXPECT_TRUE(torch::equal(ours.nan_to_num(0), ref.nan_to_num(0))) << "k " << k;
+    EXPECT_TRUE(ours.isnan().any().item<bool>());
+  }
+  // Ties (a ReLU's zeros): the whole gradient to the first position of each window.
+  Tensor zeros = torch::zeros({1, 1, 2, 2}, torch::requires_grad());
+  Case tie{"MaxPool", {zeros}, {{"kernel_shape", Ints{2, 2}}, {"strides", Ints{2, 2}}}};
+  Graph g = SingleNodeGraph(tie);
+  Executor exec(g);
+  exec.Run({zeros}).at(0).sum().backward();
+  EXPECT_TRUE(torch::equal(zeros.grad().reshape(-1), torch::tensor({1.f, 0.f, 0.f, 0.f})));
 }
 
 TEST(Ops, AveragePoolCountIncludePad) {
