@@ -29,10 +29,12 @@ test: build
 	@$(BUILD_DIR)/bin/mcompress cpu
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 900
 
+# QUICK=1: a reduced run (the Python peer side by side, the profile) in a few minutes.
+QUICK ?= 0
 bench: configure
 	@cmake -S . -B $(BUILD_DIR) -DMCOMPRESS_BUILD_BENCH=ON >/dev/null
 	@cmake --build $(BUILD_DIR) -j$(JOBS)
-	@bash bench/run.sh $(BUILD_DIR)
+	@QUICK=$(QUICK) bash bench/run.sh $(BUILD_DIR)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer (clang, $(SAN_DIR)): the whole suite
 # but the packaging test (a gcc-built consumer cannot link an instrumented library).

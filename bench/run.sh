@@ -2,14 +2,15 @@
 # Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
 # training accuracy, executor overhead, the pruning recipes (bench/prune.sh) and INT8
 # quantization (bench/quant.sh), INT8 targets, QAT, distillation, calibration memory and
-# streaming data.
+# streaming data; first the Python peer side by side (bench/peers.sh) and the profile.
+# QUICK=1 (`make bench QUICK=1`): only a reduced peer comparison and profile.
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
 # Exit status: non-zero when an accuracy target is missed or outputs differ.
 set -u
 BUILD_DIR=${1:-build}
 BIN="$BUILD_DIR/bench"
-for b in bench_train bench_overhead bench_quantize bench_torchscript bench_stream; do
+for b in bench_train bench_overhead bench_quantize bench_torchscript bench_stream bench_profile; do
   if [[ ! -x "$BIN/$b" ]]; then
     echo "run.sh: $BIN/$b not found; build first (cmake --build $BUILD_DIR --target $b)" >&2
     exit 2
@@ -38,6 +39,19 @@ run() {
   [[ $rc -ne 0 ]] && status=1
 }
 
+if [[ ${QUICK:-0} == 1 ]]; then
+  # `make bench QUICK=1`: the peer comparison on 10k images and 1-2 epochs, and the
+  # profile of two models on 2k images (a few minutes); the full run does everything.
+  echo "## QUICK: ours beside the Python peer, reduced (bench/peers.sh --quick)"
+  run bash bench/peers.sh "$BUILD_DIR" --quick
+  echo "## QUICK: where the time goes, lenet5 and mlp-300-100 on 2k images (bench_profile)"
+  run "$BIN/bench_profile" --model lenet5 --model mlp-300-100 --train-limit 2000
+  exit $status
+fi
+echo "## Ours beside the Python peer: train, prune, PTQ, QAT, KD (bench/peers.sh)"
+run bash bench/peers.sh "$BUILD_DIR"
+echo "## Where the time goes: training, evaluation, PTQ and QAT profiled per op (bench_profile)"
+run "$BIN/bench_profile"
 echo "## Training (full Fashion-MNIST: 55k train / 5k validation / 10k test)"
 # shellcheck disable=SC2086
 run "$BIN/bench_train" ${BENCH_TRAIN_ARGS:-}
