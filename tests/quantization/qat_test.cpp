@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "compress/data/data.h"
 #include "compress/engine/recipe.h"
@@ -181,6 +184,89 @@ TEST(FakeQuant, ForwardIsQuantizeLinearThenDequantizeLinear) {
   w[2].zero_();
   const Tensor s = SymmetricWeightScale(w, 0, 64);
   EXPECT_TRUE(torch::equal(s, QuantizeWeightSymmetric(w, 0, Tensor(), 64).scale));
+}
+
+// The fused CPU kernel (float32) against the ATen arithmetic of QuantizeLinear then
+// DequantizeLinear (ops.cpp: x / s, round half to even, + z, saturate, - z, * s) and the
+// composite gradients, bit for bit: ties at every half step, values beyond 2^22 steps
+// (where its rounding by addition is not exact but saturates), +-inf, NaN, per tensor and
+// per channel along a middle axis, contiguous and strided inputs.
+TEST(FakeQuant, FusedKernelIsBitExactWithTheAtenArithmetic) {
+  torch::manual_seed(11);
+  const float s0 = 0.037f;
+  std::vector<float> special;
+  for (int k = -140; k <= 140; ++k) special.push_back((static_cast<float>(k) + 0.5f) * s0);
+  for (float v : {0.0f, -0.0f, 1e30f, -1e30f, 4194304.0f * s0, -4194305.5f * s0, 8388609.0f * s0,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::max()}) {
+    special.push_back(v);
+  }
+  const Tensor edge = torch::tensor(special);
+  // Large enough for several parallel chunks, whose boundaries cut channels' runs.
+  const Tensor random = torch::randn({2, 3, 4, 5000}) * 4;
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(2);
+  struct Case {
+    Tensor x, scale, zero_point;
+    int64_t axis;
+  };
+  const std::vector<Case> cases = {
+      {edge, torch::tensor(s0), torch::tensor(3.0f), -1},
+      {edge, torch::tensor(s0), torch::tensor(0.0f), -1},
+      {random, torch::tensor({0.02f, 0.05f, 0.011f}), torch::tensor({0.0f, -4.0f, 9.0f}), 1},
+      {random.transpose(1, 3), torch::tensor(0.03f), torch::tensor(1.0f), -1},  // strided
+  };
+  for (bool clipped : {true, false}) {
+    for (bool learn : {false, true}) {
+      for (size_t i = 0; i < cases.size(); ++i) {
+        const Case& c = cases[i];
+        const std::string where = "case " + std::to_string(i) + (clipped ? " clipped" : " plain") +
+                                  (learn ? " lsq" : "");
+        FakeQuantSpec spec;
+        spec.axis = c.axis;
+        spec.qmin = -128;
+        spec.qmax = 127;
+        spec.clipped = clipped;
+        spec.grad_scale = 0.25;
+        Tensor x = c.x.clone().requires_grad_(true);
+        Tensor scale = c.scale.clone().requires_grad_(learn);
+        const Tensor y = FakeQuantizeSte(x, scale, c.zero_point, spec);
+        const Tensor g = torch::randn(c.x.sizes());
+        (y * g).sum().backward();
+
+        std::vector<int64_t> shape(c.x.dim(), 1);
+        if (c.axis >= 0) shape[c.axis] = -1;
+        const Tensor s = c.axis >= 0 ? c.scale.reshape(shape) : c.scale;
+        const Tensor z = c.axis >= 0 ? c.zero_point.reshape(shape) : c.zero_point;
+        const Tensor v = c.x / s;
+        const Tensor u = torch::round(v) + z;
+        const Tensor expect_y = (u.clamp(spec.qmin, spec.qmax) - z) * s;
+        EXPECT_TRUE(torch::equal(y.isnan(), expect_y.isnan())) << where;
+        EXPECT_TRUE(torch::equal(torch::nan_to_num(y.detach()), torch::nan_to_num(expect_y))) << where;
+        const Tensor inside = torch::logical_not((u < spec.qmin) | (u > spec.qmax));
+        const Tensor expect_gx = clipped ? g * inside.to(torch::kFloat) : g;
+        EXPECT_TRUE(torch::equal(torch::nan_to_num(x.grad()), torch::nan_to_num(expect_gx))) << where;
+        if (learn) {
+          const Tensor d = torch::where(inside, torch::round(v) - v,
+                                        torch::where(u < spec.qmin, spec.qmin - z, spec.qmax - z));
+          Tensor expect_s = (g * d);
+          if (c.axis >= 0) {
+            expect_s = expect_s.sum({0, 2, 3});
+          } else {
+            expect_s = expect_s.sum();
+          }
+          expect_s = expect_s * spec.grad_scale;
+          const bool finite = torch::isfinite(c.x).all().item<bool>();
+          if (finite) {
+            EXPECT_TRUE(torch::allclose(scale.grad(), expect_s, 1e-5, 1e-5)) << where << scale.grad() << expect_s;
+          } else {
+            EXPECT_TRUE(torch::equal(scale.grad().isnan(), expect_s.isnan())) << where;
+          }
+        }
+      }
+    }
+  }
+  torch::set_num_threads(threads);
 }
 
 // ---- the pass -------------------------------------------------------------------------
