@@ -3,7 +3,7 @@
 # zoo convnet (quantized by bench/recipes/quant_convnet_ptq.json on full Fashion-MNIST,
 # accuracy in its report) and torchvision resnet18 (random weights, imported from
 # TorchScript, calibrated on seeded noise by bench_quantize), batch 1 and 32, medians
-# of repeated runs (bench/ort_latency.js; convnet 5 x 50 runs, resnet18 3 x 10). Then
+# of repeated runs (bench/ort_latency.js --reps; convnet 5 x 50 runs, resnet18 3 x 10). Then
 # LibTorch: FP32 vs real-INT8 (ONEDNN) TorchScript of the same pairs (bench_torchscript).
 # Usage: bench/quant.sh [BUILD_DIR]
 set -u
@@ -30,17 +30,12 @@ echo "\$ $BUILD_DIR/bench/bench_quantize $FIX/resnet18.pt $OUT/quant_resnet18 --
   --input-shape 1,3,224,224 || status=1
 
 # resnet18 at batch 32 takes ~1-2 s per FP32 run here: fewer runs and repetitions.
-ort_args() { [[ $1 == quant_resnet18 ]] && echo "--runs 10 --warmup 2" || echo "--runs 50 --warmup 10"; }
-ort_reps() { [[ $1 == quant_resnet18 ]] && echo 3 || echo 5; }
+ort_args() { [[ $1 == quant_resnet18 ]] && echo "--runs 10 --warmup 2 --reps 3" || echo "--runs 50 --warmup 10 --reps 5"; }
 for m in quant_convnet quant_resnet18; do
-  for rep in $(seq 1 "$(ort_reps $m)"); do
-    # shellcheck disable=SC2046
-    node bench/ort_latency.js --batch 1,32 $(ort_args $m) \
-      "$OUT/$m/fp32.onnx" "$OUT/$m/int8.onnx" > "$OUT.$m.ort.$rep.md" || status=1
-  done
-  echo "### ORT latency, $m ($(ort_reps $m) repetitions; rows of the later ones below the table)"
-  cat "$OUT.$m.ort.1.md"
-  for rep in $(seq 2 "$(ort_reps $m)"); do grep -E '^\| .*int8' "$OUT.$m.ort.$rep.md"; done
+  echo "### ORT latency, $m (FP32 vs INT8 QDQ, repetitions interleaved)"
+  # shellcheck disable=SC2046
+  node bench/ort_latency.js --batch 1,32 $(ort_args $m) \
+    "$OUT/$m/fp32.onnx" "$OUT/$m/int8.onnx" || status=1
 done
 
 echo "### LibTorch TorchScript FP32 vs real INT8 (ONEDNN)"

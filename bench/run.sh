@@ -2,7 +2,8 @@
 # Runs the benchmarks (`make bench`): prints the machine, each command, and its results:
 # training accuracy, executor overhead, the pruning recipes (bench/prune.sh) and INT8
 # quantization (bench/quant.sh), INT8 targets, QAT, distillation, calibration memory and
-# streaming data; first the Python peer side by side (bench/peers.sh) and the profile.
+# streaming data; first the Python peer side by side (bench/peers.sh), the profile and the
+# Deep Compression table (bench/compression.sh).
 # QUICK=1 (`make bench QUICK=1`): only a reduced peer comparison and profile.
 # Usage: bench/run.sh [BUILD_DIR]   (default: build). Extra arguments for the two
 # programs can be passed through BENCH_TRAIN_ARGS / BENCH_OVERHEAD_ARGS.
@@ -46,12 +47,16 @@ if [[ ${QUICK:-0} == 1 ]]; then
   run bash bench/peers.sh "$BUILD_DIR" --quick
   echo "## QUICK: where the time goes, lenet5 and mlp-300-100 on 2k images (bench_profile)"
   run "$BIN/bench_profile" --model lenet5 --model mlp-300-100 --train-limit 2000
+  echo "## QUICK: the Deep Compression table, without latency (bench/compression.sh --quick)"
+  run bash bench/compression.sh "$BUILD_DIR" --quick
   exit $status
 fi
 echo "## Ours beside the Python peer: train, prune, PTQ, QAT, KD (bench/peers.sh)"
 run bash bench/peers.sh "$BUILD_DIR"
 echo "## Where the time goes: training, evaluation, PTQ and QAT profiled per op (bench_profile)"
 run "$BIN/bench_profile"
+echo "## Deep Compression table and ORT latency of dense / pruned / pruned INT8 (bench/compression.sh)"
+run bash bench/compression.sh "$BUILD_DIR"
 echo "## Training (full Fashion-MNIST: 55k train / 5k validation / 10k test)"
 # shellcheck disable=SC2086
 run "$BIN/bench_train" ${BENCH_TRAIN_ARGS:-}

@@ -43,12 +43,41 @@ const std::string* LayerWeightName(const Graph& graph, const Node& node, bool* v
   return nullptr;
 }
 
-// The weight as the model computes with it: value with its pruning mask applied.
-int64_t CountNonzeros(const Initializer& init) {
-  if (!init.value.defined() || init.value.numel() == 0) return 0;
+// The weight as the model computes with it: which elements of value with its pruning
+// mask applied are non-zero.
+at::Tensor NonzeroMask(const Initializer& init) {
   at::Tensor nz = init.value != 0;
   if (init.mask.defined()) nz = at::logical_and(nz, init.mask.to(init.value.device()) != 0);
-  return nz.sum().item<int64_t>();
+  return nz;
+}
+
+int64_t CountNonzeros(const Initializer& init) {
+  if (!init.value.defined() || init.value.numel() == 0) return 0;
+  return NonzeroMask(init).sum().item<int64_t>();
+}
+
+// Bytes of a tensor in the smallest of three layouts for `elem_bytes`-byte values:
+// dense; a bitmask (one bit per element) with the non-zeros; or Deep Compression's
+// relative indices (Han et al., ICLR 2016, section 2: each non-zero stored with the
+// 4-bit distance from the previous one, a filler zero entry where a distance exceeds
+// 16). An estimate of a storage format, computed from the actual zeros: ONNX has none
+// of these (its sparse initializers take an 8-byte index per non-zero).
+int64_t CompactBytes(const Initializer& init, int64_t elem_bytes) {
+  const int64_t n = init.value.numel();
+  const int64_t dense = n * elem_bytes;
+  if (n == 0) return 0;
+  const at::Tensor positions = at::nonzero(NonzeroMask(init).reshape({-1}).cpu()).reshape({-1});
+  const int64_t nnz = positions.numel();
+  const int64_t bitmask = (n + 7) / 8 + nnz * elem_bytes;
+  // Distances from the previous non-zero (the first from position -1); a distance d
+  // takes ceil(d / 16) entries: d - 1 zeros skipped, one filler per 16 positions.
+  int64_t entries = 0;
+  if (nnz > 0) {
+    const at::Tensor prev = at::cat({at::full({1}, -1, positions.options()), positions.narrow(0, 0, nnz - 1)});
+    entries = ((positions - prev + 15).div(16, "floor")).sum().item<int64_t>();
+  }
+  const int64_t relative = (entries * (8 * elem_bytes + 4) + 7) / 8;
+  return std::min({dense, bitmask, relative});
 }
 
 int64_t Product(const std::vector<int64_t>& dims, size_t from) {
@@ -171,6 +200,7 @@ SizeStats ComputeSize(const Graph& graph) {
     // quantized weight's int8 bytes, so a quantized model's stored size is real.
     const int64_t stored = static_cast<int64_t>(init.value.element_size());
     s.bytes_sparse += std::min(n * stored, nnz * (stored + 8));
+    s.bytes_compact += nnz == n ? n * stored : CompactBytes(init, stored);
   }
   return s;
 }

@@ -34,10 +34,13 @@ struct Metrics {
 // weights with quantization parameters (or that would be quantized: Conv/Gemm/MatMul
 // weights) and 4 bytes for the rest; bytes_sparse stores each tensor as it is held
 // (its own element size: int8 for a quantized weight) in the smaller of dense or COO
-// (value + 8-byte index per non-zero).
+// (value + 8-byte index per non-zero). bytes_compact: the same tensors in the smallest of
+// dense, a bitmask with the non-zeros, or Deep Compression's 4-bit relative indices
+// (report.cpp, CompactBytes) — what a compact sparse format would store, which ONNX
+// files cannot (0 in reports written before it existed).
 struct SizeStats {
   int64_t parameters = 0, nonzeros = 0;
-  int64_t bytes_fp32 = 0, bytes_int8 = 0, bytes_sparse = 0;
+  int64_t bytes_fp32 = 0, bytes_int8 = 0, bytes_sparse = 0, bytes_compact = 0;
   int64_t macs = 0;  // per sample, Conv/Gemm/MatMul only
 };
 

@@ -58,6 +58,7 @@ OJson SizeJson(const SizeStats& s) {
   j["bytes_fp32"] = s.bytes_fp32;
   j["bytes_int8"] = s.bytes_int8;
   j["bytes_sparse"] = s.bytes_sparse;
+  j["bytes_compact"] = s.bytes_compact;
   j["macs"] = s.macs;
   return j;
 }
@@ -336,6 +337,7 @@ SizeStats ReadSize(const Reader& rd, const Json& obj, const std::string& path) {
   s.bytes_fp32 = rd.Int(obj, path, "bytes_fp32");
   s.bytes_int8 = rd.Int(obj, path, "bytes_int8");
   s.bytes_sparse = rd.Int(obj, path, "bytes_sparse");
+  if (obj.contains("bytes_compact")) s.bytes_compact = rd.Int(obj, path, "bytes_compact");
   s.macs = rd.Int(obj, path, "macs");
   return s;
 }

@@ -196,6 +196,10 @@ std::vector<std::string> StageRow(const StageReport& s, bool is_baseline, bool c
   }
   for (std::string cell : {Grouped(s.size.parameters), Grouped(s.size.nonzeros),
                            Kb(s.size.bytes_fp32), Kb(s.size.bytes_int8), Kb(s.size.bytes_sparse),
+                           // A report from before bytes_compact existed: unknown, not zero.
+                           s.size.bytes_compact == 0 && s.size.parameters > 0
+                               ? std::string("\u2014")
+                               : Kb(s.size.bytes_compact),
                            Fixed(s.seconds, 2)}) {
     row.push_back(std::move(cell));
   }
@@ -215,8 +219,8 @@ Table StageTable(const Report& r) {
     t.align += "rrr";
   }
   t.headers.insert(t.headers.end(), {"params", "non-zeros", "FP32 KB", "INT8 KB", "sparse KB",
-                                     "seconds", "changed"});
-  t.align += "rrrrrrl";
+                                     "compact KB", "seconds", "changed"});
+  t.align += "rrrrrrrl";
   t.rows.push_back(StageRow(r.baseline, true, comparison));
   for (const auto& s : r.stages) t.rows.push_back(StageRow(s, false, comparison));
   return t;

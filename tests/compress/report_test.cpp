@@ -132,10 +132,29 @@ TEST(ReportLayers, ZerosMasksAndQuantizationChangeTheNumbers) {
   // Sparse: fc1.weight has 4800 non-zeros -> COO 4800*12 = 57600 < 192000 dense;
   // conv2.weight has 1200 -> 14400 > 9600 dense, stays dense.
   EXPECT_EQ(s.bytes_sparse, 61706 * 4 - 48000 * 4 + 4800 * 12);
+  // Compact: fc1's 4800 trailing non-zeros as a bitmask, 48000 / 8 + 4800 * 4 = 25200 B,
+  // beat 4-bit relative indices (2701 entries to reach position 43200, at most 16 per
+  // entry, + 4799 = 7500 entries of 36 bits = 33750 B); conv2's second half as a bitmask,
+  // 2400 / 8 + 1200 * 4 = 5100 B (relative: 76 + 1199 entries = 5738 B).
+  EXPECT_EQ(s.bytes_compact, 61706 * 4 - 48000 * 4 - 2400 * 4 + 25200 + 5100);
   const int64_t weights = 150 + 2400 + 48000 + 10080 + 840, biases = 6 + 16 + 120 + 84 + 10;
   EXPECT_EQ(s.bytes_int8, weights + biases * 4);
 }
 
+
+// Deep Compression's relative indices win where the gaps are short and regular: fc1 with
+// every 8th weight kept stores 6000 entries of 32 + 4 bits = 27000 B, against a bitmask's
+// 6000 + 24000 = 30000 B and COO's 72000 B.
+TEST(ReportLayers, CompactSizeTakesRelativeIndicesWhereTheyAreSmaller) {
+  Graph g = BuildZoo("lenet5");
+  Tensor fc1 = g.Weight("fc1.weight").view({-1});
+  fc1.zero_();
+  fc1.slice(0, 0, 48000, 8).fill_(0.5f);
+  const SizeStats s = ComputeSize(g);
+  EXPECT_EQ(s.nonzeros, 61706 - 48000 + 6000);
+  EXPECT_EQ(s.bytes_compact, 61706 * 4 - 48000 * 4 + 27000);
+  EXPECT_EQ(s.bytes_sparse, 61706 * 4 - 48000 * 4 + 6000 * 12);
+}
 TEST(ReportLayers, GroupedConvUsesInputChannelsPerGroup) {
   Graph g = BuildZoo("mobilenet-tiny");
   auto rows = LayerTable(g);
@@ -182,7 +201,7 @@ StageReport MakeStage(int index, const std::string& pass, double top1, int64_t b
   s.pass = pass;
   s.changed = index >= 0;
   s.metrics = {top1, 0.995, 0.3125, 1000};
-  s.size = {61706, 61706, bytes, bytes / 4, bytes, 416520};
+  s.size = {61706, 61706, bytes, bytes / 4, bytes, bytes / 8, 416520};
   s.seconds = 1.5;
   return s;
 }
@@ -511,14 +530,14 @@ TEST(ReportMarkdown, TablesHaveTheExpectedRows) {
   ExpectLine(md, "| recipe hash | abc123 |");
   ExpectLine(md, "| LibTorch | 1.13.1 |");
   ExpectLine(md, "| # | pass | top-1 % | top-5 % | loss | params | non-zeros | FP32 KB | "
-                 "INT8 KB | sparse KB | seconds | changed |");
-  ExpectLine(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+                 "INT8 KB | sparse KB | compact KB | seconds | changed |");
+  ExpectLine(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   ExpectLine(md, "| base | baseline | 90.00 | 99.50 | 0.3125 | 61,706 | 61,706 | 241.0 | "
-                 "60.3 | 241.0 | 1.50 |  |");
+                 "60.3 | 241.0 | 30.1 | 1.50 |  |");
   ExpectLine(md, "| 0 | prune-magnitude | 88.75 | 99.50 | 0.3125 | 61,706 | 61,706 | 109.8 | "
-                 "27.4 | 109.8 | 1.50 | yes |");
+                 "27.4 | 109.8 | 13.7 | 1.50 | yes |");
   ExpectLine(md, "| 1 | quantize-ptq | \u2014 | 99.50 | 0.3125 | 61,706 | 61,706 | 61.0 | "
-                 "15.2 | 61.0 | 1.50 | no |");
+                 "15.2 | 61.0 | 7.6 | 1.50 | no |");
   ExpectLine(md, "| baseline | 0.750 | 12.500 |");
   ExpectLine(md, "| final | 0.500 | \u2014 |");
   ExpectLine(md, "| speed-up | 1.50\u00d7 | \u2014 |");
