@@ -105,6 +105,43 @@ os=$(ours kd-student peer_kd.json model.onnx --set "teacher=$OUT/kd-teacher/mode
 o=$(awk -v t="$ot" -v s="$os" 'BEGIN {split(t,a," "); split(s,b," "); printf "%s %s %.1f %d\n", b[1], b[2], a[3]+b[3], (a[4]>b[4]?a[4]:b[4])}')
 p=$(peer peer-kd "X=1" kd convnet "$KD_T" "lenet5?width=0.5" "$KD_E")
 row "KD: convnet teacher $KD_T epochs, lenet5 w0.5 student $KD_E" "$o" "$p"
+
+# Phases of the same runs, side by side (issue 18): ours from each report's stage seconds,
+# the peer's from the timings its JSON line records.
+echo
+node - "$OUT" <<'JS' || status=1
+const fs = require('fs'), path = require('path');
+const out = process.argv[2];
+const report = (n) => JSON.parse(fs.readFileSync(path.join(out, n, 'report.json'), 'utf8'));
+const peer = (n) => JSON.parse(fs.readFileSync(path.join(out, n + '.log'), 'utf8').trim().split('\n').pop());
+const stage = (r, pass) => r.stages.find((s) => s.pass === pass);
+const perEpoch = (s) => s.seconds / s.stats.epochs;
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const f = (x) => (x === undefined || Number.isNaN(x) ? '—' : x.toFixed(3));
+const q = (a, b) => (a > 0 && b > 0 ? (a / b).toFixed(2) : '—');
+const rows = [];
+const add = (phase, ours, p, p1) => rows.push([phase, ours, p, p1]);
+for (const m of ['lenet5', 'mlp-300-100']) {
+  const r = report('train-' + m), p = peer('peer-train-' + m), p1 = peer('peer1-train-' + m);
+  add(`${m} training epoch (ours: with its 5k validation pass)`, perEpoch(stage(r, 'train')), mean(p.epoch_s), mean(p1.epoch_s));
+  add(`${m} evaluation, 10k test images, FP32`, stage(r, 'evaluate').seconds, p.eval_s, p1.eval_s);
+}
+const ptq = report('ptq-lenet5'), pp = peer('peer-ptq-lenet5');
+add('lenet5 PTQ: calibrate 512 + quantize (peer: prepare + calibrate + convert)', stage(ptq, 'quantize').seconds, pp.phases_s.quantize);
+add('lenet5 evaluation, 10k test images, INT8 (ours: fake-quant; peer: its INT8 kernels)', stage(ptq, 'evaluate').seconds, pp.int8_eval_s);
+const qat = report('qat-lenet5'), pq = peer('peer-qat-lenet5');
+const oq = perEpoch(stage(qat, 'quantize-qat')), pqe = mean(pq.qat_epoch_s);
+add('lenet5 QAT epoch (ours: with calibration and validation)', oq, pqe);
+const kd = report('kd-student'), pk = peer('peer-kd');
+add('KD epoch, lenet5 w0.5 student (ours: teacher logits cached)', perEpoch(stage(kd, 'distill')), mean(pk.epoch_s));
+console.log('| phase | ours s | peer s | ours/peer | peer 1 BLAS thread s | ours/it |');
+console.log('|---|---:|---:|---:|---:|---:|');
+for (const [phase, o, p, p1] of rows) {
+  console.log(`| ${phase} | ${f(o)} | ${f(p)} | **${q(o, p)}** | ${f(p1)} | ${p1 === undefined ? '—' : q(o, p1)} |`);
+}
+const ot = perEpoch(stage(qat, 'train')), pt = mean(pq.epoch_s);
+console.log(`\nQAT epoch / FP32 epoch in the QAT runs: ours ${q(oq, ot)}×, peer ${q(pqe, pt)}×`);
+JS
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $OUT"
 exit $status
