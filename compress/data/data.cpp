@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -109,6 +110,12 @@ void CheckFinite(const TensorDataset& dataset, const std::string& where) {
     return;
   }
   torch::NoGradGuard no_grad;
+  // Fast path, one reduction: a NaN or an infinity among the values makes their sum NaN or
+  // infinite, so a finite sum proves every value finite. Evaluate runs this on every call
+  // (each epoch's validation), where the elementwise check below was ~10 ms per 10k
+  // Fashion-MNIST images; only a non-finite sum (a bad value, or an overflow of large
+  // ones) pays for it.
+  if (std::isfinite(dataset.inputs.sum().item<double>())) return;
   const Tensor bad = ~torch::isfinite(dataset.inputs);
   const int64_t count = bad.sum().item<int64_t>();
   if (count == 0) return;
