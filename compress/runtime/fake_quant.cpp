@@ -35,6 +35,16 @@ Tensor SumToScale(const Tensor& t, int64_t axis, const Tensor& like) {
   return (dims.empty() ? t : t.sum(dims)).reshape(like.sizes());
 }
 
+// The FakeQuantSpec fields both functions' backward passes read.
+void SaveSpec(AutogradContext* ctx, int64_t axis, double qmin, double qmax, bool clipped,
+              double grad_scale) {
+  ctx->saved_data["axis"] = axis;
+  ctx->saved_data["qmin"] = qmin;
+  ctx->saved_data["qmax"] = qmax;
+  ctx->saved_data["clipped"] = clipped;
+  ctx->saved_data["grad_scale"] = grad_scale;
+}
+
 class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale,
@@ -48,11 +58,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
     const Tensor unclamped = torch::round(x / s) + z;
     const Tensor q = unclamped.clamp(qmin, qmax);
     ctx->save_for_backward({x, scale, zero_point});
-    ctx->saved_data["axis"] = axis;
-    ctx->saved_data["qmin"] = qmin;
-    ctx->saved_data["qmax"] = qmax;
-    ctx->saved_data["clipped"] = clipped;
-    ctx->saved_data["grad_scale"] = grad_scale;
+    SaveSpec(ctx, axis, qmin, qmax, clipped, grad_scale);
     return (q - z) * s;
   }
 
@@ -224,11 +230,7 @@ class FusedFakeQuantFunction : public torch::autograd::Function<FusedFakeQuantFu
     } else {
       ctx->save_for_backward({inside});
     }
-    ctx->saved_data["axis"] = axis;
-    ctx->saved_data["qmin"] = qmin;
-    ctx->saved_data["qmax"] = qmax;
-    ctx->saved_data["clipped"] = clipped;
-    ctx->saved_data["grad_scale"] = grad_scale;
+    SaveSpec(ctx, axis, qmin, qmax, clipped, grad_scale);
     ctx->saved_data["learn"] = learn;
     return y;
   }
