@@ -97,8 +97,10 @@ TensorDataset ReadIdxPair(const std::string& images_path, const std::string& lab
 // entries of SeededPermutation(full.size(), seed), train the rest in that permuted
 // order, cut to its first train_limit samples when train_limit > 0. Same seed, same
 // split; the two never share a sample. Throws Error(kRecipe) when validation_size < 0
-// or leaves no training sample, or train_limit < 0.
-std::pair<TensorDataset, TensorDataset> SplitTrainValidation(const TensorDataset& full,
+// or leaves no training sample, or train_limit < 0. When every sample is used and the
+// caller moved in the only reference to contiguous CPU inputs, they are reordered in
+// place and both splits are views of them (no second copy); otherwise copies.
+std::pair<TensorDataset, TensorDataset> SplitTrainValidation(TensorDataset full,
                                                              int64_t validation_size,
                                                              uint64_t seed,
                                                              int64_t train_limit = 0);

@@ -78,7 +78,7 @@ int64_t ClassCount(const TensorDataset& train, bool labeled, int64_t given) {
 
 // Train/validation from `full` (SplitTrainValidation) and the test split cut to
 // test_limit; errors name `train_where`.
-DatasetSplits SplitAndLimit(const TensorDataset& full, TensorDataset test,
+DatasetSplits SplitAndLimit(TensorDataset full, TensorDataset test,
                             const DataSourceSpec& spec, const std::string& train_where) {
   if (spec.test_limit < 0) {
     throw Error(ErrorKind::kRecipe,
@@ -87,7 +87,7 @@ DatasetSplits SplitAndLimit(const TensorDataset& full, TensorDataset test,
   DatasetSplits splits;
   try {
     std::tie(splits.train, splits.validation) =
-        SplitTrainValidation(full, spec.validation_size, spec.split_seed, spec.train_limit);
+        SplitTrainValidation(std::move(full), spec.validation_size, spec.split_seed, spec.train_limit);
   } catch (const Error& e) {
     throw Error(e.kind(), train_where + ": " + e.what());
   }
@@ -126,7 +126,7 @@ DatasetSplits LoadIdx(const DataSourceSpec& spec) {
   }
   full.inputs = Transformed(full.inputs, spec.transforms, train_images);
   test.inputs = Transformed(test.inputs, spec.transforms, test_images);
-  return SplitAndLimit(full, test, spec, train_images);
+  return SplitAndLimit(std::move(full), test, spec, train_images);
 }
 
 // ---- image-folder: listing ------------------------------------------------------------
@@ -387,7 +387,7 @@ DatasetSplits LoadImageFolder(const DataSourceSpec& spec) {
   // Step 3: the splits; an existing val/ replaces the carved validation set.
   DataSourceSpec split_spec = spec;
   if (has_val) split_spec.validation_size = 0;
-  DatasetSplits splits = SplitAndLimit(full, test, split_spec, (root / "train").string());
+  DatasetSplits splits = SplitAndLimit(std::move(full), test, split_spec, (root / "train").string());
   if (has_val) splits.validation = validation;
   splits.labeled = train_split.labeled && test_split.labeled && (!has_val || val_split.labeled);
   return splits;
@@ -470,7 +470,7 @@ DatasetSplits LoadTensors(const DataSourceSpec& spec) {
   CheckFinite(test, spec.test_file);
   full.inputs = Transformed(full.inputs, spec.transforms, spec.train_file);
   test.inputs = Transformed(test.inputs, spec.transforms, spec.test_file);
-  DatasetSplits splits = SplitAndLimit(full, test, spec, spec.train_file);
+  DatasetSplits splits = SplitAndLimit(std::move(full), test, spec, spec.train_file);
   splits.labeled = train_labeled && test_labeled;
   return splits;
 }

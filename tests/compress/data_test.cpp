@@ -260,6 +260,30 @@ TEST(DataDataset, ValidationSplitDeterministicAndDisjoint) {
   ExpectError([&] { SplitTrainValidation(full, -1, 0); }, ErrorKind::kRecipe, "must be >= 0");
 }
 
+// A dataset moved in (its inputs referenced nowhere else) is reordered in place: the
+// same splits, sample for sample and target for target, as the copying path above, with
+// both splits views of the one buffer; a dataset still referenced is left untouched.
+TEST(DataDataset, ValidationSplitOfAMovedDatasetIsInPlaceAndTheSame) {
+  const TensorDataset shared = Indexed(1000);
+  const auto [train, val] = SplitTrainValidation(shared, 200, 5);  // copies
+  TensorDataset moved = shared.Clone();
+  const void* buffer = moved.inputs.data_ptr();
+  const auto [train2, val2] = SplitTrainValidation(std::move(moved), 200, 5);
+  EXPECT_TRUE(torch::equal(train2.inputs, train.inputs));
+  EXPECT_TRUE(torch::equal(train2.targets, train.targets));
+  EXPECT_TRUE(torch::equal(val2.inputs, val.inputs));
+  EXPECT_TRUE(torch::equal(val2.targets, val.targets));
+  EXPECT_EQ(val2.inputs.data_ptr(), buffer);  // validation first, then train: one buffer
+  EXPECT_EQ(static_cast<const char*>(train2.inputs.data_ptr()),
+            static_cast<const char*>(buffer) + 200 * val2.inputs[0].numel() * val2.inputs.element_size());
+  EXPECT_TRUE(torch::equal(shared.inputs, Indexed(1000).inputs));  // never reordered
+  // A train_limit keeps the copies (a view would keep all 1000 samples alive).
+  TensorDataset limited = shared.Clone();
+  const auto cut = SplitTrainValidation(std::move(limited), 200, 5, 100);
+  EXPECT_TRUE(torch::equal(cut.first.inputs, train.inputs.narrow(0, 0, 100)));
+  EXPECT_TRUE(torch::equal(cut.second.inputs, val.inputs));
+}
+
 TEST(DataDataset, CalibrationSubset) {
   const TensorDataset full = Indexed(50);
   const TensorDataset a = CalibrationSubset(full, 10, 5);
