@@ -86,9 +86,14 @@ echo "| work | ours test % | peer test % | ours file bytes | peer file bytes | o
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for m in lenet5 mlp-300-100; do
   o=$(ours "train-$m" peer_train.json model.onnx --set "model=zoo:$m" --set "stages[0].epochs=$E")
-  p=$(peer "peer-train-$m" "X=1" train "$m" "$E")
+  p=$(peer "peer-train-$m" "X=1" train "$m" "$E" --save-init)
   q=$(peer "peer1-train-$m" "OPENBLAS_NUM_THREADS=1" train "$m" "$E")
   row "train $m, $E epochs" "$o" "$p" "$q"
+  # The very same network: ours imports the peer's initial model (traced TorchScript) and
+  # trains it; only the shuffling draws differ from the peer's run.
+  o=$(ours "train-$m-peer-init" peer_train.json model.onnx --set "model=$OUT/peer-train-$m.files/peer_init.pt" \
+        --set "input_shape=[1,1,28,28]" --set "stages[0].epochs=$E")
+  row "train $m, $E epochs, from the peer's initial weights (its traced .pt)" "$o" "$p" "$q"
 done
 o=$(ours prune-mlp peer_prune.json model.onnx --set "stages[0].epochs=$E" --set "stages[2].epochs=$FT")
 p=$(peer peer-prune-mlp "X=1" prune mlp-300-100 "$E" 0.9 "$FT")

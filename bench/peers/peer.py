@@ -205,6 +205,9 @@ def main():
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--ft-lr", type=float, default=0.01)
     p.add_argument("--out", default="/tmp")
+    p.add_argument("--save-init", action="store_true",
+                   help="train: also save the initial model, traced, as OUT/peer_init.pt "
+                        "(ours then trains the very same network from the same weights)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -232,6 +235,10 @@ def main():
     else:
         model_name, epochs = a.args[0], int(a.args[1])
         model = build(model_name)
+        if a.save_init:
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(model.eval(), example), f"{a.out}/peer_init.pt")
+            model.train()
         r["epoch_s"] = timed("train", lambda: train(model, train_set, epochs, a.lr))
     r["val"] = evaluate(model, val_set)[0]
     r["test"], r["eval_s"] = evaluate(model, test_set)
