@@ -111,6 +111,8 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
 // Requires the default rounding mode and no -ffast-math (which would fold the two).
 constexpr float kRoundShift = 12582912.0f;  // 1.5 * 2^23
 
+inline float RoundHalfEven(float v) { return (v + kRoundShift) - kRoundShift; }
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // One clone per vector width; the loader picks the widest the CPU has (an ifunc). The
 // loops are elementwise IEEE float arithmetic, so every clone gives the same bits.
@@ -127,7 +129,7 @@ void FakeQuantRun(const float* x, float* y, uint8_t* inside, int64_t n, float s,
                   float qmin, float qmax) {
   if (inside != nullptr) {
     for (int64_t i = 0; i < n; ++i) {
-      const float u = ((x[i] / s + kRoundShift) - kRoundShift) + z;
+      const float u = RoundHalfEven(x[i] / s) + z;
       float q = u < qmin ? qmin : u;
       q = q > qmax ? qmax : q;
       y[i] = (q - z) * s;
@@ -135,7 +137,7 @@ void FakeQuantRun(const float* x, float* y, uint8_t* inside, int64_t n, float s,
     }
   } else {
     for (int64_t i = 0; i < n; ++i) {
-      const float u = ((x[i] / s + kRoundShift) - kRoundShift) + z;
+      const float u = RoundHalfEven(x[i] / s) + z;
       float q = u < qmin ? qmin : u;
       q = q > qmax ? qmax : q;
       y[i] = (q - z) * s;
@@ -158,7 +160,7 @@ void LsqBackwardRun(const float* x, const float* g, float* grad_x, float* g_ds, 
   const float below_d = qmin - z, above_d = qmax - z;
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i] / s;
-    const float r = (v + kRoundShift) - kRoundShift;
+    const float r = RoundHalfEven(v);
     const float u = r + z;
     const bool below = u < qmin, above = u > qmax;
     const bool in = !below & !above;
