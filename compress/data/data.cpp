@@ -408,8 +408,7 @@ std::pair<TensorDataset, TensorDataset> SplitTrainValidation(TensorDataset full,
       full.inputs.storage().use_count() == 1) {
     PermuteRowsInPlace(full.inputs, perm);
     const Tensor targets = full.targets.index_select(0, perm.to(full.targets.device()));
-    TensorDataset reordered{full.inputs, targets};
-    full = {};
+    const TensorDataset reordered{full.inputs, targets};
     return {reordered.Slice(validation_size, n - validation_size),
             reordered.Slice(0, validation_size)};
   }

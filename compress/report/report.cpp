@@ -62,11 +62,12 @@ int64_t CountNonzeros(const Initializer& init) {
 // 4-bit distance from the previous one, a filler zero entry where a distance exceeds
 // 16). An estimate of a storage format, computed from the actual zeros: ONNX has none
 // of these (its sparse initializers take an 8-byte index per non-zero).
-int64_t CompactBytes(const Initializer& init, int64_t elem_bytes) {
-  const int64_t n = init.value.numel();
+// `nonzero`: NonzeroMask of the tensor.
+int64_t CompactBytes(const at::Tensor& nonzero, int64_t elem_bytes) {
+  const int64_t n = nonzero.numel();
   const int64_t dense = n * elem_bytes;
   if (n == 0) return 0;
-  const at::Tensor positions = at::nonzero(NonzeroMask(init).reshape({-1}).cpu()).reshape({-1});
+  const at::Tensor positions = at::nonzero(nonzero.reshape({-1}).cpu()).reshape({-1});
   const int64_t nnz = positions.numel();
   const int64_t bitmask = (n + 7) / 8 + nnz * elem_bytes;
   // Distances from the previous non-zero (the first from position -1); a distance d
@@ -185,7 +186,8 @@ SizeStats ComputeSize(const Graph& graph) {
   for (const auto& [name, init] : graph.initializers) {
     if (!init.value.defined()) continue;
     const int64_t n = init.value.numel();
-    const int64_t nnz = CountNonzeros(init);
+    const at::Tensor nonzero = NonzeroMask(init);  // once: the count and the compact size
+    const int64_t nnz = n == 0 ? 0 : nonzero.sum().item<int64_t>();
     const bool is_weight = layer_weight.count(name) != 0 || init.quant.has_value();
     // FP32 storage: 4 bytes per floating-point element (and per layer weight even when
     // held as int8 behind a DequantizeLinear); other dtypes keep their element size.
@@ -200,7 +202,7 @@ SizeStats ComputeSize(const Graph& graph) {
     // quantized weight's int8 bytes, so a quantized model's stored size is real.
     const int64_t stored = static_cast<int64_t>(init.value.element_size());
     s.bytes_sparse += std::min(n * stored, nnz * (stored + 8));
-    s.bytes_compact += nnz == n ? n * stored : CompactBytes(init, stored);
+    s.bytes_compact += nnz == n ? n * stored : CompactBytes(nonzero, stored);
   }
   return s;
 }
