@@ -2,6 +2,7 @@
 #include "compress/data/stream.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -12,7 +13,11 @@ namespace compress {
 void ParallelForEach(int64_t n, const std::function<void(int64_t)>& fn) {
   std::vector<std::string> errors(static_cast<size_t>(std::max<int64_t>(n, 0)));
   std::vector<ErrorKind> kinds(errors.size(), ErrorKind::kIo);
+  // OpenMP's workers do not inherit the caller's inference or grad mode (ATen's
+  // parallel_for does not carry thread-local state); fn writes into the caller's tensors.
+  const at::ThreadLocalState state;
   at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(state);
     for (int64_t i = begin; i < end; ++i) {
       try {
         fn(i);
