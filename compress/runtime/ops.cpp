@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "compress/runtime/fake_quant.h"
+#include "compress/runtime/linear.h"
 
 namespace compress {
 
@@ -182,7 +183,7 @@ Outputs Gemm(const KernelContext& ctx) {
   const Tensor& b = In(ctx, 1);
   // Fast path: a fully connected layer.
   if (!trans_a && trans_b && alpha == 1.0 && beta == 1.0 && (!Has(ctx, 2) || In(ctx, 2).dim() == 1)) {
-    return {at::linear(a, b, Has(ctx, 2) ? In(ctx, 2) : Tensor())};
+    return {Linear(a, b, Has(ctx, 2) ? In(ctx, 2) : Tensor())};
   }
   Tensor y = at::mm(trans_a ? a.t() : a, trans_b ? b.t() : b);
   if (alpha != 1.0) y = y * alpha;

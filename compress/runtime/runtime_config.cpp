@@ -60,6 +60,11 @@ std::string BlasThreading() {
                                                          : " (pinned: one thread pool)");
 }
 
+bool BlasOnCallingThread() {
+  static const GetThreadsFn get = OpenBlasGetThreads();
+  return get != nullptr && get() == 1;
+}
+
 bool IsDeviceSpec(const std::string& spec) {
   return spec == "auto" || spec == "cpu" || spec == "cuda" ||
          (spec.rfind("cuda:", 0) == 0 && spec.size() > 5 &&

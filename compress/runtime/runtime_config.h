@@ -18,6 +18,12 @@ int ConfigureThreads(int threads);
 // "BLAS threads: OpenBLAS 1 (pinned: one thread pool)" or why not: for logs and `cpu`.
 std::string BlasThreading();
 
+// Whether LibTorch's BLAS is OpenBLAS running each call on the calling thread (pinned by
+// ConfigureThreads or OPENBLAS_NUM_THREADS=1), so that splitting a GEMM over LibTorch's
+// threads uses idle cores rather than competing with BLAS's own pool. False for any
+// other BLAS (MKL threads itself on LibTorch's OpenMP pool).
+bool BlasOnCallingThread();
+
 // The device grammar: "auto", "cpu", "cuda" or "cuda:N" (N digits). Checks spelling
 // only, not availability.
 bool IsDeviceSpec(const std::string& spec);
