@@ -12,6 +12,7 @@
 
 #include "compress/runtime/fake_quant.h"
 #include "compress/runtime/linear.h"
+#include "compress/runtime/max_pool.h"
 
 namespace compress {
 
@@ -329,14 +330,18 @@ Outputs MaxPool(const KernelContext& ctx) {
     use_ceil = false;
   }
   Tensor y, indices;
-  if (!want_indices && NonOverlappingPool(input, w, padding) &&
-      !(at::GradMode::is_enabled() && input.requires_grad())) {
-    // Inference over k x k windows with stride k (the zoo's 2x2 pools): the maximum of
-    // the k^2 strided views, elementwise. Bit-identical to max_pool2d_with_indices (a
-    // maximum is exact; NaN propagates in both) and 2-4x faster: LibTorch 1.13's NCHW
-    // max_pool2d kernel was half of a convnet's evaluation (bench/RESULTS.md "Where
-    // the time goes"). Not with autograd: at::maximum splits a tie's gradient, the
-    // pooling kernel gives it to the first maximum.
+  const bool tiled = !want_indices && NonOverlappingPool(input, w, padding);
+  if (tiled && w.kernel[0] == 2 && w.kernel[1] == 2 && MaxPool2x2Applies(input)) {
+    // 2x2 windows with stride 2 (the zoo's pools) on CPU float32: one vectorised pass,
+    // bit-identical to LibTorch's kernel and its gradient, 20x faster than LibTorch
+    // 1.13's NCHW kernel in the forward (max_pool.h; bench/RESULTS.md "MaxPool").
+    y = MaxPool2x2(input);
+  } else if (tiled && !(at::GradMode::is_enabled() && input.requires_grad())) {
+    // Other tiling windows at inference: the maximum of the k^2 strided views,
+    // elementwise. Bit-identical to max_pool2d_with_indices (a maximum is exact; NaN
+    // propagates in both) and 2-4x faster than LibTorch 1.13's NCHW max_pool2d
+    // kernel. Not with autograd: at::maximum splits a tie's gradient, the pooling
+    // kernel gives it to the first maximum.
     const int64_t kh = w.kernel[0], kw = w.kernel[1];
     const int64_t oh = input.size(2) / kh, ow = input.size(3) / kw;
     for (int64_t i = 0; i < kh; ++i) {
