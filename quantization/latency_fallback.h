@@ -24,7 +24,11 @@
 
 namespace compress {
 
-struct QuantVariants;  // quantization/quant_sensitivity.h (which includes quantize.h)
+struct QuantVariants;       // quantization/quant_sensitivity.h (which includes quantize.h)
+struct CalibrationBatches;  // quantization/quantize.h
+struct QdqPlan;             // quantization/qdq.h
+struct PassContext;
+struct PassResult;
 
 struct LatencyFallbackOptions {
   bool enabled = false;  // the recipe names "latency_fallback"
@@ -59,5 +63,21 @@ struct LatencyFallbackResult {
 LatencyFallbackResult LatencyFallback(const QuantVariants& variants,
                                       const std::set<std::string>& fp32, double min_saving,
                                       const LatencyMeasure& measure);
+
+// latency_fallback as quantize and quantize-qat run it: LatencyFallback with ONNX Runtime
+// timing on the first calibration batch (repeated to l.batch rows), on the main rank only
+// in a data-parallel run (its choice broadcast, so every rank quantizes the same layers).
+// Returns the layers to keep FP32 besides `fp32`; the scan's rows go into
+// result.latency_trials, its medians into result.stats (ort_int8_ms, ort_fp32_ms,
+// ort_chosen_ms, layers_fp32_for_latency, latency_confirmed), one line into ctx.log.
+std::set<std::string> ChooseForLatency(const QuantVariants& variants,
+                                       const std::set<std::string>& fp32,
+                                       const LatencyFallbackOptions& l, const PassContext& ctx,
+                                       const CalibrationBatches& batches, const std::string& pass,
+                                       PassResult& result);
+
+// Says in plan.skipped why each layer of `for_latency` stayed FP32 (its measured saving).
+void LabelLatencySkips(QdqPlan& plan, const std::set<std::string>& for_latency,
+                       const PassResult& result);
 
 }  // namespace compress

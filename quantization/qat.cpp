@@ -13,6 +13,7 @@
 #include "compress/runtime/fake_quant.h"
 #include "compress/runtime/ops.h"
 #include "quantization/fold_batchnorm.h"
+#include "quantization/quant_sensitivity.h"
 
 namespace compress {
 
@@ -199,6 +200,7 @@ void RemoveFakeQuant(Graph& graph, const FakeQuantLayout& layout) {
 std::unique_ptr<Pass> QuantizeQatPass::Create(OptionReader& r) {
   QatOptions o;
   ReadQuantizeOptions(r, o.quantize);
+  ReadLatencyFallbackOptions(r, o.quantize.latency);
   // Fine-tuning defaults: a short, gentle run from the calibrated model.
   o.train.batch_size = 0;
   o.train.optimizer.name = "adam";
@@ -349,19 +351,34 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
   if (q.fold_batchnorm) {
     result.stats["batchnorms_folded"] = static_cast<double>(FoldBatchNorm(graph, &result.skipped));
   }
-  const QdqPlan plan = PlanQdq(graph, q.layers);
+  int64_t drawn = 0;
+  const CalibrationBatches batches = ContextCalibrationBatches(ctx, q.samples, &drawn);
+
+  // Step 1: the plan. With latency_fallback, the layers whose INT8 form is slower in ONNX
+  // Runtime stay FP32, measured on the calibrated (PTQ) model before training: training
+  // changes weights and scales, not which kernels run.
+  std::set<std::string> for_latency;
+  const QdqPlan plan = [&] {
+    QdqPlan p = PlanQdq(graph, q.layers);
+    if (!q.latency.enabled || p.layers.empty()) return p;
+    const QuantVariants variants = PrepareVariants(graph, q, ctx, "quantize-qat");
+    for_latency = ChooseForLatency(variants, {}, q.latency, ctx, batches, "quantize-qat", result);
+    if (for_latency.empty()) return p;
+    p = PlanQdqWithout(graph, p, for_latency, "kept FP32 by latency_fallback");
+    LabelLatencySkips(p, for_latency, result);
+    return p;
+  }();
   for (const auto& s : plan.skipped) result.skipped.push_back(s);
+  // (latency_fallback always leaves one layer INT8.)
   if (plan.layers.empty()) {
     throw Error(ErrorKind::kRecipe, "quantize-qat: no layer to quantize (every weighted layer "
                                     "is excluded or cannot be quantized); nothing to train");
   }
 
-  // Step 1: the PTQ starting point.
-  int64_t drawn = 0;
-  const CalibrationBatches batches = ContextCalibrationBatches(ctx, q.samples, &drawn);
+  // Step 2: the PTQ starting point.
   const auto params = Calibrate(graph, plan, batches, q.calibration, q.percentile, q.activations);
 
-  // Step 2: train with fake quantization (against the teachers with `distill`).
+  // Step 3: train with fake quantization (against the teachers with `distill`).
   const FakeQuantLayout layout = InsertFakeQuant(graph, plan, params, options_);
   const std::vector<std::string> learned = LearnedScales(layout, options_.learn_scales);
   RangeObserver observer(layout, options_, ctx.comm.get());
@@ -388,13 +405,16 @@ PassResult QuantizeQatPass::Run(Graph& graph, PassContext& ctx) {
     AddDistillStats(*objective, *options_.distill, distill_epochs, result);
   }
 
-  // Step 3: the QDQ form with the trained weights and scales.
+  // Step 4: the QDQ form with the trained weights and scales (the same layers as trained).
   torch::NoGradGuard no_grad;
   const Tensor first = batches.batch(0).to(ctx.device);
   const Tensor fake_quant_out = Executor(graph).Run({first})[0].detach().clone();
   const TrainedQuantParams trained = ReadTrainedParams(graph, layout);
   RemoveFakeQuant(graph, layout);
-  const QdqPlan final_plan = PlanQdq(graph, q.layers);
+  const QdqPlan final_plan =
+      for_latency.empty() ? PlanQdq(graph, q.layers)
+                          : PlanQdqWithout(graph, PlanQdq(graph, q.layers), for_latency,
+                                           "kept FP32 by latency_fallback");
   QdqOptions qo;
   qo.activation_type = q.activations;
   qo.per_channel = q.per_channel;

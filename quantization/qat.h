@@ -19,6 +19,9 @@
 //     after, or learned (LSQ, the zero point stays the calibrated one).
 //   - Pruning masks and N:M patterns survive: the engine re-applies them after every
 //     step, and a zero weight fake-quantizes to exactly zero (weight zero point 0).
+//   - With `latency_fallback` (quantize's option) the layers whose INT8 form is slower in
+//     ONNX Runtime are chosen once, on the calibrated model before training, and stay
+//     FP32 throughout: not fake-quantized in training, not INT8 in the result.
 //   - With `distill` the loss is the distillation objective's (distill/objective.h):
 //     the fake-quantized model is the student of the recipe's teachers, else of the
 //     baseline, exactly as the distill pass picks them.

@@ -153,107 +153,6 @@ std::unique_ptr<Pass> QuantizePass::Create(OptionReader& r) {
 
 namespace {
 
-std::string Fmt(double v, int decimals, const char* unit) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v, unit);
-  return buf;
-}
-std::string Ms(double ms) { return Fmt(ms, 3, " ms"); }
-std::string Pct(double fraction) { return Fmt(100 * fraction, 1, "%"); }
-
-// The first calibration batch's rows, repeated as needed to `rows`, on the CPU: the
-// input latency_fallback times the models on.
-Tensor TimedInput(const CalibrationBatches& batches, int64_t rows) {
-  const Tensor first = batches.batch(0).detach().to(at::kCPU);
-  const Tensor index = at::arange(rows, at::TensorOptions().dtype(at::kLong)).remainder(first.size(0));
-  return first.index_select(0, index).contiguous();
-}
-
-// `scan()` on the main rank only, its result broadcast to the others (data-parallel
-// runs: timing on every rank at once would measure the ranks' contention, and every rank
-// must make the same choice); a plain run calls it. `layers` are the variants' layer
-// names, the same on every rank (same graph, same options): rows travel as indices.
-LatencyFallbackResult ScanOnMainRank(const PassContext& ctx, const std::vector<std::string>& layers,
-                                     const std::function<LatencyFallbackResult()>& scan) {
-  if (!ctx.comm || !ctx.comm->distributed()) return scan();
-  const bool main = ctx.comm->is_main();
-  LatencyFallbackResult r;
-  if (main) r = scan();
-  std::vector<Tensor> count{at::full({1}, static_cast<double>(r.trials.size()), at::kDouble)};
-  ctx.comm->Broadcast(count, 0, "latency_fallback rows");
-  const int64_t n = static_cast<int64_t>(count[0].to(at::kCPU).item<double>());
-  // [int8, fp32, chosen, confirmed], then per row [step, layer index, ms, saving, fp32].
-  constexpr int64_t kRow = 5;
-  std::vector<Tensor> packed{at::zeros({4 + kRow * n}, at::kDouble)};
-  if (main) {
-    double* p = packed[0].data_ptr<double>();
-    p[0] = r.int8_ms, p[1] = r.fp32_ms, p[2] = r.chosen_ms, p[3] = r.confirmed;
-    for (int64_t k = 0; k < n; ++k) {
-      const LatencyTrial& t = r.trials[static_cast<size_t>(k)];
-      double* row = p + 4 + kRow * k;
-      row[0] = static_cast<double>(t.step);
-      row[1] = static_cast<double>(std::find(layers.begin(), layers.end(), t.layer) - layers.begin());
-      row[2] = t.ms, row[3] = t.saving, row[4] = t.fp32;
-    }
-  }
-  ctx.comm->Broadcast(packed, 0, "latency_fallback choice");
-  if (main) return r;
-  const Tensor cpu = packed[0].to(at::kCPU);
-  const double* p = cpu.data_ptr<double>();
-  r.int8_ms = p[0], r.fp32_ms = p[1], r.chosen_ms = p[2], r.confirmed = p[3] != 0;
-  for (int64_t k = 0; k < n; ++k) {
-    const double* row = p + 4 + kRow * k;
-    const auto index = static_cast<size_t>(row[1]);
-    if (index >= layers.size()) {
-      throw Error(ErrorKind::kInternal, "latency_fallback: rank 0 sent layer " +
-                                            std::to_string(index) + " of " +
-                                            std::to_string(layers.size()));
-    }
-    LatencyTrial t;
-    t.step = static_cast<int64_t>(row[0]);
-    t.layer = layers[index];
-    t.ms = row[2], t.saving = row[3], t.fp32 = row[4] != 0;
-    if (t.fp32 && r.confirmed) r.fp32_layers.insert(t.layer);
-    r.trials.push_back(t);
-  }
-  return r;
-}
-
-// latency_fallback's scan on `variants` (with `fp32` already FP32): the layers to keep
-// FP32 as well; its rows and timings go into `result`.
-std::set<std::string> ChooseForLatency(const QuantVariants& variants,
-                                       const std::set<std::string>& fp32,
-                                       const QuantizeOptions& o, const PassContext& ctx,
-                                       const CalibrationBatches& batches, PassResult& result) {
-  const LatencyFallbackOptions& l = o.latency;
-  const LatencyFallbackResult r = ScanOnMainRank(ctx, variants.LayerNames(), [&] {
-    return LatencyFallback(variants, fp32, l.min_saving,
-                           OrtLatencyMeasure(l, TimedInput(batches, l.batch)));
-  });
-  result.latency_trials = r.trials;
-  result.stats["ort_int8_ms"] = r.int8_ms;
-  result.stats["ort_fp32_ms"] = r.fp32_ms;
-  result.stats["ort_chosen_ms"] = r.chosen_ms;
-  result.stats["layers_fp32_for_latency"] = static_cast<double>(r.fp32_layers.size());
-  result.stats["latency_confirmed"] = r.confirmed ? 1 : 0;
-  std::string outcome;
-  for (const auto& layer : r.fp32_layers) outcome += (outcome.empty() ? "" : ", ") + layer;
-  if (!outcome.empty()) {
-    outcome = "kept FP32: " + outcome + " (" + Ms(r.chosen_ms) + ")";
-  } else if (variants.LayerNames().size() <= fp32.size() + 1) {
-    outcome = "one INT8 layer, which stays INT8";
-  } else if (std::any_of(r.trials.begin(), r.trials.end(),
-                         [&](const LatencyTrial& t) { return t.saving >= l.min_saving; })) {
-    outcome = "the scan's savings did not hold up side by side; every layer stays INT8";
-  } else {
-    outcome = "no layer saves " + Pct(l.min_saving) + " in FP32; every layer stays INT8";
-  }
-  ctx.log("quantize: latency_fallback (ONNX Runtime, batch " + std::to_string(l.batch) + ", " +
-          std::to_string(l.threads) + " thread(s)): all INT8 " + Ms(r.int8_ms) + ", FP32 " +
-          Ms(r.fp32_ms) + "; " + outcome);
-  return r.fp32_layers;
-}
-
 // The layers to quantize and their activation parameters. Accuracy-aware mode runs its
 // trials (quantization/quant_sensitivity.h) and keeps the FP32 layers it chose, then
 // latency_fallback its scan; every trial goes into `result`.
@@ -292,22 +191,14 @@ QdqPlan ChoosePlan(Graph& graph, const QuantizeOptions& o, const PassContext& ct
   }
   std::set<std::string> for_latency;
   if (o.latency.enabled) {
-    for_latency = ChooseForLatency(variants, fp32_layers, o, ctx, batches, result);
+    for_latency = ChooseForLatency(variants, fp32_layers, o.latency, ctx, batches, "quantize", result);
   }
   *params = variants.params;
   std::set<std::string> all = fp32_layers;
   all.insert(for_latency.begin(), for_latency.end());
   QdqPlan plan = PlanQdqWithout(graph, variants.full, all,
                                 "kept FP32 by accuracy-aware quantization (max_accuracy_drop)");
-  for (auto& skipped : plan.skipped) {
-    if (!for_latency.count(skipped.layer)) continue;
-    for (const auto& t : result.latency_trials) {
-      if (t.fp32 && t.layer == skipped.layer) {
-        skipped.reason = "kept FP32 by latency_fallback: the model runs " + Pct(t.saving) +
-                         " faster in ONNX Runtime with it FP32";
-      }
-    }
-  }
+  LabelLatencySkips(plan, for_latency, result);
   return plan;
 }
 

@@ -273,6 +273,55 @@ TEST(LatencyFallback, ThePassTimesLayersInOnnxRuntimeAndItsModelVerifies) {
   }
 }
 
+// quantize-qat with latency_fallback: the scan runs on the calibrated model before
+// training, the layers it keeps FP32 are neither fake-quantized in training nor INT8 in
+// the result (and say why), and the result verifies under the INT8 rule in ONNX Runtime.
+TEST(LatencyFallback, QuantizeQatTrainsAndExportsOnlyTheLayersThatStayInt8) {
+  Graph trained = BuildZoo("lenet5", 3);
+  RunPassFromJson("train", trained, {{"epochs", 2}, {"optimizer", {{"name", "adam"}, {"lr", 0.003}}}},
+                  Context());
+  const nlohmann::json scan = {{"batch", 16}, {"rounds", 2}, {"runs", 5}, {"warmup", 2}};
+  const nlohmann::json qat = {{"epochs", 1}, {"latency_fallback", scan}};
+  Graph g = trained.Clone();
+  const PassResult r = RunPassFromJson("quantize-qat", g, qat, Context());
+  const double layers = r.stats.at("layers_quantized");
+  int64_t first_scan = 0;
+  for (const auto& t : r.latency_trials) first_scan += t.step == 0;
+  ASSERT_EQ(static_cast<double>(first_scan), layers + r.stats.at("layers_fp32_for_latency"));
+  ASSERT_GE(layers, 1);
+  int64_t kept = 0;
+  for (const auto& t : r.latency_trials) {
+    if (!t.fp32) continue;
+    ++kept;
+    EXPECT_FALSE(IsInt8(g, t.layer)) << t.layer;
+    bool listed = false;
+    for (const auto& s : r.skipped) {
+      listed |= s.layer == t.layer && s.reason.find("kept FP32 by latency_fallback") == 0;
+    }
+    EXPECT_TRUE(listed) << t.layer;
+  }
+  EXPECT_EQ(static_cast<double>(kept), r.stats.at("layers_fp32_for_latency"));
+  for (const auto& node : g.nodes) EXPECT_NE(node.op_type, "FakeQuantize") << node.name;
+
+  const fs::path dir = fs::temp_directory_path() / ("mc_latency_qat_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "lenet5_qat.onnx").string();
+  SaveOnnx(g, path);
+  VerifyTolerance tol;
+  tol.mode = VerifyTolerance::Mode::kInt8;
+  const VerifyReport v = VerifyOnnxInOrt(g, path, {Data().test.inputs}, tol);
+  EXPECT_EQ(v.int8.quantized, static_cast<int64_t>(layers));
+  fs::remove_all(dir);
+
+  // No layer can save 99%: every layer trains and exports INT8, as without the option.
+  nlohmann::json never = qat;
+  never["latency_fallback"]["min_saving"] = 0.99;
+  Graph strict = trained.Clone();
+  const PassResult s = RunPassFromJson("quantize-qat", strict, never, Context());
+  EXPECT_EQ(s.stats.at("layers_fp32_for_latency"), 0);
+  EXPECT_EQ(s.stats.at("layers_quantized"), static_cast<double>(s.latency_trials.size()));
+}
+
 TEST(LatencyFallback, TrialsRoundTripThroughTheReportAndRender) {
   Report rep;
   rep.baseline.pass = "baseline";
