@@ -145,8 +145,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     const int used = compress::ConfigureThreads(threads);
-    std::printf("threads: LibTorch %d; %s; %lld training images per epoch\n\n", used,
-                compress::BlasThreading().c_str(), static_cast<long long>(train_limit));
+    std::printf("threads: LibTorch %d; %s; %s; %lld training images per epoch\n\n", used,
+                compress::BlasThreading().c_str(), compress::MallocSetting().c_str(),
+                static_cast<long long>(train_limit));
     compress::FashionMnistOptions data_options;
     data_options.root = data_root;
     data_options.train_limit = train_limit;

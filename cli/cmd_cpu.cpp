@@ -23,7 +23,8 @@ void AddCpuCommand(CLI::App& app, const GlobalOptions&) {
                 verdict(compress::OnednnInt8PairsSaturate(cpu)));
     // The thread pools a run uses (what ConfigureThreads(0) sets): speed figures need it.
     const int threads = compress::ConfigureThreads(0);
-    std::printf("threads: LibTorch %d; %s\n", threads, compress::BlasThreading().c_str());
+    std::printf("threads: LibTorch %d; %s; %s\n", threads, compress::BlasThreading().c_str(),
+                compress::MallocSetting().c_str());
   });
 }
 

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   std::printf("%s\n", compress::CpuInt8Summary().c_str());
   const int threads = compress::ConfigureThreads(torch::get_num_threads());
-  std::printf("threads: LibTorch %d; %s\n", threads, compress::BlasThreading().c_str());
+  std::printf("threads: LibTorch %d; %s; %s\n", threads, compress::BlasThreading().c_str(),
+              compress::MallocSetting().c_str());
   return RUN_ALL_TESTS();
 }

@@ -427,7 +427,7 @@ void WriteRunFiles(const Recipe& recipe, const Report& report, const DatasetSpli
   WriteFileAtomic((dir / "recipe.json").string(), recipe.json.dump(2) + "\n");
   nlohmann::json manifest = {
       {"recipe_hash", report.recipe_hash}, {"seed", recipe.seed}, {"threads", report.threads},
-      {"blas_threads", BlasThreading()},
+      {"blas_threads", BlasThreading()}, {"malloc", MallocSetting()},
       {"device", report.device},
       {"versions", {{"mcompress", MCOMPRESS_VERSION}, {"libtorch", TORCH_VERSION},
                     {"onnx", onnx::LAST_RELEASE_VERSION}}},
