@@ -5,14 +5,27 @@
 # at each temperature T, soft weight alpha and warm-up length, over seeds. Prints per run the validation
 # top-1 (the last epoch's) and the test top-1, then per setting the mean validation top-1
 # and the mean/min/max test gain over alone, and which setting the validation picks.
+# TERMS adds feature-hint and attention-transfer terms (issue 13) on top of the default
+# KD settings (T 4, alpha 0.9, warm-up 1), one variant per name of TERM_SET below.
 # Usage: bench/distill_sweep.sh [BUILD_DIR]
-#   (TEMPS="2 4 8" ALPHAS="0.5 0.9" WARMUPS="1" SEEDS="0 1 2" by default)
+#   (TEMPS="2 4 8" ALPHAS="0.5 0.9" WARMUPS="1" SEEDS="0 1 2" TERMS="" by default; an
+#   empty TEMPS="" runs no T/alpha grid, e.g. TEMPS= TERMS="at-relu hint-pool")
 set -u
 BUILD_DIR=${1:-build}
-read -r -a TEMPS <<< "${TEMPS:-2 4 8}"
+read -r -a TEMPS <<< "${TEMPS-2 4 8}"
 read -r -a ALPHAS <<< "${ALPHAS:-0.5 0.9}"
 read -r -a WARMUPS <<< "${WARMUPS:-1}"
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
+read -r -a TERMS <<< "${TERMS:-}"
+# Student/teacher value pairs of the half-width lenet5 and the convnet: Relu [N,3,28,28] /
+# [N,32,28,28], MaxPool [N,3,14,14] / [N,32,14,14] (hints through a learned 1x1 adapter),
+# fc1 [N,60] / [N,128] (a linear adapter).
+declare -A TERM_SET=(
+  [at-relu]='stages[0].attention=[{"student":"Relu","teacher":"Relu","weight":2}]'
+  [at-pool]='stages[0].attention=[{"student":"MaxPool","teacher":"MaxPool","weight":2}]'
+  [hint-pool]='stages[0].features=[{"student":"MaxPool","teacher":"MaxPool","weight":1}]'
+  [hint-fc1]='stages[0].features=[{"student":"fc1","teacher":"fc1","weight":0.5}]'
+)
 MC="$(cd "$(dirname "$BUILD_DIR/bin/mcompress")" && pwd)/mcompress"
 OUT=$(realpath -m "${BENCH_OUT:-$BUILD_DIR/bench-out}/distill_sweep")
 TEACHER_DIR=$(realpath -m "${BENCH_OUT:-$BUILD_DIR/bench-out}/distill/teacher")
@@ -51,6 +64,12 @@ for t in "${TEMPS[@]}"; do
           --set "stages[0].alpha=$a" --set "stages[0].warmup_epochs=$w"
       done
     done
+  done
+done
+for term in "${TERMS[@]}"; do
+  [[ -n ${TERM_SET[$term]:-} ]] || { echo "unknown TERMS entry $term (known: ${!TERM_SET[*]})"; exit 2; }
+  for seed in "${SEEDS[@]}"; do
+    run "kd-$term" "$seed" --set 'stages[0].pass=distill' --set "${TERM_SET[$term]}"
   done
 done
 echo
