@@ -27,6 +27,20 @@ const DatasetSplits& Data() { return testing_util::FashionMnistSubset(512, 256, 
 
 PassContext Context() { return testing_util::SplitsContext(Data(), 64, 128); }
 
+// Exports `g` and verifies it in ONNX Runtime under the INT8 rule (a failed check fails
+// the test); returns how many quantized layers the verifier counted.
+int64_t Int8LayersVerifiedInOrt(const Graph& g, const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("mc_" + name + "_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / (name + ".onnx")).string();
+  SaveOnnx(g, path);
+  VerifyTolerance tol;
+  tol.mode = VerifyTolerance::Mode::kInt8;
+  const VerifyReport v = VerifyOnnxInOrt(g, path, {Data().test.inputs}, tol);
+  fs::remove_all(dir);
+  return v.int8.quantized;
+}
+
 // Whether `layer`'s weight is read through a DequantizeLinear (the layer is INT8).
 bool IsInt8(const Graph& g, const std::string& layer) {
   for (const auto& node : g.nodes) {
@@ -251,15 +265,7 @@ TEST(LatencyFallback, ThePassTimesLayersInOnnxRuntimeAndItsModelVerifies) {
   EXPECT_EQ(kept > 0, r.stats.at("latency_confirmed") == 1);
   ASSERT_GE(layers, 1);  // lenet5 keeps at least one INT8 layer here
 
-  const fs::path dir = fs::temp_directory_path() / ("mc_latency_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "lenet5.onnx").string();
-  SaveOnnx(g, path);
-  VerifyTolerance tol;
-  tol.mode = VerifyTolerance::Mode::kInt8;
-  const VerifyReport v = VerifyOnnxInOrt(g, path, {Data().test.inputs}, tol);
-  EXPECT_EQ(v.int8.quantized, static_cast<int64_t>(layers));
-  fs::remove_all(dir);
+  EXPECT_EQ(Int8LayersVerifiedInOrt(g, "lenet5"), static_cast<int64_t>(layers));
 
   Graph strict = trained.Clone();
   nlohmann::json never = scan;
@@ -303,15 +309,7 @@ TEST(LatencyFallback, QuantizeQatTrainsAndExportsOnlyTheLayersThatStayInt8) {
   EXPECT_EQ(static_cast<double>(kept), r.stats.at("layers_fp32_for_latency"));
   for (const auto& node : g.nodes) EXPECT_NE(node.op_type, "FakeQuantize") << node.name;
 
-  const fs::path dir = fs::temp_directory_path() / ("mc_latency_qat_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "lenet5_qat.onnx").string();
-  SaveOnnx(g, path);
-  VerifyTolerance tol;
-  tol.mode = VerifyTolerance::Mode::kInt8;
-  const VerifyReport v = VerifyOnnxInOrt(g, path, {Data().test.inputs}, tol);
-  EXPECT_EQ(v.int8.quantized, static_cast<int64_t>(layers));
-  fs::remove_all(dir);
+  EXPECT_EQ(Int8LayersVerifiedInOrt(g, "lenet5_qat"), static_cast<int64_t>(layers));
 
   // No layer can save 99%: every layer trains and exports INT8, as without the option.
   nlohmann::json never = qat;
