@@ -136,10 +136,13 @@ int main(int argc, char** argv) {
   int64_t train_limit = 10000;
   int top = 6;
   int threads = 0;
+  int64_t eval_batch = 256;
   std::string data_root = "/usr/share/datasets/fashion-mnist";
   app.add_option("--model", models, "zoo models")->capture_default_str();
   app.add_option("--train-limit", train_limit, "training images per epoch")->capture_default_str();
   app.add_option("--top", top, "ops listed per phase")->capture_default_str();
+  app.add_option("--eval-batch", eval_batch, "evaluation batch (the evaluate pass: max(batch, 256))")
+      ->capture_default_str();
   app.add_option("--threads", threads, "LibTorch threads (0 = all cores)")->capture_default_str();
   app.add_option("--data", data_root, "Fashion-MNIST directory")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -178,7 +181,7 @@ int main(int argc, char** argv) {
         if (train_sps == 0) train_sps = r.stats.at("samples_per_second");  // the unprofiled run
       });
       Phase(m, "evaluate 10k", top, copy,
-            [&] { compress::Evaluate(g, data.test, 256, c10::Device(c10::kCPU)); });
+            [&] { compress::Evaluate(g, data.test, eval_batch, c10::Device(c10::kCPU)); });
       Phase(m, "PTQ (512 calibration)", top, copy,
             [&] { MakePass("quantize", nlohmann::json::object())->Run(g, ctx); });
       Phase(m, "QAT epoch", top, copy, [&] {
