@@ -21,7 +21,7 @@ using torch::autograd::variable_list;
 
 // Below about a million multiply-adds the slices cost more than they save (measured on
 // 2 cores, AVX-512 OpenBLAS: 128x100x10 0.94x, 128x120x84 1.12x, 128x400x120 1.6x,
-// 128x784x300 1.85x; bench/RESULTS.md "Two cores for fully connected layers").
+// 128x784x300 1.85x; bench/RESULTS.md "Every core, no page faults").
 constexpr int64_t kMinMacs = int64_t{1} << 20;
 // No slice thinner than this many rows (OpenBLAS's kernels work on blocks of rows).
 constexpr int64_t kMinRows = 16;
@@ -106,7 +106,9 @@ class SlicedLinearFunction : public torch::autograd::Function<SlicedLinearFuncti
     at::Tensor gx, gw, gb;
     SlicedBackward(ctx, grads[0], &gx, &gw);
     // As at::linear's addmm: the broadcast bias's gradient summed back to its shape.
-    if (ctx->needs_input_grad(2)) gb = grads[0].sum_to_size(ctx->saved_data["bias_sizes"].toIntVector());
+    if (ctx->needs_input_grad(2)) {
+      gb = grads[0].sum_to_size(ctx->saved_data["bias_sizes"].toIntVector());
+    }
     return {gx, gw, gb};
   }
 };

@@ -334,7 +334,8 @@ Outputs MaxPool(const KernelContext& ctx) {
   if (tiled && w.kernel[0] == 2 && w.kernel[1] == 2 && MaxPool2x2Applies(input)) {
     // 2x2 windows with stride 2 (the zoo's pools) on CPU float32: one vectorised pass,
     // bit-identical to LibTorch's kernel and its gradient, 20x faster than LibTorch
-    // 1.13's NCHW kernel in the forward (max_pool.h; bench/RESULTS.md "MaxPool").
+    // 1.13's NCHW kernel in the forward (max_pool.h; bench/RESULTS.md "Every core, no
+    // page faults").
     y = MaxPool2x2(input);
   } else if (tiled && !(at::GradMode::is_enabled() && input.requires_grad())) {
     // Other tiling windows at inference: the maximum of the k^2 strided views,

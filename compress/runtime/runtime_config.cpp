@@ -57,8 +57,8 @@ int ConfigureMalloc() {
   // and trims freed heap memory, so every step page-faults its activations in again:
   // the elementwise ops (BatchNorm, ReLU and their backward) ran 2-4x slower than their
   // arithmetic. Keeping freed memory for reuse: a convnet epoch 3.87 -> 1.82 s (10k
-  // images, bench/RESULTS.md "Freed memory kept"). Peak RSS is the live peak plus what
-  // the heap keeps; a block above 32 MiB (a loaded dataset) is still mapped apart.
+  // images, bench/RESULTS.md "Every core, no page faults"). Peak RSS is the live peak
+  // plus what the heap keeps; a block above 32 MiB (a loaded dataset) is mapped apart.
   const bool ok = mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 &&
                   mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
   return ok ? 1 : 0;
