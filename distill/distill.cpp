@@ -95,6 +95,7 @@ TrainOptions DistillTrainDefaults() {
   t.optimizer.momentum = 0.9;
   t.lr_schedule.name = "cosine";
   t.max_grad_norm = 5;
+  t.schedule_after_warmup = true;
   return t;
 }
 
@@ -114,6 +115,9 @@ std::unique_ptr<Pass> DistillPass::Create(OptionReader& r) {
          "linear learning-rate warm-up in epochs (fractions allowed; at most half the run)");
   r.Read("max_grad_norm", o.train.max_grad_norm, 0.0, 1e6,
          "clip the global gradient L2 norm to this (0 = off)");
+  r.Read("schedule_after_warmup", o.train.schedule_after_warmup,
+         "true: the lr schedule starts at the full rate when the warm-up ends; false: the "
+         "warm-up scales the schedule from step 0");
   return std::make_unique<DistillPass>(std::move(o));
 }
 

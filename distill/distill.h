@@ -21,7 +21,8 @@
 namespace compress {
 
 // The trainer's defaults for distillation: SGD (lr 0.01) with momentum 0.9 on a cosine
-// schedule, gradients clipped at global norm 5, the recipe's batch size (0).
+// schedule that starts at the full rate when the warm-up ends (schedule_after_warmup),
+// gradients clipped at global norm 5, the recipe's batch size (0).
 TrainOptions DistillTrainDefaults();
 
 struct DistillOptions {

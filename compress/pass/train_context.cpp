@@ -98,6 +98,7 @@ void AddTrainStats(const TrainResult& r, PassResult& result) {
   result.stats["samples_per_second"] = sps / static_cast<double>(r.epochs.size());
   if (last.world_size > 1) result.stats["world_size"] = static_cast<double>(last.world_size);
   if (last.skipped_steps > 0) result.stats["amp_skipped_steps"] = static_cast<double>(last.skipped_steps);
+  if (last.clipped_steps > 0) result.stats["clipped_steps"] = static_cast<double>(last.clipped_steps);
 }
 
 }  // namespace compress

@@ -466,12 +466,14 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
   Progress progress(options.progress, options.epochs, steps_per_epoch);
 
   // One optimizer step on (x, y); returns the logits for the accuracy count.
-  int64_t global_step = 0, skipped_steps = 0;
+  int64_t global_step = 0, skipped_steps = 0, clipped_steps = 0;
   GradScaler scaler;
   scaler.enabled = options.amp && device.is_cuda();
   auto step = [&](const Tensor& x, const Tensor& y, int64_t epoch, int64_t step_in_epoch) {
-    double lr = LearningRateAt(options.lr_schedule, options.optimizer.lr, global_step,
-                               total_steps, steps_per_epoch);
+    const int64_t schedule_start = options.schedule_after_warmup ? options.warmup_steps : 0;
+    double lr = LearningRateAt(options.lr_schedule, options.optimizer.lr,
+                               std::max<int64_t>(global_step - schedule_start, 0),
+                               total_steps - schedule_start, steps_per_epoch);
     if (global_step < options.warmup_steps) {
       lr *= static_cast<double>(global_step + 1) / static_cast<double>(options.warmup_steps);
     }
@@ -521,7 +523,10 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
       ++global_step;
       return std::make_pair(logits.detach(), loss_value);
     }
-    if (options.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, options.max_grad_norm);
+    if (options.max_grad_norm > 0 &&
+        torch::nn::utils::clip_grad_norm_(params, options.max_grad_norm) > options.max_grad_norm) {
+      ++clipped_steps;
+    }
     optimizer->step();
     // Pruned weights stay zero whoever drives the training (a library caller included).
     graph.ApplyMasks();
@@ -572,6 +577,7 @@ TrainResult Train(Graph& graph, const TensorDataset& train, const TensorDataset*
     stats.epoch = epoch + 1;
     stats.world_size = comm != nullptr ? comm->world_size() : 1;
     stats.skipped_steps = skipped_steps;
+    stats.clipped_steps = clipped_steps;
     stats.train_loss = totals.loss_sum / static_cast<double>(totals.samples);
     stats.train_accuracy = options.labels ? static_cast<double>(totals.correct.item<int64_t>()) /
                                                 static_cast<double>(totals.samples)

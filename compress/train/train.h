@@ -88,8 +88,13 @@ struct TrainOptions {
   // random_crop is empty and horizontal_flip is 0.
   Augmentation augmentation;
   // Linear learning-rate warm-up: step k < warmup_steps uses lr * (k + 1) / warmup_steps
-  // times the schedule's factor (Goyal et al. 2017). 0 = none.
+  // (Goyal et al. 2017). 0 = none. By default the factor multiplies the schedule's rate
+  // at step k (the schedule runs from step 0 through the warm-up); with
+  // schedule_after_warmup the schedule starts when the warm-up ends: it runs over the
+  // remaining steps as if they were the whole run, from the full rate (the "linear
+  // warm-up, then cosine" of most transformer recipes).
   int64_t warmup_steps = 0;
+  bool schedule_after_warmup = false;
   // Rescales the gradients so that their global L2 norm is at most this (0 = off).
   double max_grad_norm = 0;
   // Data parallelism (unset, or a world of one: one process). Every rank runs Train with
@@ -126,6 +131,9 @@ struct EpochStats {
   double seconds = 0;             // whole epoch, validation included
   int64_t world_size = 1;         // processes that trained it together
   int64_t skipped_steps = 0;      // mixed precision: steps the gradient scaler skipped
+  // Steps (of the run so far) whose global gradient norm exceeded max_grad_norm and was
+  // scaled down to it: how much the clip, rather than the learning rate, set the steps.
+  int64_t clipped_steps = 0;
 };
 
 struct TrainResult {

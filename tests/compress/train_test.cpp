@@ -277,6 +277,74 @@ TEST(TrainSchedules, AreApplied) {
   EXPECT_TRUE(torch::allclose(g.Weight("W"), after_first_epoch, 0, 1e-12));
 }
 
+// The learning rate of every step, read back from plain SGD on a loss whose bias
+// gradient is the batch size whatever the weights: lr_k = (b_{k-1} - b_k) / batch.
+std::vector<double> StepLearningRates(TrainOptions o) {
+  const TensorDataset data = Blobs(32, 4);
+  Graph g = LinearGraph(torch::tensor({{0.5f, 0.5f}, {-0.5f, -0.5f}}), torch::zeros({2}));
+  o.batch_size = 8;  // 4 steps per epoch
+  o.loss = [](const Tensor& logits, const Tensor&, const Tensor&) { return logits.sum(); };
+  std::vector<double> lrs;
+  double before = 0;
+  o.after_step = [&](int64_t) {
+    const double now = g.Weight("b")[0].item<double>();
+    lrs.push_back((before - now) / 8.0);
+    before = now;
+  };
+  Train(g, data, nullptr, o, torch::kCPU);
+  return lrs;
+}
+
+TEST(TrainSchedules, WarmupScalesTheScheduleOrPrecedesIt) {
+  TrainOptions o = Quiet();
+  o.epochs = 2;  // 8 steps
+  o.optimizer.lr = 0.1;
+  o.lr_schedule.name = "cosine";
+  o.warmup_steps = 3;
+  const auto cosine = [](double step, double total) {
+    return 0.05 * (1 + std::cos(kPi * step / total));
+  };
+  // Default: the warm-up factor (k + 1) / 3 multiplies the cosine of all 8 steps.
+  const std::vector<double> scaled = StepLearningRates(o);
+  ASSERT_EQ(scaled.size(), 8u);
+  for (int k = 0; k < 8; ++k) {
+    const double expected = cosine(k, 8) * std::min(1.0, (k + 1) / 3.0);
+    EXPECT_NEAR(scaled[k], expected, 1e-6) << "step " << k;
+  }
+  // schedule_after_warmup: the ramp to the full rate, then the cosine of the other 5 steps.
+  o.schedule_after_warmup = true;
+  const std::vector<double> after = StepLearningRates(o);
+  ASSERT_EQ(after.size(), 8u);
+  for (int k = 0; k < 8; ++k) {
+    const double expected = k < 3 ? 0.1 * (k + 1) / 3.0 : cosine(k - 3, 5);
+    EXPECT_NEAR(after[k], expected, 1e-6) << "step " << k;
+  }
+  EXPECT_NEAR(after[3], 0.1, 1e-6);  // the full rate right after the warm-up
+}
+
+TEST(TrainClipping, CountsTheStepsItScaledDown) {
+  const TensorDataset data = Blobs(32, 5);
+  TrainOptions o = Quiet();
+  o.epochs = 2;
+  o.batch_size = 8;  // 8 steps
+  o.optimizer.lr = 0.1;
+  // The bias gradient alone has norm 8 * sqrt(2) on this loss: a clip at 1 scales every
+  // step, a clip at 100 none.
+  o.loss = [](const Tensor& logits, const Tensor&, const Tensor&) { return logits.sum(); };
+  for (const auto& [clip, expected] : {std::pair{1.0, 8}, std::pair{100.0, 0}}) {
+    Graph g = LinearGraph(torch::tensor({{0.5f, 0.5f}, {-0.5f, -0.5f}}), torch::zeros({2}));
+    o.max_grad_norm = clip;
+    const TrainResult r = Train(g, data, nullptr, o, torch::kCPU);
+    EXPECT_EQ(r.epochs.front().clipped_steps, expected / 2) << "clip " << clip;
+    EXPECT_EQ(r.epochs.back().clipped_steps, expected) << "clip " << clip;
+    if (clip == 1.0) {
+      // Every step's gradient was scaled to norm 1, so the bias moved at most lr = 0.1
+      // per step (0.8 in all; unclipped it would move 0.8 per step).
+      EXPECT_LE(std::abs(g.Weight("b")[0].item<double>()), 8 * 0.1 + 1e-6);
+    }
+  }
+}
+
 TEST(TrainValidation, ReportsValidationOfTheTrainedGraph) {
   const TensorDataset train = Blobs(64, 4);
   const TensorDataset val = Blobs(32, 5);

@@ -317,6 +317,32 @@ TEST(Distill, LearningRateZeroLeavesTheStudentAsItIs) {
   }
 }
 
+// schedule_after_warmup is read and on by default: the default run equals the explicit
+// `true` bit for bit (training is deterministic for a seed and thread count), and
+// `false` (the warm-up scaling a cosine already decaying) trains other weights.
+TEST(Distill, ScheduleStartsAfterTheWarmupByDefault) {
+  PassContext ctx = Context(SmallData());
+  const Graph teacher = BuildZoo("convnet", 2);
+  ctx.teachers = {{&teacher}};
+  const auto run = [&](const json& options) {
+    Graph student = BuildZoo("lenet5", 1);
+    const PassResult r = RunDistill(student, options, ctx);
+    EXPECT_GT(r.stats.at("warmup_steps"), 0);
+    return Snapshot(student);
+  };
+  const json base = json::parse(R"({"epochs": 2, "optimizer": {"lr": 0.02}})");
+  json on = base, off = base;
+  on["schedule_after_warmup"] = true;
+  off["schedule_after_warmup"] = false;
+  const auto by_default = run(base), with_true = run(on), with_false = run(off);
+  bool any_differs = false;
+  for (const auto& [name, value] : by_default) {
+    EXPECT_TRUE(torch::equal(with_true.at(name), value)) << name;
+    any_differs = any_differs || !torch::equal(with_false.at(name), value);
+  }
+  EXPECT_TRUE(any_differs);
+}
+
 // The issue's textbook settings (T 4, alpha 0.9, SGD momentum 0.9, lr 0.05, cosine) with
 // the default warm-up and clipping; the baseline is the default teacher. Batch 32: 32
 // steps an epoch, so the divergence guard judges epochs 4 and 5 (>= 100 steps).
