@@ -192,8 +192,10 @@ float ClipScaleBound(const Graph& graph, const std::string& value, int64_t zero_
     bound = std::min(bound, LargestScaleWithin(*hi, range.qmax - zero_point));
   }
   if (zero_point > range.qmin) {  // the range reaches below 0: the clip's min bounds it
-    if (!lo || *lo >= 0) return 0;
-    bound = std::min(bound, LargestScaleWithin(-*lo, zero_point - range.qmin));
+    // value_or rather than *lo: GCC 12's -Wmaybe-uninitialized misreads the latter here.
+    const float low = lo.value_or(0.0f);
+    if (low >= 0) return 0;  // no min input, or a min that leaves no negative range
+    bound = std::min(bound, LargestScaleWithin(-low, zero_point - range.qmin));
   }
   return std::isfinite(bound) ? bound : 0;
 }
