@@ -27,8 +27,8 @@ TrainOptions DistillTrainDefaults();
 
 struct DistillOptions {
   // epochs, batch_size (0 = the recipe's), optimizer, lr_schedule, label_smoothing (of
-  // the hard term), max_grad_norm. The pass sets loss, warmup_steps, observe/observer,
-  // extra_parameters and before_epoch itself.
+  // the hard term), max_grad_norm, schedule_after_warmup. The pass sets loss,
+  // warmup_steps, observe/observer, extra_parameters and before_epoch itself.
   TrainOptions train = DistillTrainDefaults();
   DistillLossOptions loss;   // temperature, alpha, features, attention; where
   double warmup_epochs = 1;  // linear lr warm-up in epochs (fractions allowed)
