@@ -4,11 +4,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
-#include <unistd.h>
-
-#include "compress/io/onnx_io.h"
-#include "compress/io/verify.h"
 #include "compress/zoo/zoo.h"
 #include "quantization/fold_batchnorm.h"
 #include "quantization/latency_fallback.h"
@@ -19,7 +14,6 @@
 namespace compress {
 namespace {
 
-namespace fs = std::filesystem;
 using testing_util::ExpectError;
 using testing_util::RunPassFromJson;
 
@@ -30,15 +24,7 @@ PassContext Context() { return testing_util::SplitsContext(Data(), 64, 128); }
 // Exports `g` and verifies it in ONNX Runtime under the INT8 rule (a failed check fails
 // the test); returns how many quantized layers the verifier counted.
 int64_t Int8LayersVerifiedInOrt(const Graph& g, const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("mc_" + name + "_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / (name + ".onnx")).string();
-  SaveOnnx(g, path);
-  VerifyTolerance tol;
-  tol.mode = VerifyTolerance::Mode::kInt8;
-  const VerifyReport v = VerifyOnnxInOrt(g, path, {Data().test.inputs}, tol);
-  fs::remove_all(dir);
-  return v.int8.quantized;
+  return testing_util::VerifyInt8InOrt(g, name, Data().test.inputs).int8.quantized;
 }
 
 // Whether `layer`'s weight is read through a DequantizeLinear (the layer is INT8).

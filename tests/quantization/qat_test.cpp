@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -27,7 +26,6 @@
 namespace compress {
 namespace {
 
-namespace fs = std::filesystem;
 using testing_util::ExpectError;
 using testing_util::RunPassFromJson;
 
@@ -320,16 +318,9 @@ TEST(QuantizeQat, EndsInTheQdqFormThatOnnxRuntimeRunsAndKeepsAccuracy) {
             << TestAccuracy(ptq) << ", qat " << acc_qat << "\n";
   EXPECT_GT(acc_qat, acc_fp32 - 0.02);
 
-  const fs::path dir = fs::temp_directory_path() / ("mc_qat_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "qat.onnx").string();
-  SaveOnnx(g, path);
-  VerifyTolerance tol;
-  tol.mode = VerifyTolerance::Mode::kInt8;
   // Throws unless 99.9% of the logits lie within one step and 99.5% of the arg-maxes agree.
-  const VerifyReport v = VerifyOnnxInOrt(g, path, {QatData().test.inputs}, tol);
+  const VerifyReport v = testing_util::VerifyInt8InOrt(g, "qat", QatData().test.inputs);
   EXPECT_GT(v.int8.quantized, 0);  // and ONNX Runtime ran integer kernels
-  fs::remove_all(dir);
 }
 
 TEST(QuantizeQat, LearnedScalesMoveStayPositiveAndPrunedZerosSurvive) {

@@ -424,19 +424,13 @@ TEST(Quantize, QdqExportsRunInOnnxRuntimeUnderTheInt8Rule) {
   for (const std::string name : {"convnet", "resnet8"}) {
     Graph g = TrainedZoo(name);
     RunPassFromJson("quantize", g, nlohmann::json::object(), DataContext());
-    const fs::path dir = fs::temp_directory_path() / ("mc_qdq_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const std::string path = (dir / (name + ".onnx")).string();
-    SaveOnnx(g, path);
-    VerifyTolerance tol;
-    tol.mode = VerifyTolerance::Mode::kInt8;
     // Throws unless the INT8 rule holds (one step on 99.9%, top-1 on 99.5%).
-    const VerifyReport v = VerifyOnnxInOrt(g, path, {SmallFashionMnist().test.inputs}, tol);
+    Graph back;
+    const VerifyReport v =
+        testing_util::VerifyInt8InOrt(g, name, SmallFashionMnist().test.inputs, &back);
     EXPECT_EQ(v.samples, 256);
     // The file reads back as the same QDQ graph.
-    Graph back = LoadOnnx(path);
     EXPECT_EQ(CountOp(back, "QuantizeLinear"), CountOp(g, "QuantizeLinear")) << name;
-    fs::remove_all(dir);
   }
 }
 
